@@ -1,0 +1,424 @@
+/**
+ * The supervisor: the postmaster analogue. It owns `maxWorkerProcesses` slots, starts workers when their
+ * start gate opens, decides what happens when one ends, and stops them all.
+ *
+ * PostgreSQL: src/backend/postmaster/bgworker.c and postmaster.c (`RegisterDynamicBackgroundWorker`,
+ * `GetBackgroundWorkerPid`, `WaitForBackgroundWorkerStartup/Shutdown`, `TerminateBackgroundWorker`,
+ * `CleanupBackgroundWorker`, `HandleChildCrash`, the shutdown modes).
+ *
+ * **Lifecycle rules (PostgreSQL's, kept)**
+ *
+ * - A worker that returns is done: forgotten, never restarted.
+ * - A typed failure, a terminate signal, or a failed start is a failure: restarted when its `restart`
+ *   schedule says so, forgotten if it is `"never"`. A restartable worker waiting for its restart keeps its
+ *   slot and its handle reports `Stopped`.
+ * - A defect in a worker declared with `shmem: true` is a crash: every worker is interrupted, shared state is
+ *   created afresh, restartable workers come back at once (their schedules start over) and never-restart
+ *   ones are forgotten. With `restartAfterCrash: false` the supervisor ends instead (`awaitTermination`
+ *   fails).
+ * - `terminate` unregisters whatever the exit; `signal(handle, "terminate")` (`pg_terminate_backend`) only
+ *   ends the current incarnation, so the restart policy applies.
+ * - No restart happens during shutdown.
+ *
+ * **Deliberate differences**
+ *
+ * - A defect in a worker *without* shared-state access ends that worker alone, as failed. It cannot have
+ *   corrupted anything shared, and restarting every worker for it is what PostgreSQL's users complain
+ *   about.
+ * - Restart schedules can back off, jitter, be capped, reset after a stable run, and give up after an OTP
+ *   restart intensity; a given-up worker keeps its slot and shows `given up` with its last error until it is
+ *   terminated.
+ * - Registration during shutdown fails with `ShuttingDown` (PostgreSQL returns true, then never runs the
+ *   worker).
+ * - Postmaster death (the close of the supervisor's scope) interrupts workers that are not waiting, instead
+ *   of orphaning them.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import type { ActivityEvent, ActivityRow, WaitEventInfo } from "./Activity.ts"
+import * as BackgroundWorker from "./BackgroundWorker.ts"
+import * as DatabaseState from "./DatabaseState.ts"
+import { Preload, Supervisor } from "./internal/context.ts"
+import * as internal from "./internal/postmaster.ts"
+import type { ShmemStruct } from "./Shmem.ts"
+import * as Errors from "./SupervisorError.ts"
+import type { WorkerHandle, WorkerStatus } from "./WorkerHandle.ts"
+
+export { Supervisor } from "./internal/context.ts"
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export const SupervisorCrashed = internal.CrashedError
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export type SupervisorCrashed = internal.CrashedError
+
+/**
+ * `starting` (preloads run), `running`, `recovering` (crash restart in progress), a shutdown in progress
+ * (`smart`, `fast`, `immediate`), `stopped` (shut down), `dead` (scope closed, or ended by a crash).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type SupervisorState = "starting" | "running" | "recovering" | ShutdownMode | "stopped" | "dead"
+
+/**
+ * - `smart`: refuse registrations, ask every worker to terminate (it ends at its next wait or check, so it
+ *   finishes its current cycle), wait; after `shutdownTimeout`, interrupt the rest.
+ * - `fast` (SIGTERM, SIGINT): as smart, and interrupt every worker at once (finalizers run); wait up to
+ *   `shutdownTimeout`, then interrupt again and wait once more.
+ * - `immediate`: interrupt every worker and return without waiting.
+ *
+ * All three cancel unstarted registrations (their waiters get `Stopped`) and restart nothing.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type ShutdownMode = "smart" | "fast" | "immediate"
+
+/**
+ * What `signal` delivers: `"terminate"` (`pg_terminate_backend`), `"reload"` (SIGHUP to one worker).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type WorkerSignal = "terminate" | "reload"
+
+/**
+ * Launching by name (`bgw_library_name` + `bgw_function_name`), with an argument already in its encoded,
+ * serialisable form (for example JSON from SQL).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface LaunchRequest extends BackgroundWorker.EntryPointName {
+  readonly argument?: unknown
+  /** Overrides the entry point's name (`bgw_name`). */
+  readonly name?: string | undefined
+  readonly type?: string | undefined
+  readonly restart?: BackgroundWorker.RestartPolicy | undefined
+  readonly extra?: Uint8Array | undefined
+  /**
+   * PostgreSQL resolves the function inside the new worker: an unknown name is accepted at registration and
+   * the start fails (exit 1, so the restart policy applies). `true` keeps that behaviour; by default an
+   * unknown name or an argument that does not decode fails the launch and nothing is registered.
+   */
+  readonly resolveAtStart?: boolean | undefined
+}
+
+/**
+ * The service's shape.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface SupervisorApi {
+  readonly maxWorkerProcesses: () => number
+  register(
+    worker: BackgroundWorker.Any,
+    argument: unknown,
+    options: { readonly extra?: Uint8Array | undefined } | undefined,
+    context: Context.Context<never>
+  ): Effect.Effect<WorkerHandle, Errors.SupervisorError>
+  launch(request: LaunchRequest): Effect.Effect<WorkerHandle, Errors.SupervisorError>
+  status(handle: WorkerHandle): Effect.Effect<WorkerStatus>
+  info(handle: WorkerHandle): Effect.Effect<Option.Option<ActivityRow>>
+  awaitStartup(handle: WorkerHandle): Effect.Effect<WorkerStatus>
+  awaitShutdown(handle: WorkerHandle): Effect.Effect<WorkerStatus>
+  changes(handle: WorkerHandle): Stream.Stream<WorkerStatus>
+  terminate(handle: WorkerHandle): Effect.Effect<void>
+  signal(handle: WorkerHandle, signal: WorkerSignal): Effect.Effect<void>
+  setLatch(handle: WorkerHandle): Effect.Effect<void>
+  readonly reload: Effect.Effect<void>
+  shutdown(mode: ShutdownMode): Effect.Effect<void>
+  readonly awaitTermination: Effect.Effect<void, Errors.SupervisorError | SupervisorCrashed>
+  readonly currentState: Effect.Effect<SupervisorState>
+  readonly activity: Effect.Effect<ReadonlyArray<ActivityRow>>
+  readonly activityChanges: Stream.Stream<ActivityEvent>
+  readonly waitEvents: Effect.Effect<ReadonlyArray<WaitEventInfo>>
+  /** Worker and timer fibers still alive: 0 once the supervisor's scope has closed. */
+  liveFibers(): number
+}
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export interface Options<E = never, R = never> {
+  /** Slots shared by static and dynamic workers (`max_worker_processes`). Default 8. */
+  readonly maxWorkerProcesses?: number | undefined
+  /** `restart_after_crash`. Default true. */
+  readonly restartAfterCrash?: boolean | undefined
+  /** How long a shutdown waits before interrupting by force, and how long death waits. Default 5 seconds. */
+  readonly shutdownTimeout?: Duration.Input | undefined
+  /** How long a terminated worker may take to reach its next wait or check. Default `shutdownTimeout`. */
+  readonly terminateTimeout?: Duration.Input | undefined
+  /** Run at start, before any worker: where static workers are registered (`shared_preload_libraries`). */
+  readonly preload?: ReadonlyArray<Effect.Effect<void, E, R | Preload>> | undefined
+  /** Workers that can be launched by `(library, function)`. Each needs an `entryPoint`. */
+  readonly entryPoints?: ReadonlyArray<BackgroundWorker.BackgroundWorker<any, any, R>> | undefined
+  /** Shared state created before any worker starts (and again after every crash restart). */
+  readonly shmem?: ReadonlyArray<ShmemStruct<any>> | undefined
+}
+
+/**
+ * The supervisor as a layer. Building it runs the preloads, registers the static workers and starts the
+ * ones whose gate is open; closing its scope is postmaster death.
+ *
+ * **Details**
+ *
+ * Reads `DatabaseState` when one is provided (see `DatabaseState.layerMemory`) to open the
+ * `consistentState` and `recoveryFinished` gates; without it every gate is open.
+ *
+ * **Gotchas**
+ *
+ * Closing the scope is not a shutdown: waiters get `PostmasterDied`. Call {@link shutdown} first for a clean
+ * stop (`NodeSupervisor` does it on SIGTERM and SIGINT).
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer = <E = never, R = never>(
+  options: Options<E, R> = {}
+): Layer.Layer<Supervisor, E | Errors.SupervisorError, Exclude<R, Preload>> =>
+  Layer.effect(Supervisor, make(options))
+
+/**
+ * Builds a supervisor in the current scope (the layer's constructor).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make = <E = never, R = never>(
+  options: Options<E, R> = {}
+) =>
+  Effect.gen(function*() {
+    const maxWorkerProcesses = options.maxWorkerProcesses ?? 8
+    if (!Number.isInteger(maxWorkerProcesses) || maxWorkerProcesses < 0 || maxWorkerProcesses > 262_143) {
+      return yield* Errors.fail(
+        new Errors.InvalidDefinition({
+          worker: "supervisor",
+          field: "maxWorkerProcesses",
+          detail: `${maxWorkerProcesses} is outside the valid range for parameter "max_worker_processes" (0 .. 262143)`
+        })
+      )
+    }
+    const entryPoints = new Map<string, BackgroundWorker.Any>()
+    for (const worker of options.entryPoints ?? []) {
+      const problem = BackgroundWorker.check(worker) ??
+        (worker.entryPoint === undefined
+          ? new Errors.InvalidDefinition({ worker: worker.name, field: "entryPoint", detail: "missing" })
+          : entryPoints.has(BackgroundWorker.entryPointKey(worker.entryPoint))
+          ? new Errors.InvalidDefinition({
+            worker: worker.name,
+            field: "entryPoint",
+            detail: `"${BackgroundWorker.entryPointKey(worker.entryPoint)}" is registered twice`
+          })
+          : undefined)
+      if (problem !== undefined) return yield* Errors.fail(problem)
+      entryPoints.set(BackgroundWorker.entryPointKey(worker.entryPoint!), worker)
+    }
+    const shutdownTimeout = Duration.fromInputUnsafe(options.shutdownTimeout ?? "5 seconds")
+    const context = yield* Effect.context<never>()
+    const postmaster = new internal.Postmaster({
+      maxWorkerProcesses,
+      restartAfterCrash: options.restartAfterCrash ?? true,
+      shutdownTimeout,
+      terminateTimeout: options.terminateTimeout === undefined
+        ? shutdownTimeout
+        : Duration.fromInputUnsafe(options.terminateTimeout),
+      entryPoints,
+      shmem: options.shmem ?? []
+    }, context)
+    yield* Effect.addFinalizer(() => postmaster.die())
+
+    // _PG_init of every preloaded library, then the static registrations in order.
+    const pending: Array<internal.StaticRegistration> = []
+    const preload = postmaster.preloadApi(pending)
+    for (const init of options.preload ?? []) {
+      yield* Effect.provideService(init, Preload, preload)
+    }
+    yield* postmaster.registerStatic(pending)
+    yield* postmaster.initShmem()
+
+    const database = yield* Effect.serviceOption(DatabaseState.DatabaseState)
+    if (database._tag === "Some") {
+      postmaster.dbState = yield* database.value.get
+      yield* database.value.changes.pipe(
+        Stream.runForEach((state) => Effect.sync(() => postmaster.setDatabaseState(state))),
+        Effect.forkScoped
+      )
+    }
+    postmaster.run()
+    return Supervisor.of(postmaster)
+  }) as Effect.Effect<Supervisor["Service"], E | Errors.SupervisorError, Exclude<R, Preload> | import("effect/Scope").Scope>
+
+/**
+ * Registers a dynamic worker (`RegisterDynamicBackgroundWorker`) and returns its handle.
+ *
+ * **Details**
+ *
+ * Validates the definition (`InvalidDefinition` names the field), encodes the argument with the worker's
+ * schema (`InvalidArgument`), takes a free slot (`NoFreeSlot` when none) and starts the worker as soon as
+ * its gate is open. The worker runs with the supervisor's services plus the caller's (`R`): the worker is
+ * not tied to the caller's lifetime, and keeps running and restarting after the caller is gone until it
+ * is terminated (PG-23).
+ *
+ * **Gotchas**
+ *
+ * Fails with `ShuttingDown` during a shutdown. The returned handle may already report `Stopped` if the
+ * worker was quick.
+ *
+ * @category registration
+ * @since 0.1.0
+ */
+export const register = <A, E, R>(
+  worker: BackgroundWorker.BackgroundWorker<A, E, R>,
+  ...[argument, options]: void extends A ? [argument?: A, options?: { readonly extra?: Uint8Array | undefined }]
+    : [argument: A, options?: { readonly extra?: Uint8Array | undefined }]
+): Effect.Effect<WorkerHandle, Errors.SupervisorError, Supervisor | R> =>
+  Effect.flatMap(Effect.context<R>(), (context) =>
+    Supervisor.use((s) => s.register(worker, argument, options, context as Context.Context<never>)))
+
+/**
+ * Launches a registered entry point by name with an encoded argument.
+ *
+ * @category registration
+ * @since 0.1.0
+ */
+export const launch = (request: LaunchRequest): Effect.Effect<WorkerHandle, Errors.SupervisorError, Supervisor> =>
+  Supervisor.use((s) => s.launch(request))
+
+/**
+ * `GetBackgroundWorkerPid`: the handle's status now.
+ *
+ * @category handles
+ * @since 0.1.0
+ */
+export const status = (handle: WorkerHandle): Effect.Effect<WorkerStatus, never, Supervisor> =>
+  Supervisor.use((s) => s.status(handle))
+
+/**
+ * The registration's activity row (restart count, last exit, next restart, why it was given up), or
+ * `None` once it is forgotten.
+ *
+ * @category handles
+ * @since 0.1.0
+ */
+export const info = (handle: WorkerHandle): Effect.Effect<Option.Option<ActivityRow>, never, Supervisor> =>
+  Supervisor.use((s) => s.info(handle))
+
+/**
+ * `WaitForBackgroundWorkerStartup`: waits until the worker starts, and returns `Started(pid)`, `Stopped`
+ * or `PostmasterDied`, never `NotYetStarted`. `Started` means the fiber runs, not that it finished its own
+ * initialisation. Interrupting the caller abandons the wait. Inside a worker the wait shows the wait
+ * event `BgWorkerStartup`.
+ *
+ * @category handles
+ * @since 0.1.0
+ */
+export const awaitStartup = (handle: WorkerHandle): Effect.Effect<WorkerStatus, never, Supervisor> =>
+  Supervisor.use((s) => s.awaitStartup(handle))
+
+/**
+ * `WaitForBackgroundWorkerShutdown`: waits until the worker is not running and returns `Stopped` or
+ * `PostmasterDied`. A restartable worker's exit satisfies it, though the worker will come back.
+ *
+ * @category handles
+ * @since 0.1.0
+ */
+export const awaitShutdown = (handle: WorkerHandle): Effect.Effect<WorkerStatus, never, Supervisor> =>
+  Supervisor.use((s) => s.awaitShutdown(handle))
+
+/**
+ * The handle's statuses as a stream (the `bgw_notify_pid` role): the current one first, then each change.
+ * Ends after `Stopped` when the registration is forgotten, or after `PostmasterDied`.
+ *
+ * @category handles
+ * @since 0.1.0
+ */
+export const changes = (handle: WorkerHandle): Stream.Stream<WorkerStatus, never, Supervisor> =>
+  Stream.unwrap(Supervisor.useSync((s) => s.changes(handle)))
+
+/**
+ * `TerminateBackgroundWorker`: unregisters the worker whatever its exit. A running worker gets a terminate
+ * request (it ends at its next wait or check; interrupted after `terminateTimeout`); an unstarted or
+ * restart-waiting one is forgotten at once and never runs again.
+ *
+ * **Details**
+ *
+ * Safe whether the worker is running, has exited, or was never started; calling it twice is harmless; a
+ * handle whose slot was reused is ignored. Returns before the worker has stopped: follow with
+ * {@link awaitShutdown}.
+ *
+ * @category handles
+ * @since 0.1.0
+ */
+export const terminate = (handle: WorkerHandle): Effect.Effect<void, never, Supervisor> =>
+  Supervisor.use((s) => s.terminate(handle))
+
+/**
+ * Sends a signal to the worker's current incarnation: `"terminate"` ends it as failed and its restart
+ * policy applies (`pg_terminate_backend`); `"reload"` sets its reload flag and latch. No-op when it is not
+ * running.
+ *
+ * @category handles
+ * @since 0.1.0
+ */
+export const signal = (handle: WorkerHandle, signal: WorkerSignal): Effect.Effect<void, never, Supervisor> =>
+  Supervisor.use((s) => s.signal(handle, signal))
+
+/**
+ * Sets the worker's latch (`SetLatch(&proc->procLatch)`). No-op when it is not running.
+ *
+ * @category handles
+ * @since 0.1.0
+ */
+export const setLatch = (handle: WorkerHandle): Effect.Effect<void, never, Supervisor> =>
+  Supervisor.use((s) => s.setLatch(handle))
+
+/**
+ * Sets every running worker's reload flag and latch (SIGHUP). Nothing happens during a fast or immediate
+ * shutdown, as PostgreSQL forwards SIGHUP only up to a smart shutdown.
+ *
+ * @category reload
+ * @since 0.1.0
+ */
+export const reload: Effect.Effect<void, never, Supervisor> = Supervisor.use((s) => s.reload)
+
+/**
+ * Shuts down (see {@link ShutdownMode}); returns when the workers have ended (at once for `immediate`).
+ * Idempotent: a second call waits for the first.
+ *
+ * @category lifecycle
+ * @since 0.1.0
+ */
+export const shutdown = (mode: ShutdownMode = "fast"): Effect.Effect<void, never, Supervisor> =>
+  Supervisor.use((s) => s.shutdown(mode))
+
+/**
+ * Completes when the supervisor has stopped (after a shutdown) and fails with `SupervisorCrashed` when it
+ * ended because of a crash with `restartAfterCrash: false`.
+ *
+ * @category lifecycle
+ * @since 0.1.0
+ */
+export const awaitTermination: Effect.Effect<void, Errors.SupervisorError | SupervisorCrashed, Supervisor> = Supervisor
+  .use((s) => s.awaitTermination)
+
+/**
+ * @category lifecycle
+ * @since 0.1.0
+ */
+export const state: Effect.Effect<SupervisorState, never, Supervisor> = Supervisor.use((s) => s.currentState)

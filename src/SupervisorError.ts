@@ -1,0 +1,161 @@
+/**
+ * The typed errors of the supervisor: one wrapper, `SupervisorError`, holding a tagged `reason`.
+ *
+ * PostgreSQL reports these conditions as a `false` return (`RegisterDynamicBackgroundWorker` when no slot
+ * is free) or as `ereport(ERROR, ...)` (an invalid definition). Here every one of them is a value in the
+ * error channel, never a defect, so callers can match them with `Effect.catchReason`:
+ *
+ * ```ts
+ * Supervisor.register(worker, 1).pipe(
+ *   Effect.catchReason("SupervisorError", "NoFreeSlot", () => Effect.succeed(undefined))
+ * )
+ * ```
+ *
+ * Messages follow PostgreSQL's style: lowercase, no trailing period, names in double quotes; the advice
+ * goes in `hint`.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+
+const hint = Schema.optionalKey(Schema.String)
+
+/**
+ * Every slot of `maxWorkerProcesses` is in use (PostgreSQL: `RegisterDynamicBackgroundWorker` returns false).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class NoFreeSlot extends Schema.TaggedError<NoFreeSlot>()("NoFreeSlot", {
+  maxWorkerProcesses: Schema.Number,
+  hint
+}) {
+  override get message(): string {
+    return `no free background worker slot (max_worker_processes = ${this.maxWorkerProcesses})`
+  }
+  /** A slot frees up when some worker is forgotten, so trying later can succeed. */
+  get isRetryable(): boolean {
+    return true
+  }
+}
+
+/**
+ * A definition or registration failed its sanity check (PostgreSQL: `SanityCheckBackgroundWorker`).
+ * `field` names the offending option.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class InvalidDefinition extends Schema.TaggedError<InvalidDefinition>()("InvalidDefinition", {
+  worker: Schema.String,
+  field: Schema.String,
+  detail: Schema.String,
+  hint
+}) {
+  override get message(): string {
+    return `background worker "${this.worker}": invalid ${this.field}: ${this.detail}`
+  }
+  get isRetryable(): boolean {
+    return false
+  }
+}
+
+/**
+ * The argument did not encode with the worker's `argument` schema (or, when launching by name, did not decode).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class InvalidArgument extends Schema.TaggedError<InvalidArgument>()("InvalidArgument", {
+  worker: Schema.String,
+  detail: Schema.String,
+  hint
+}) {
+  override get message(): string {
+    return `background worker "${this.worker}": invalid argument: ${this.detail}`
+  }
+  get isRetryable(): boolean {
+    return false
+  }
+}
+
+/**
+ * No entry point is registered under `(library, function)` (PostgreSQL: `could not find function`).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class UnknownEntryPoint extends Schema.TaggedError<UnknownEntryPoint>()("UnknownEntryPoint", {
+  library: Schema.String,
+  function: Schema.String,
+  hint
+}) {
+  override get message(): string {
+    return `could not find function "${this.function}" in library "${this.library}"`
+  }
+  get isRetryable(): boolean {
+    return false
+  }
+}
+
+/**
+ * The supervisor is shutting down (or has stopped) and accepts no new registration.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()("ShuttingDown", {
+  mode: Schema.String,
+  hint
+}) {
+  override get message(): string {
+    return `cannot register background workers: the supervisor is shutting down (${this.mode})`
+  }
+  get isRetryable(): boolean {
+    return false
+  }
+}
+
+/**
+ * The reasons a `SupervisorError` can carry.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export const SupervisorErrorReason = Schema.Union([
+  NoFreeSlot,
+  InvalidDefinition,
+  InvalidArgument,
+  UnknownEntryPoint,
+  ShuttingDown
+])
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export type SupervisorErrorReason = typeof SupervisorErrorReason.Type
+
+/**
+ * The error of every supervisor operation that can fail. Match on `reason._tag`, or with
+ * `Effect.catchReason("SupervisorError", "NoFreeSlot", ...)`.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class SupervisorError extends Schema.TaggedError<SupervisorError>()("SupervisorError", {
+  reason: SupervisorErrorReason
+}) {
+  override get message(): string {
+    return this.reason.message
+  }
+  get hint(): string | undefined {
+    return this.reason.hint
+  }
+  get isRetryable(): boolean {
+    return this.reason.isRetryable
+  }
+}
+
+/** @internal */
+export const fail = (reason: SupervisorErrorReason): SupervisorError => new SupervisorError({ reason })

@@ -1,0 +1,1004 @@
+/**
+ * The postmaster: slot table, registrations, starts, exits, restarts, crash restart, shutdown and death.
+ *
+ * Protocol essay (the part of bgworker.c's slot comment that matters here):
+ *
+ * - All state is mutated in synchronous blocks (an `Effect.sync`, a fiber observer). JavaScript never
+ *   preempts a synchronous block, so each block is atomic with respect to every fiber: no locks.
+ * - A slot holds at most one `Reg` (registration). `Reg.generation` is bumped each time a slot is taken, so a
+ *   handle `{slot, generation}` knows whether it still names the registration it was given.
+ * - A running registration has exactly one incarnation, a `Proc`, whose fiber is a root fiber started with
+ *   the worker's own context. Its exit is seen synchronously by a fiber observer (`onExit`), which decides,
+ *   as `CleanupBackgroundWorker` does, between done, failed and crashed.
+ * - A registration waiting for its restart keeps its slot, and owns one timer fiber. A registration is
+ *   forgotten (slot freed, waiters told `Stopped`) on success, on any exit of a never-restart worker, on
+ *   terminate, at shutdown, and for never-restart workers at a crash restart.
+ * - Postmaster death is the close of the supervisor's scope: `die()` below.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Pull from "effect/Pull"
+import * as Queue from "effect/Queue"
+import * as References from "effect/References"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type { ActivityEvent, ActivityRow, LastExit, Registration, WaitEventInfo } from "../Activity.ts"
+import * as BackgroundWorker from "../BackgroundWorker.ts"
+import * as DatabaseState from "../DatabaseState.ts"
+import type { ShmemApi, ShmemStruct } from "../Shmem.ts"
+import type { LaunchRequest, ShutdownMode, SupervisorApi, SupervisorState, WorkerSignal } from "../Supervisor.ts"
+import * as Errors from "../SupervisorError.ts"
+import * as Handle from "../WorkerHandle.ts"
+import { CurrentWorker, Preload, Shmem, Supervisor } from "./context.ts"
+import { Proc, type ProcHost } from "./proc.ts"
+
+type Phase = "pending" | "running" | "restartWait" | "givenUp"
+
+type Listener = (status: Handle.WorkerStatus, final: boolean) => void
+
+/** One registration of a slot (`RegisteredBgWorker` + `BackgroundWorkerSlot`). */
+class Reg {
+  phase: Phase = "pending"
+  everStarted = false
+  proc: Proc | undefined = undefined
+  /** `TerminateBackgroundWorker` was called: forget it whatever the exit. */
+  terminate = false
+  restartCount = 0
+  lastExit: LastExit | undefined = undefined
+  nextRestartAt: number | undefined = undefined
+  givenUpReason: string | undefined = undefined
+  timer: Fiber.Fiber<void> | undefined = undefined
+  step: ((now: number, input: BackgroundWorker.WorkerFailure) => Pull.Pull<[unknown, Duration.Duration], never, unknown>) | undefined =
+    undefined
+  restartTimes: Array<number> = []
+  listeners: Set<Listener> | undefined = undefined
+  readonly slot: number
+  readonly generation: number
+  readonly def: BackgroundWorker.Any
+  readonly encodedArgument: unknown
+  readonly extra: Uint8Array | undefined
+  readonly context: Context.Context<never>
+  readonly origin: "static" | "dynamic"
+  readonly lazyEntryPoint: BackgroundWorker.EntryPointName | undefined
+  constructor(
+    slot: number,
+    generation: number,
+    def: BackgroundWorker.Any,
+    encodedArgument: unknown,
+    extra: Uint8Array | undefined,
+    context: Context.Context<never>,
+    origin: "static" | "dynamic",
+    lazyEntryPoint: BackgroundWorker.EntryPointName | undefined
+  ) {
+    this.slot = slot
+    this.generation = generation
+    this.def = def
+    this.encodedArgument = encodedArgument
+    this.extra = extra
+    this.context = context
+    this.origin = origin
+    this.lazyEntryPoint = lazyEntryPoint
+}
+  get handle(): Handle.WorkerHandle {
+    return Handle.make(this.slot, this.generation)
+  }
+}
+
+class StartupFailure extends Schema.TaggedError<StartupFailure>()("StartupFailure", { message: Schema.String }) {}
+
+export interface Options {
+  readonly maxWorkerProcesses: number
+  readonly restartAfterCrash: boolean
+  readonly shutdownTimeout: Duration.Duration
+  readonly terminateTimeout: Duration.Duration
+  readonly entryPoints: ReadonlyMap<string, BackgroundWorker.Any>
+  readonly shmem: ReadonlyArray<ShmemStruct<any>>
+}
+
+const finalStatus = (s: Handle.WorkerStatus) => s._tag === "PostmasterDied"
+
+export class Postmaster implements SupervisorApi, ProcHost {
+  readonly slots: Array<Reg | undefined>
+  readonly generations: Array<number>
+  readonly clock: Clock.Clock
+  state: SupervisorState = "starting"
+  dbState: DatabaseState.State = "ready"
+  private nextPid = 1
+  private readonly live = new Set<Fiber.Fiber<unknown, unknown>>()
+  private readonly timers = new Set<Fiber.Fiber<unknown, unknown>>()
+  private readonly activityListeners = new Set<(event: ActivityEvent) => void>()
+  private readonly waitEventIds = new Map<string, number>()
+  private shutdownDone: Deferred.Deferred<void> | undefined = undefined
+  readonly terminated = Deferred.makeUnsafe<void, Errors.SupervisorError | CrashedError>()
+  private shmemGeneration = 0
+  private shmemScope: Scope.Closeable
+  private shmemValues = new Map<string, Deferred.Deferred<unknown>>()
+  private readonly logEnabled: (level: "Debug" | "Info" | "Warn" | "Error") => boolean
+
+  readonly options: Options
+  readonly context: Context.Context<never>
+  constructor(
+    options: Options,
+    context: Context.Context<never>
+  ) {
+    this.options = options
+    this.context = context
+    this.slots = new Array(options.maxWorkerProcesses).fill(undefined)
+    this.generations = new Array(options.maxWorkerProcesses).fill(0)
+    this.clock = Context.get(context, Clock.Clock)
+    this.shmemScope = Scope.makeUnsafe()
+    const minimum = Context.get(context, References.MinimumLogLevel)
+    const order = ["All", "Trace", "Debug", "Info", "Warn", "Error", "Fatal", "None"]
+    this.logEnabled = (level) => order.indexOf(level) >= order.indexOf(minimum)
+  }
+
+  readonly maxWorkerProcesses = (): number => this.options.maxWorkerProcesses
+
+  // --- logging and forking outside any caller's fiber ---
+
+  private fork<A, E>(effect: Effect.Effect<A, E>): Fiber.Fiber<A, E> {
+    return Effect.runForkWith(this.context)(effect)
+  }
+
+  log(level: "Debug" | "Info" | "Warn" | "Error", message: string, annotations?: Record<string, unknown>): void {
+    if (!this.logEnabled(level)) return
+    const log = level === "Debug"
+      ? Effect.logDebug(message)
+      : level === "Info"
+      ? Effect.logInfo(message)
+      : level === "Warn"
+      ? Effect.logWarning(message)
+      : Effect.logError(message)
+    this.fork(Effect.annotateLogs(log, { module: "effect-bgworker/Supervisor", ...annotations }))
+  }
+
+  private timer(reg: Reg | undefined, effect: Effect.Effect<void>): Fiber.Fiber<void> {
+    const fiber = this.fork(effect)
+    if (fiber.pollUnsafe() === undefined) {
+      this.timers.add(fiber)
+      fiber.addObserver(() => {
+        this.timers.delete(fiber)
+        if (reg !== undefined && reg.timer === fiber) reg.timer = undefined
+      })
+    }
+    return fiber
+  }
+
+  // --- status, listeners and activity ---
+
+  statusOf(reg: Reg | undefined, handle: Handle.WorkerHandle): Handle.WorkerStatus {
+    if (this.state === "dead") return Handle.PostmasterDied
+    if (reg === undefined || reg.generation !== handle.generation) return Handle.Stopped
+    if (reg.phase === "running") return Handle.Started(reg.proc!.pid)
+    if (reg.phase === "pending" && !reg.everStarted) return Handle.NotYetStarted
+    return Handle.Stopped
+  }
+
+  private lookup(handle: Handle.WorkerHandle): Reg | undefined {
+    const reg = this.slots[handle.slot]
+    return reg !== undefined && reg.generation === handle.generation ? reg : undefined
+  }
+
+  private changed(reg: Reg, final = false): void {
+    if (reg.listeners !== undefined && reg.listeners.size > 0) {
+      const status = final ? Handle.Stopped : this.statusOf(reg, reg.handle)
+      for (const listener of Array.from(reg.listeners)) listener(status, final)
+    }
+    if (final) reg.listeners = undefined
+    this.publish(reg, final)
+  }
+
+  private publish(reg: Reg, removed: boolean): void {
+    if (this.activityListeners.size === 0) return
+    const event: ActivityEvent = removed
+      ? { _tag: "Removed", slot: reg.slot, generation: reg.generation, name: reg.def.name }
+      : { _tag: "Updated", row: this.row(reg) }
+    for (const listener of this.activityListeners) listener(event)
+  }
+
+  activityChanged(proc: Proc): void {
+    if (this.activityListeners.size === 0) return
+    const reg = this.slots[proc.handle.slot]
+    if (reg !== undefined && reg.proc === proc) this.publish(reg, false)
+  }
+
+  registerWaitEvent(name: string): string | undefined {
+    if (this.waitEventIds.has(name)) return undefined
+    if (this.waitEventIds.size >= 128) return "too many custom wait events"
+    this.waitEventIds.set(name, this.waitEventIds.size + 1)
+    return undefined
+  }
+
+  private row(reg: Reg): ActivityRow {
+    const p = reg.phase === "running" ? reg.proc : undefined
+    const registration: Registration = reg.phase === "running"
+      ? "running"
+      : reg.phase === "givenUp"
+      ? "given up"
+      : reg.phase === "restartWait" || reg.everStarted
+      ? "waiting for restart"
+      : "not yet started"
+    return {
+      slot: reg.slot,
+      generation: reg.generation,
+      pid: p?.pid ?? null,
+      name: reg.def.name,
+      backendType: reg.def.type,
+      origin: reg.origin,
+      registration,
+      state: p?.state ?? null,
+      query: p?.query ?? "",
+      backendStart: p?.backendStart ?? null,
+      stateChange: p?.stateChange ?? null,
+      waitEventType: p?.waitEventType ?? null,
+      waitEvent: p?.waitEvent ?? null,
+      restartCount: reg.restartCount,
+      lastExit: reg.lastExit ?? null,
+      nextRestartAt: reg.nextRestartAt ?? null,
+      givenUpReason: reg.givenUpReason ?? null
+    }
+  }
+
+  // --- registration ---
+
+  private allocate(
+    def: BackgroundWorker.Any,
+    encodedArgument: unknown,
+    extra: Uint8Array | undefined,
+    context: Context.Context<never>,
+    origin: "static" | "dynamic",
+    lazyEntryPoint: BackgroundWorker.EntryPointName | undefined
+  ): Reg | undefined {
+    const slot = this.slots.indexOf(undefined)
+    if (slot < 0) return undefined
+    const generation = ++this.generations[slot]!
+    const reg = new Reg(slot, generation, def, encodedArgument, extra, context, origin, lazyEntryPoint)
+    this.slots[slot] = reg
+    this.publish(reg, false)
+    return reg
+  }
+
+  /** Checks a registration and encodes its argument; `Left` is the error. */
+  prepare(
+    def: BackgroundWorker.Any,
+    argument: unknown,
+    extra: Uint8Array | undefined
+  ): Effect.Effect<unknown, Errors.SupervisorError> {
+    const invalid = BackgroundWorker.check(def)
+    if (invalid !== undefined) return Effect.fail(Errors.fail(invalid))
+    if (extra !== undefined && (!(extra instanceof Uint8Array) || extra.byteLength > BackgroundWorker.maxExtraBytes)) {
+      return Effect.fail(Errors.fail(
+        new Errors.InvalidDefinition({
+          worker: def.name,
+          field: "extra",
+          detail: `must be a Uint8Array of at most ${BackgroundWorker.maxExtraBytes} bytes`
+        })
+      ))
+    }
+    if (def.argument === undefined) return Effect.succeed(undefined)
+    return Schema.encodeUnknownEffect(def.argument)(argument).pipe(
+      Effect.map((encoded) => structuredClone(encoded)),
+      Effect.mapError((error) =>
+        Errors.fail(new Errors.InvalidArgument({ worker: def.name, detail: error.message }))
+      )
+    ) as Effect.Effect<unknown, Errors.SupervisorError>
+  }
+
+  register(
+    def: BackgroundWorker.Any,
+    argument: unknown,
+    options: { readonly extra?: Uint8Array | undefined } | undefined,
+    context: Context.Context<never>
+  ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
+    return Effect.flatMap(
+      this.prepare(def, argument, options?.extra),
+      (encoded) => this.registerPrepared(def, encoded, options?.extra, context, undefined)
+    )
+  }
+
+  private registerPrepared(
+    def: BackgroundWorker.Any,
+    encoded: unknown,
+    extra: Uint8Array | undefined,
+    context: Context.Context<never>,
+    lazyEntryPoint: BackgroundWorker.EntryPointName | undefined
+  ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
+    return Effect.suspend(() => {
+      if (this.state !== "running" && this.state !== "recovering" && this.state !== "starting") {
+        return Effect.fail(Errors.fail(new Errors.ShuttingDown({ mode: this.state })))
+      }
+      const reg = this.allocate(def, encoded, extra, context, "dynamic", lazyEntryPoint)
+      if (reg === undefined) {
+        return Effect.fail(Errors.fail(
+          new Errors.NoFreeSlot({
+            maxWorkerProcesses: this.options.maxWorkerProcesses,
+            hint: "Consider increasing maxWorkerProcesses, or terminate workers that are no longer needed."
+          })
+        ))
+      }
+      this.tryStart(reg)
+      return Effect.succeed(reg.handle)
+    })
+  }
+
+  launch(request: LaunchRequest): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
+    return Effect.suspend(() => {
+      const key = BackgroundWorker.entryPointKey(request)
+      const entry = this.options.entryPoints.get(key)
+      if (entry === undefined) {
+        if (request.resolveAtStart !== true) {
+          return Effect.fail(Errors.fail(
+            new Errors.UnknownEntryPoint({
+              library: request.library,
+              function: request.function,
+              hint: "Only entry points listed in Supervisor.layer({ entryPoints }) can be launched."
+            })
+          ))
+        }
+        // PostgreSQL's late binding: the registration is accepted, its start fails (exit 1).
+        const placeholder = BackgroundWorker.make({
+          name: request.name ?? `${request.library}.${request.function}`,
+          type: request.type,
+          restart: request.restart,
+          main: () => Effect.void
+        })
+        return Effect.flatMap(
+          this.prepare(placeholder, undefined, request.extra),
+          () => this.registerPrepared(placeholder, request.argument, request.extra, this.context, request)
+        )
+      }
+      const def: BackgroundWorker.Any = {
+        ...entry,
+        name: request.name ?? entry.name,
+        type: request.type ?? entry.type,
+        restart: request.restart ?? entry.restart
+      }
+      // The argument arrives encoded (from SQL, from another process): it must decode before anything starts.
+      const decoded: Effect.Effect<unknown, Errors.SupervisorError> = def.argument === undefined
+        ? Effect.void
+        : Effect.mapError(
+          Schema.decodeUnknownEffect(def.argument)(request.argument),
+          (error) => Errors.fail(new Errors.InvalidArgument({ worker: def.name, detail: error.message }))
+        )
+      return Effect.flatMap(decoded, (argument) => this.register(def, argument, { extra: request.extra }, this.context))
+    })
+  }
+
+  // --- starting ---
+
+  private gateOpen(def: BackgroundWorker.Any): boolean {
+    return this.state === "running" && DatabaseState.allows(this.dbState, def.startTime)
+  }
+
+  private tryStart(reg: Reg): void {
+    if (reg.phase === "pending" && this.gateOpen(reg.def)) this.start(reg)
+  }
+
+  startPending(): void {
+    for (const reg of this.slots) if (reg !== undefined) this.tryStart(reg)
+  }
+
+  private start(reg: Reg): void {
+    const pid = this.nextPid++
+    const proc = new Proc(
+      this,
+      reg.def.name,
+      reg.def.type,
+      pid,
+      reg.handle,
+      reg.origin,
+      reg.extra,
+      reg.encodedArgument,
+      reg.def
+    )
+    reg.proc = proc
+    reg.phase = "running"
+    reg.everStarted = true
+    reg.nextRestartAt = undefined
+    let context = Context.add(Context.add(reg.context, CurrentWorker, proc), Supervisor, this)
+    if (reg.def.shmem) context = Context.add(context, Shmem, this.shmemApi())
+    const fiber = Effect.runForkWith(context)(this.body(reg, proc))
+    proc.fiber = fiber
+    this.live.add(fiber)
+    fiber.addObserver((exit) => this.onExit(reg, proc, exit))
+    this.changed(reg)
+  }
+
+  private body(reg: Reg, proc: Proc): Effect.Effect<void, unknown> {
+    const def = reg.def
+    const run = Effect.gen({ self: this }, function*() {
+      let worker = def
+      if (reg.lazyEntryPoint !== undefined) {
+        const found = this.options.entryPoints.get(BackgroundWorker.entryPointKey(reg.lazyEntryPoint))
+        if (found === undefined) {
+          return yield* new StartupFailure({
+            message:
+              `could not find function "${reg.lazyEntryPoint.function}" in library "${reg.lazyEntryPoint.library}"`
+          })
+        }
+        worker = found
+      }
+      const argument = worker.argument === undefined ? undefined : yield* Effect.mapError(
+        Schema.decodeUnknownEffect(worker.argument)(reg.encodedArgument),
+        (error) => new StartupFailure({ message: `invalid argument: ${error.message}` })
+      )
+      if (worker.database !== undefined) {
+        return yield* new StartupFailure({
+          message: "database connection requested, but no WorkerConnector is installed"
+        })
+      }
+      proc.report("active", undefined)
+      yield* Effect.scoped(worker.main(argument))
+    })
+    // Start asynchronously, like a fork: the registrant's synchronous block finishes first.
+    return Effect.andThen(Effect.yieldNow, run) as Effect.Effect<void, unknown>
+  }
+
+  // --- exits ---
+
+  private onExit(reg: Reg, proc: Proc, exit: Exit.Exit<void, unknown>): void {
+    this.live.delete(proc.fiber!)
+    if (proc.forceTimer !== undefined) proc.forceTimer.interruptUnsafe()
+    if (reg.proc === proc) reg.proc = undefined
+    const now = this.clock.currentTimeMillisUnsafe()
+    const outcome = this.classify(reg, proc, exit)
+    reg.lastExit = { kind: outcome.kind, message: outcome.message, at: now, query: proc.query }
+    const annotations = { worker: reg.def.name, type: reg.def.type, pid: proc.pid }
+    if (this.state === "dead") {
+      reg.phase = "pending"
+      return
+    }
+    if (outcome.kind === "killed") {
+      // Ended by a crash restart or a shutdown: those paths decide what comes next.
+      reg.phase = "pending"
+      if (this.state === "running" || this.state === "recovering") {
+        this.changed(reg)
+      } else {
+        this.forget(reg)
+      }
+      return
+    }
+    if (outcome.kind === "done") {
+      this.log("Debug", `background worker "${reg.def.type}" (PID ${proc.pid}) exited with exit code 0`, annotations)
+      this.forget(reg)
+      return
+    }
+    if (outcome.kind === "crashed") {
+      this.log(
+        "Error",
+        `background worker "${reg.def.type}" (PID ${proc.pid}) crashed: ${outcome.message}` +
+          (proc.query === "" ? "" : `; failed process was running: ${proc.query}`),
+        annotations
+      )
+      reg.phase = "pending"
+      if (this.state === "running") this.crashRestart(reg)
+      else this.forget(reg)
+      return
+    }
+    this.log(
+      "Info",
+      `background worker "${reg.def.type}" (PID ${proc.pid}) exited with exit code 1: ${outcome.message}`,
+      annotations
+    )
+    if (reg.terminate || this.state !== "running" && this.state !== "recovering" || reg.def.restart === "never") {
+      this.forget(reg)
+      return
+    }
+    this.scheduleRestart(reg, proc, outcome.failure!)
+  }
+
+  private classify(
+    reg: Reg,
+    proc: Proc,
+    exit: Exit.Exit<void, unknown>
+  ): { kind: LastExit["kind"]; message: string; failure?: BackgroundWorker.WorkerFailure } {
+    if (Exit.isSuccess(exit)) return { kind: "done", message: "exited with exit code 0" }
+    const cause = exit.cause
+    const failed = (reason: BackgroundWorker.WorkerFailure["reason"], message: string, error: unknown) => ({
+      kind: "failed" as const,
+      message,
+      failure: { reason, message, error }
+    })
+    if (proc.endReason === "crash" || proc.endReason === "shutdown" || proc.endReason === "death") {
+      return { kind: "killed", message: proc.endReason === "crash" ? "terminated by crash restart" : `terminated by ${proc.endReason}` }
+    }
+    const error = Cause.findErrorOption(cause)
+    if (Option.isSome(error)) {
+      const e = error.value
+      if (e instanceof StartupFailure) return failed("startup", e.message, e)
+      return failed("error", errorMessage(e), e)
+    }
+    const defect = Cause.findDefect(cause)
+    if (defect._tag === "Success") {
+      const message = errorMessage(defect.success)
+      if (reg.def.shmem) return { kind: "crashed", message }
+      return failed("defect", message, defect.success)
+    }
+    if (proc.endReason === "terminate" || proc.terminatePending) {
+      return failed("terminated", `terminating background worker "${reg.def.type}" due to administrator command`, undefined)
+    }
+    return failed("interrupted", "interrupted", undefined)
+  }
+
+  /** Frees the slot (`ForgetBackgroundWorker`); waiters see `Stopped`. */
+  private forget(reg: Reg): void {
+    if (this.slots[reg.slot] !== reg) return
+    if (reg.timer !== undefined) reg.timer.interruptUnsafe()
+    this.slots[reg.slot] = undefined
+    reg.phase = "pending"
+    this.changed(reg, true)
+  }
+
+  private scheduleRestart(reg: Reg, proc: Proc, failure: BackgroundWorker.WorkerFailure): void {
+    reg.phase = "restartWait"
+    const policy = reg.def.restart as Schedule.Schedule<unknown, BackgroundWorker.WorkerFailure>
+    const ranFor = this.clock.currentTimeMillisUnsafe() - proc.backendStart
+    reg.timer = this.timer(
+      reg,
+      Effect.gen({ self: this }, function*() {
+        const now = this.clock.currentTimeMillisUnsafe()
+        if (reg.def.resetAfter !== undefined && ranFor >= Duration.toMillis(reg.def.resetAfter)) {
+          reg.step = undefined
+          reg.restartTimes = []
+        }
+        const intensity = reg.def.intensity
+        if (intensity !== undefined) {
+          const since = now - Duration.toMillis(intensity.within)
+          reg.restartTimes = reg.restartTimes.filter((t) => t >= since)
+          reg.restartTimes.push(now)
+          if (reg.restartTimes.length > intensity.maxRestarts) {
+            return this.giveUp(
+              reg,
+              `more than ${intensity.maxRestarts} restarts within ${Duration.format(intensity.within)}`
+            )
+          }
+        }
+        reg.step ??= yield* Schedule.toStep(policy)
+        const next = yield* Effect.exit(reg.step(now, failure))
+        if (Exit.isFailure(next)) return this.giveUp(reg, "restart schedule exhausted")
+        const delay = next.value[1]
+        reg.nextRestartAt = now + Duration.toMillis(delay)
+        this.changed(reg)
+        yield* Effect.sleep(delay)
+        reg.timer = undefined
+        if (this.slots[reg.slot] !== reg || reg.phase !== "restartWait") return
+        reg.restartCount++
+        reg.phase = "pending"
+        reg.nextRestartAt = undefined
+        this.tryStart(reg)
+        if (reg.phase === "pending") this.changed(reg)
+      })
+    )
+    this.changed(reg)
+  }
+
+  private giveUp(reg: Reg, reason: string): void {
+    reg.phase = "givenUp"
+    reg.timer = undefined
+    reg.nextRestartAt = undefined
+    reg.givenUpReason = reason
+    this.log("Warn", `background worker "${reg.def.name}": given up: ${reason}; last exit: ${reg.lastExit?.message}`, {
+      worker: reg.def.name
+    })
+    this.changed(reg)
+  }
+
+  // --- crash restart ---
+
+  private crashRestart(crashed: Reg): void {
+    if (!this.options.restartAfterCrash) {
+      this.log("Error", "terminating any other active server processes; restartAfterCrash is off: the supervisor ends")
+      this.fork(this.die(new CrashedError({ worker: crashed.def.name, message: crashed.lastExit?.message ?? "" })))
+      return
+    }
+    this.state = "recovering"
+    this.log("Warn", "terminating any other active server processes", { worker: crashed.def.name })
+    for (const reg of this.slots) {
+      if (reg === undefined) continue
+      if (reg.timer !== undefined) {
+        reg.timer.interruptUnsafe()
+        reg.timer = undefined
+      }
+      if (reg.proc !== undefined) {
+        reg.proc.endReason = "crash"
+        reg.proc.fiber!.interruptUnsafe()
+      }
+    }
+    this.fork(Effect.gen({ self: this }, function*() {
+      yield* Fiber.awaitAll(Array.from(this.live))
+      yield* this.resetShmem()
+      if (this.state !== "recovering") return
+      this.log("Warn", "all server processes terminated; reinitializing")
+      this.state = "running"
+      for (const reg of this.slots) {
+        if (reg === undefined || reg.phase === "givenUp") continue
+        if (reg.terminate || reg.def.restart === "never") {
+          this.forget(reg)
+          continue
+        }
+        // Restartable workers come back at once: the crash delay is reset.
+        reg.step = undefined
+        reg.nextRestartAt = undefined
+        if (reg.everStarted) reg.restartCount++
+        reg.phase = "pending"
+        this.tryStart(reg)
+        if (reg.phase === "pending") this.changed(reg)
+      }
+    }))
+  }
+
+  // --- shared state ---
+
+  private shmemApi(): ShmemApi {
+    const generation = this.shmemGeneration
+    return {
+      generation,
+      get: <A>(struct: ShmemStruct<A>) => this.shmemGet(struct)
+    }
+  }
+
+  shmemGet<A>(struct: ShmemStruct<A>): Effect.Effect<A> {
+    return Effect.suspend(() => {
+      const existing = this.shmemValues.get(struct.name)
+      if (existing !== undefined) return Deferred.await(existing) as Effect.Effect<A>
+      const deferred = Deferred.makeUnsafe<unknown>()
+      this.shmemValues.set(struct.name, deferred)
+      const scope = this.shmemScope
+      return Effect.uninterruptible(
+        Effect.flatMap(
+          Effect.exit(Scope.provide(struct.init, scope)),
+          (exit) => Effect.andThen(Deferred.done(deferred, exit), exit)
+        )
+      ) as Effect.Effect<A>
+    })
+  }
+
+  private resetShmem(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const old = this.shmemScope
+      this.shmemScope = Scope.makeUnsafe()
+      this.shmemValues = new Map()
+      this.shmemGeneration++
+      return Effect.andThen(
+        Scope.close(old, Exit.void),
+        Effect.forEach(this.options.shmem, (struct) => this.shmemGet(struct), { discard: true })
+      )
+    })
+  }
+
+  initShmem(): Effect.Effect<void> {
+    return Effect.forEach(this.options.shmem, (struct) => this.shmemGet(struct), { discard: true })
+  }
+
+  // --- requests ---
+
+  private requestTerminate(proc: Proc): void {
+    proc.requestTerminate()
+    if (proc.forceTimer !== undefined) return
+    const timeout = this.options.terminateTimeout
+    proc.forceTimer = this.timer(
+      undefined,
+      Effect.andThen(
+        Effect.sleep(timeout),
+        Effect.sync(() => {
+          if (proc.fiber !== undefined && proc.fiber.pollUnsafe() === undefined) {
+            this.log("Warn", `background worker "${proc.name}" ignored a terminate request for ${Duration.format(timeout)}: interrupting it`)
+            proc.endReason ??= "terminate"
+            proc.fiber.interruptUnsafe()
+          }
+        })
+      )
+    )
+  }
+
+  terminate(handle: Handle.WorkerHandle): Effect.Effect<void> {
+    return Effect.sync(() => {
+      const reg = this.lookup(handle)
+      if (reg === undefined || this.state === "dead") return
+      reg.terminate = true
+      if (reg.phase === "running") this.requestTerminate(reg.proc!)
+      else this.forget(reg)
+    })
+  }
+
+  signal(handle: Handle.WorkerHandle, signal: WorkerSignal): Effect.Effect<void> {
+    return Effect.sync(() => {
+      const proc = this.lookup(handle)?.proc
+      if (proc === undefined) return
+      if (signal === "terminate") this.requestTerminate(proc)
+      else proc.requestReload()
+    })
+  }
+
+  setLatch(handle: Handle.WorkerHandle): Effect.Effect<void> {
+    return Effect.sync(() => this.lookup(handle)?.proc?.latch.setUnsafe())
+  }
+
+  readonly reload: Effect.Effect<void> = Effect.sync(() => {
+    if (this.state !== "running" && this.state !== "smart") return
+    for (const reg of this.slots) reg?.proc?.requestReload()
+  })
+
+  // --- waiting on handles ---
+
+  status(handle: Handle.WorkerHandle): Effect.Effect<Handle.WorkerStatus> {
+    return Effect.sync(() => this.statusOf(this.slots[handle.slot], handle))
+  }
+
+  info(handle: Handle.WorkerHandle): Effect.Effect<Option.Option<ActivityRow>> {
+    return Effect.sync(() => {
+      const reg = this.lookup(handle)
+      return reg === undefined ? Option.none() : Option.some(this.row(reg))
+    })
+  }
+
+  private awaitStatus(
+    handle: Handle.WorkerHandle,
+    done: (status: Handle.WorkerStatus) => boolean,
+    waitEvent: string
+  ): Effect.Effect<Handle.WorkerStatus> {
+    const wait = Effect.callback<Handle.WorkerStatus>((resume) => {
+      const reg = this.lookup(handle)
+      const now = this.statusOf(reg, handle)
+      if (done(now) || reg === undefined) return resume(Effect.succeed(now))
+      const listener: Listener = (status) => {
+        if (done(status) || finalStatus(status)) {
+          reg.listeners?.delete(listener)
+          resume(Effect.succeed(status))
+        }
+      }
+      ;(reg.listeners ??= new Set()).add(listener)
+      return Effect.sync(() => reg.listeners?.delete(listener))
+    })
+    return Effect.flatMap(Effect.serviceOption(CurrentWorker), (worker) => {
+      if (Option.isNone(worker)) return wait
+      const proc = worker.value as Proc
+      return Effect.ensuring(
+        Effect.andThen(Effect.sync(() => proc.setWaitEvent("IPC", waitEvent)), wait),
+        Effect.sync(() => proc.setWaitEvent(null, null))
+      )
+    })
+  }
+
+  awaitStartup(handle: Handle.WorkerHandle): Effect.Effect<Handle.WorkerStatus> {
+    return this.awaitStatus(handle, (s) => s._tag !== "NotYetStarted", "BgWorkerStartup")
+  }
+
+  awaitShutdown(handle: Handle.WorkerHandle): Effect.Effect<Handle.WorkerStatus> {
+    return this.awaitStatus(handle, (s) => s._tag === "Stopped" || s._tag === "PostmasterDied", "BgWorkerShutdown")
+  }
+
+  changes(handle: Handle.WorkerHandle): Stream.Stream<Handle.WorkerStatus> {
+    return Stream.callback<Handle.WorkerStatus>((queue) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const reg = this.lookup(handle)
+          const now = this.statusOf(reg, handle)
+          Queue.offerUnsafe(queue, now)
+          if (reg === undefined || finalStatus(now)) {
+            Queue.endUnsafe(queue)
+            return undefined
+          }
+          let last: Handle.WorkerStatus = now
+          const listener: Listener = (status, final) => {
+            if (status._tag !== last._tag || (status._tag === "Started" && last._tag === "Started" && status.pid !== last.pid)) {
+              Queue.offerUnsafe(queue, status)
+              last = status
+            }
+            if (final || finalStatus(status)) Queue.endUnsafe(queue)
+          }
+          ;(reg.listeners ??= new Set()).add(listener)
+          return { reg, listener }
+        }),
+        (registered) => Effect.sync(() => registered?.reg.listeners?.delete(registered.listener))
+      ), { bufferSize: 64, strategy: "suspend" })
+  }
+
+  // --- views ---
+
+  readonly activity: Effect.Effect<ReadonlyArray<ActivityRow>> = Effect.sync(() => {
+    const rows: Array<ActivityRow> = []
+    for (const reg of this.slots) if (reg !== undefined) rows.push(this.row(reg))
+    return rows
+  })
+
+  readonly activityChanges: Stream.Stream<ActivityEvent> = Stream.callback<ActivityEvent>((queue) =>
+    Effect.acquireRelease(
+      Effect.sync(() => {
+        const listener = (event: ActivityEvent) => void Queue.offerUnsafe(queue, event)
+        if (this.state === "dead") Queue.endUnsafe(queue)
+        else this.activityListeners.add(listener)
+        return listener
+      }),
+      (listener) => Effect.sync(() => this.activityListeners.delete(listener))
+    )
+  , { bufferSize: 4096, strategy: "sliding" })
+
+  readonly waitEvents: Effect.Effect<ReadonlyArray<WaitEventInfo>> = Effect.sync(() => [
+    { type: "IPC" as const, name: "BgWorkerShutdown", id: -2 },
+    { type: "IPC" as const, name: "BgWorkerStartup", id: -1 },
+    ...Array.from(this.waitEventIds, ([name, id]) => ({ type: "Extension" as const, name, id }))
+  ])
+
+  readonly currentState: Effect.Effect<SupervisorState> = Effect.sync(() => this.state)
+
+  readonly awaitTermination: Effect.Effect<void, Errors.SupervisorError | CrashedError> = Deferred.await(this.terminated)
+
+  // --- shutdown ---
+
+  shutdown(mode: ShutdownMode): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.state === "dead" || this.state === "stopped") return Effect.void
+      if (this.shutdownDone !== undefined) {
+        if (mode !== "immediate") return Deferred.await(this.shutdownDone)
+      }
+      const done = this.shutdownDone ??= Deferred.makeUnsafe<void>()
+      this.state = mode
+      this.log("Info", `received ${mode} shutdown request`)
+      const running: Array<Proc> = []
+      for (const reg of this.slots) {
+        if (reg === undefined) continue
+        if (reg.proc !== undefined) {
+          running.push(reg.proc)
+          if (mode !== "smart") reg.proc.endReason = "shutdown"
+          if (mode !== "immediate") reg.proc.requestTerminate()
+          if (mode !== "smart") reg.proc.fiber!.interruptUnsafe()
+        } else {
+          this.forget(reg) // unstarted and restart-waiting registrations: cancelled, waiters get Stopped
+        }
+      }
+      const fibers = running.map((p) => p.fiber!)
+      if (mode === "immediate") {
+        this.state = "stopped"
+        Deferred.doneUnsafe(done, Exit.void)
+        return Effect.void
+      }
+      return Effect.gen({ self: this }, function*() {
+        const finished = yield* Effect.timeoutOption(Fiber.awaitAll(fibers), this.options.shutdownTimeout)
+        if (Option.isNone(finished)) {
+          const stragglers = running.filter((p) => p.fiber!.pollUnsafe() === undefined)
+          this.log("Warn", `shutdown timeout reached: interrupting ${stragglers.length} worker(s) by force`)
+          for (const p of stragglers) {
+            p.endReason = "shutdown"
+            p.fiber!.interruptUnsafe()
+          }
+          yield* Effect.timeoutOption(Fiber.awaitAll(stragglers.map((p) => p.fiber!)), this.options.shutdownTimeout)
+        }
+        this.state = "stopped"
+        Deferred.doneUnsafe(done, Exit.void)
+        Deferred.doneUnsafe(this.terminated, Exit.void)
+      }).pipe(Effect.uninterruptible)
+    })
+  }
+
+  // --- death ---
+
+  /**
+   * Postmaster death: nothing is restarted, every waiter is told `PostmasterDied`, every wait ends the
+   * worker or returns `postmasterDeath`, and the supervisor waits for all its fibers to end.
+   */
+  die(error?: CrashedError): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.state === "dead") return Effect.void
+      this.state = "dead"
+      for (const timer of Array.from(this.timers)) timer.interruptUnsafe()
+      const returning: Array<Fiber.Fiber<unknown, unknown>> = []
+      for (const reg of this.slots) {
+        const proc = reg?.proc
+        if (proc === undefined) continue
+        const waitsToReturn = proc.latch.waitMode === "return"
+        proc.endReason ??= "death"
+        proc.latch.killUnsafe()
+        if (waitsToReturn) returning.push(proc.fiber!)
+        else proc.fiber!.interruptUnsafe()
+      }
+      for (const reg of this.slots) {
+        if (reg?.listeners === undefined) continue
+        for (const listener of Array.from(reg.listeners)) listener(Handle.PostmasterDied, true)
+        reg.listeners = undefined
+      }
+      for (const listener of this.activityListeners) void listener
+      return Effect.gen({ self: this }, function*() {
+        if (returning.length > 0) {
+          const ended = yield* Effect.timeoutOption(Fiber.awaitAll(returning), this.options.shutdownTimeout)
+          if (Option.isNone(ended)) for (const fiber of returning) fiber.interruptUnsafe()
+        }
+        yield* Fiber.awaitAll(Array.from(this.live))
+        yield* Fiber.awaitAll(Array.from(this.timers))
+        this.activityListeners.clear()
+        yield* Scope.close(this.shmemScope, Exit.void)
+        if (error !== undefined) Deferred.doneUnsafe(this.terminated, Exit.fail(error))
+        else Deferred.doneUnsafe(this.terminated, Exit.void)
+      }).pipe(Effect.uninterruptible)
+    })
+  }
+
+  /** Fibers that are still alive (for leak checks). */
+  liveFibers(): number {
+    return this.live.size + this.timers.size
+  }
+
+  // --- preload ---
+
+  preloadApi(pending: Array<StaticRegistration>) {
+    return Preload.of({
+      register: (worker, argument, options, context) =>
+        Effect.sync(() => {
+          pending.push({ worker, argument, extra: options?.extra, context: context as Context.Context<never> })
+        })
+    })
+  }
+
+  registerStatic(pending: ReadonlyArray<StaticRegistration>): Effect.Effect<void> {
+    return Effect.forEach(pending, (s) =>
+      Effect.matchEffect(this.prepare(s.worker, s.argument, s.extra), {
+        onFailure: (error) =>
+          Effect.sync(() => this.log("Warn", `${error.message}; skipping`, { worker: String(s.worker?.name) })),
+        onSuccess: (encoded) =>
+          Effect.sync(() => {
+            const reg = this.allocate(s.worker, encoded, s.extra, s.context, "static", undefined)
+            if (reg === undefined) {
+              this.log(
+                "Warn",
+                `too many background workers: background worker "${s.worker.name}" not registered; ` +
+                  `Up to ${this.options.maxWorkerProcesses} background workers can be registered with the current settings. ` +
+                  `Consider increasing maxWorkerProcesses.`,
+                { worker: s.worker.name }
+              )
+            }
+          })
+      }), { discard: true })
+  }
+
+  /** `PM_RUN`: start everything whose gate is open. */
+  run(): void {
+    this.state = "running"
+    this.startPending()
+  }
+
+  setDatabaseState(state: DatabaseState.State): void {
+    this.dbState = state
+    if (this.state === "running") this.startPending()
+  }
+}
+
+/** @internal */
+export interface StaticRegistration {
+  readonly worker: BackgroundWorker.Any
+  readonly argument: unknown
+  readonly extra: Uint8Array | undefined
+  readonly context: Context.Context<never>
+}
+
+/**
+ * The supervisor ended because a worker with shared-state access crashed and `restartAfterCrash` is off
+ * (PostgreSQL exits when `restart_after_crash = off`).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class CrashedError extends Schema.TaggedError<CrashedError>()("SupervisorCrashed", {
+  worker: Schema.String,
+  message: Schema.String
+}) {}
+
+const errorMessage = (error: unknown): string => {
+  if (error instanceof Error) return error.message
+  if (typeof error === "object" && error !== null && "_tag" in error) {
+    const tag = String((error as { _tag: unknown })._tag)
+    const message = (error as { message?: unknown }).message
+    return typeof message === "string" && message !== "" ? `${tag}: ${message}` : tag
+  }
+  return String(error)
+}
