@@ -30,6 +30,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { Shmem, Supervisor } from "./internal/context.ts"
 import { CurrentWorker } from "./internal/context.ts"
@@ -180,12 +181,13 @@ export interface WorkerInfo {
 }
 
 /**
- * The services every worker's `main` gets.
+ * The services every worker's `main` gets. `Scope` is the incarnation's own: its finalizers run when the
+ * incarnation ends (PostgreSQL's `on_proc_exit` callbacks).
  *
  * @category models
  * @since 0.1.0
  */
-export type WorkerServices = CurrentWorker | Supervisor
+export type WorkerServices = CurrentWorker | Supervisor | Scope.Scope
 
 type Provided<Sh, Db> = WorkerServices | (Sh extends true ? Shmem : never) | (Db extends DatabaseOptions ? SqlClient : never)
 

@@ -610,9 +610,10 @@ export class Postmaster implements SupervisorApi, ProcHost {
         reg.timer.interruptUnsafe()
         reg.timer = undefined
       }
-      if (reg.proc !== undefined) {
-        reg.proc.endReason = "crash"
-        reg.proc.fiber!.interruptUnsafe()
+      const proc = reg.proc
+      if (proc !== undefined) {
+        proc.endReason = "crash"
+        proc.fiber!.interruptUnsafe()
       }
     }
     this.fork(Effect.gen({ self: this }, function*() {
@@ -685,7 +686,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
 
   private requestTerminate(proc: Proc): void {
     proc.requestTerminate()
-    if (proc.forceTimer !== undefined) return
+    // The wake-up may have run the worker to its end already.
+    if (proc.forceTimer !== undefined || proc.fiber === undefined || proc.fiber.pollUnsafe() !== undefined) return
     const timeout = this.options.terminateTimeout
     proc.forceTimer = this.timer(
       undefined,
@@ -707,7 +709,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
       const reg = this.lookup(handle)
       if (reg === undefined || this.state === "dead") return
       reg.terminate = true
-      if (reg.phase === "running") this.requestTerminate(reg.proc!)
+      const proc = reg.proc
+      if (proc !== undefined) this.requestTerminate(proc)
       else this.forget(reg)
     })
   }
@@ -849,11 +852,13 @@ export class Postmaster implements SupervisorApi, ProcHost {
       const running: Array<Proc> = []
       for (const reg of this.slots) {
         if (reg === undefined) continue
-        if (reg.proc !== undefined) {
-          running.push(reg.proc)
-          if (mode !== "smart") reg.proc.endReason = "shutdown"
-          if (mode !== "immediate") reg.proc.requestTerminate()
-          if (mode !== "smart") reg.proc.fiber!.interruptUnsafe()
+        // Capture the incarnation first: waking its latch may run it to its end synchronously.
+        const proc = reg.proc
+        if (proc !== undefined) {
+          running.push(proc)
+          if (mode !== "smart") proc.endReason = "shutdown"
+          if (mode !== "immediate") proc.requestTerminate()
+          if (mode !== "smart") proc.fiber!.interruptUnsafe()
         } else {
           this.forget(reg) // unstarted and restart-waiting registrations: cancelled, waiters get Stopped
         }

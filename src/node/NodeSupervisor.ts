@@ -1,0 +1,170 @@
+/**
+ * Runs a supervisor as a Node process: Unix signals become supervisor requests, and the supervisor's end
+ * becomes the process's end. The only module that touches `process`, so the core stays runtime-neutral.
+ *
+ * PostgreSQL: the postmaster's signal handling in src/backend/postmaster/postmaster.c (`handle_pm_reload_request_signal`
+ * for SIGHUP, `handle_pm_shutdown_request_signal` for SIGTERM/SIGINT/SIGQUIT) and `pg_ctl reload` / `pg_ctl stop`.
+ *
+ * | Signal | PostgreSQL | here |
+ * |---|---|---|
+ * | SIGHUP | reload the configuration files, forward SIGHUP to every child | {@link layerSignals}: `Supervisor.reload` (every running worker's reload flag and latch are set) |
+ * | SIGTERM | smart shutdown | `NodeRuntime.runMain` interrupts the main fiber; {@link layerSignals}'s finalizer runs `Supervisor.shutdown("fast")` |
+ * | SIGINT | fast shutdown | the same |
+ *
+ * **Exit codes** (of {@link runMain})
+ *
+ * - `0`: the supervisor ended by itself (something called `Supervisor.shutdown`; `awaitTermination` completed).
+ * - `130`: SIGINT or SIGTERM; the workers were shut down fast and every finalizer ran.
+ * - `1`: the supervisor ended with a failure: a crash with `restartAfterCrash: false` (`SupervisorCrashed`),
+ *   or a layer that failed to build. The cause is logged first.
+ *
+ * **Example** (A supervisor as a Node program)
+ *
+ * ```ts
+ * import { NodeSupervisor } from "effect-bgworker/node"
+ *
+ * NodeSupervisor.runMain(Supervisor.layer({ preload: [registerMyWorkers] }))
+ * // kill -HUP <pid>   every worker sees Interrupts.reloadPending
+ * // kill <pid>        fast shutdown, exit code 130
+ * ```
+ *
+ * **Gotchas**
+ *
+ * - SIGTERM is a fast shutdown, not PostgreSQL's smart one: `NodeRuntime.runMain` treats SIGINT and SIGTERM
+ *   alike. A program that wants a smart shutdown calls `Supervisor.shutdown("smart")` itself; the process then
+ *   ends with exit code 0.
+ * - The SIGHUP listener is installed after the supervisor's layer is built (preloads have run, static workers
+ *   have started). A SIGHUP that arrives earlier meets Node's default action and kills the process without
+ *   running any finalizer. Wait for the `supervisor ready` log line before sending SIGHUP.
+ * - A shutdown takes up to twice the supervisor's `shutdownTimeout` when a worker ignores interruption (for
+ *   example inside `Interrupts.holdInterrupts` or an uninterruptible region). A second SIGINT does not
+ *   shorten it; SIGKILL does, and runs nothing.
+ * - {@link runMain} owns the process: it calls `process.exit` when the supervisor has ended, even if a stray
+ *   timer or socket would keep Node's event loop alive.
+ *
+ * @since 0.1.0
+ */
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
+import * as Runtime from "effect/Runtime"
+import * as Supervisor from "../Supervisor.ts"
+import type * as SupervisorError from "../SupervisorError.ts"
+
+const logAnnotations = { module: "effect-bgworker/NodeSupervisor" }
+
+/**
+ * Forwards SIGHUP to the supervisor as `Supervisor.reload`, and shuts the supervisor down (`"fast"`) when its
+ * scope closes.
+ *
+ * **When to use**
+ *
+ * With {@link runMain}, which adds it for you; or on its own when the program is launched some other way
+ * (for example `Layer.launch` piped into `NodeRuntime.runMain`), next to `Supervisor.layer`.
+ *
+ * **Details**
+ *
+ * SIGHUP: the listener feeds a sliding queue of one, so a burst of signals coalesces into one reload (as
+ * PostgreSQL's latch coalesces them), and a fiber in this layer's scope calls `Supervisor.reload` for each.
+ * The signal is logged as `received SIGHUP`.
+ *
+ * Release: the layer depends on `Supervisor`, so it is released before the supervisor's own layer, whose
+ * release is postmaster death. Its finalizer turns that death into a clean stop: `Supervisor.shutdown("fast")`
+ * first (every worker is interrupted and its finalizers run, within the supervisor's `shutdownTimeout`), then
+ * the SIGHUP listener is removed. A shutdown that already happened makes it a no-op.
+ *
+ * **Gotchas**
+ *
+ * Handles SIGHUP only: SIGINT and SIGTERM are `NodeRuntime.runMain`'s, which turns them into interruption of
+ * the main fiber, and so into this layer's release. Without `runMain` (or another SIGTERM handler) a SIGTERM
+ * kills the process at once.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerSignals: Layer.Layer<never, never, Supervisor.Supervisor> = Layer.effectDiscard(
+  Effect.gen(function*() {
+    const supervisor = yield* Supervisor.Supervisor
+    const sighup = yield* Queue.sliding<void>(1)
+    const listener = () => void Queue.offerUnsafe(sighup, undefined)
+    yield* Effect.acquireRelease(
+      Effect.sync(() => process.on("SIGHUP", listener)),
+      () => Effect.sync(() => process.off("SIGHUP", listener))
+    )
+    yield* Queue.take(sighup).pipe(
+      Effect.andThen(Effect.logInfo("received SIGHUP: asking every worker to reload")),
+      Effect.andThen(supervisor.reload),
+      Effect.annotateLogs(logAnnotations),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    // Registered last, so released first: the listener stays installed while the workers shut down, and a
+    // SIGHUP arriving meanwhile is swallowed instead of killing the process.
+    // A defect here is logged before it ends the program: runMain's own report is skipped after a signal.
+    yield* Effect.addFinalizer(() =>
+      supervisor.shutdown("fast").pipe(
+        Effect.tapCause((cause) => Effect.logError("fast shutdown failed; postmaster death stops the rest", cause)),
+        Effect.annotateLogs(logAnnotations)
+      )
+    )
+  })
+)
+
+/**
+ * The program {@link runMain} runs: builds `layer` with {@link layerSignals}, logs `supervisor ready`, and
+ * waits for the supervisor to end.
+ *
+ * **Details**
+ *
+ * Succeeds when the supervisor stops after a shutdown, fails with `SupervisorCrashed` when it ends after a
+ * crash with `restartAfterCrash: false`, fails with the layer's error when the layer cannot be built.
+ * Interrupting it is a fast shutdown (see {@link layerSignals}). Use it instead of {@link runMain} to add
+ * your own steps, or to run it under a different runtime.
+ *
+ * @category running
+ * @since 0.1.0
+ */
+export const launch = <E>(
+  layer: Layer.Layer<Supervisor.Supervisor, E>
+): Effect.Effect<void, E | SupervisorError.SupervisorError | Supervisor.SupervisorCrashed> =>
+  Effect.gen(function*() {
+    yield* Effect.logInfo(
+      `supervisor ready (process ${process.pid}): SIGHUP reloads, SIGINT or SIGTERM shuts down`
+    ).pipe(Effect.annotateLogs(logAnnotations))
+    yield* Supervisor.awaitTermination
+  }).pipe(Effect.provide(layerSignals.pipe(Layer.provideMerge(layer))))
+
+/**
+ * Runs `layer` (which must provide `Supervisor`, usually through `Supervisor.layer`) as the Node process's
+ * main program, and ends the process with the exit code described in the module doc: 0, 130 or 1.
+ *
+ * **Details**
+ *
+ * `NodeRuntime.runMain` over {@link launch}. SIGINT and SIGTERM interrupt the main fiber; the layers are
+ * released in reverse order of construction, so {@link layerSignals} shuts the workers down fast (their
+ * finalizers run) before the supervisor's own layer closes. A failure is logged (pass
+ * `disableErrorReporting: true` to log it yourself) before the process exits with code 1.
+ *
+ * **Gotchas**
+ *
+ * Never returns control: the process ends when the supervisor does. Anything else the program runs belongs
+ * in `layer` (a `Layer.effectDiscard` with `Effect.forkScoped`), where it is interrupted before the
+ * supervisor dies.
+ *
+ * @category running
+ * @since 0.1.0
+ */
+export const runMain = <E>(
+  layer: Layer.Layer<Supervisor.Supervisor, E>,
+  options?: { readonly disableErrorReporting?: boolean | undefined }
+): void =>
+  NodeRuntime.runMain(launch(layer), {
+    disableErrorReporting: options?.disableErrorReporting === true,
+    // runMain exits by itself after a signal or a failure; a clean end would wait for the event loop to drain.
+    teardown: (exit, onExit) =>
+      Runtime.defaultTeardown(exit, (code) => {
+        onExit(code)
+        process.exit(code)
+      })
+  })

@@ -1,0 +1,1 @@
+export * as NodeSupervisor from "./NodeSupervisor.ts"
