@@ -74,7 +74,10 @@ export class LatchImpl implements ProcLatch {
         resume(Effect.die(new Error("a process latch can only be waited on by its owner, one wait at a time")))
         return
       }
-      this.resume = () => resume(Effect.void)
+      // Resume through the scheduler, never inside the setter's call: the setter's synchronous block
+      // finishes first (so the supervisor is never re-entered), and sets that arrive before the waiter
+      // runs coalesce into this one wake-up.
+      this.resume = () => resume(Effect.yieldNow)
       this.waitMode = mode
       return Effect.sync(() => {
         this.resume = undefined

@@ -1,0 +1,117 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Duration, Effect, Exit, Option, Schedule } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import * as BackgroundWorker from "../src/BackgroundWorker.ts"
+import * as Preload from "../src/Preload.ts"
+import * as Shmem from "../src/Shmem.ts"
+import * as Supervisor from "../src/Supervisor.ts"
+import { settle, withSupervisor } from "./fixtures.ts"
+
+const invalidField = (worker: BackgroundWorker.Any) =>
+  Effect.map(Effect.flip(BackgroundWorker.validate(worker)), (e) => e.field)
+
+describe("BackgroundWorker definitions", () => {
+  it.effect("the type defaults to the name", () =>
+    Effect.sync(() => {
+      const w = BackgroundWorker.make({ name: "worker_spi worker 1", main: () => Effect.void })
+      assert.strictEqual(w.type, "worker_spi worker 1")
+      assert.strictEqual(w.restart, "never")
+      assert.strictEqual(w.startTime, "postmasterStart")
+    }))
+
+  it.effect("a database worker starts at recoveryFinished by default and may not use postmasterStart", () =>
+    Effect.gen(function*() {
+      const db = BackgroundWorker.make({ name: "db", database: { database: "postgres" }, main: () => Effect.void })
+      assert.strictEqual(db.startTime, "recoveryFinished")
+      const early = BackgroundWorker.make({
+        name: "db early",
+        startTime: "postmasterStart",
+        database: {},
+        main: () => Effect.void
+      })
+      const error = yield* Effect.flip(BackgroundWorker.validate(early))
+      assert.strictEqual(error.field, "startTime")
+      assert.strictEqual(error.hint, "Use \"consistentState\" or \"recoveryFinished\".")
+    }))
+
+  it.effect("each bad field is named by the error", () =>
+    Effect.gen(function*() {
+      const base = BackgroundWorker.make({ name: "ok", main: () => Effect.void })
+      assert.strictEqual(yield* invalidField({ ...base, name: "" }), "name")
+      assert.strictEqual(yield* invalidField({ ...base, type: "t".repeat(96) }), "type")
+      assert.strictEqual(yield* invalidField({ ...base, startTime: "later" as never }), "startTime")
+      assert.strictEqual(yield* invalidField({ ...base, restart: 5 as never }), "restart")
+      assert.strictEqual(yield* invalidField({ ...base, main: undefined as never }), "main")
+      assert.strictEqual(yield* invalidField({ ...base, entryPoint: { library: "", function: "f" } }), "entryPoint.library")
+      assert.strictEqual(
+        yield* invalidField({ ...base, intensity: { maxRestarts: -1, within: Duration.seconds(5) } }),
+        "intensity.maxRestarts"
+      )
+      assert.isTrue(Exit.isSuccess(yield* Effect.exit(BackgroundWorker.validate(base))))
+    }))
+
+  it.effect("restartAfter is PostgreSQL's fixed interval: the same delay every time", () =>
+    Effect.gen(function*() {
+      const step = yield* Schedule.toStep(BackgroundWorker.restartAfter("5 seconds"))
+      const failure: BackgroundWorker.WorkerFailure = { reason: "error", message: "x", error: undefined }
+      for (const now of [0, 10_000, 99_000]) {
+        const [, delay] = yield* step(now, failure)
+        assert.strictEqual(Duration.toMillis(delay), 5000)
+      }
+    }))
+
+  it("a worker that uses SqlClient or Shmem must declare it, or it does not compile", () => {
+    const usesSql = Effect.flatMap(SqlClient, () => Effect.void)
+    const usesShmem = Shmem.get(Shmem.struct("s", Effect.succeed(1)))
+    // @ts-expect-error a worker without `database` has no SqlClient
+    BackgroundWorker.make({ name: "no db", main: () => usesSql })
+    // @ts-expect-error a worker without `shmem: true` has no shared state
+    BackgroundWorker.make({ name: "no shmem", main: () => usesShmem })
+    const db = BackgroundWorker.make({ name: "db", database: {}, main: () => usesSql })
+    const shm = BackgroundWorker.make({ name: "shm", shmem: true, main: () => usesShmem })
+    // what remains to provide is nothing: the supervisor provides the declared services
+    const none: BackgroundWorker.BackgroundWorker<void, never, never> = db
+    const none2: BackgroundWorker.BackgroundWorker<void, never, never> = shm
+    assert.isTrue(none !== undefined && none2 !== undefined)
+  })
+
+  it.effect("a database worker without a connector installed fails at start with a clear message", () =>
+    Effect.gen(function*() {
+      const h = yield* Supervisor.register(
+        BackgroundWorker.make({ name: "db", database: {}, restart: BackgroundWorker.restartAfter("1 minute"), main: () => Effect.void })
+      )
+      yield* Supervisor.awaitShutdown(h)
+      yield* settle
+      const row = Option.getOrThrow(yield* Supervisor.info(h))
+      assert.strictEqual(row.lastExit?.message, "database connection requested, but no WorkerConnector is installed")
+    }).pipe(withSupervisor()))
+})
+
+describe("Shmem", () => {
+  it.effect("a struct is created once per generation, however many workers ask at once", () =>
+    Effect.gen(function*() {
+      let created = 0
+      const ids: Array<number> = []
+      const counter = Shmem.struct("counter", Effect.andThen(Effect.sleep(0), Effect.sync(() => ++created)))
+      const w = BackgroundWorker.make({
+        name: "user",
+        shmem: true,
+        main: () => Effect.flatMap(Shmem.get(counter), (id) => Effect.sync(() => ids.push(id)))
+      })
+      for (let i = 0; i < 5; i++) yield* Supervisor.register(w)
+      yield* settle
+      yield* Effect.sleep(0)
+      yield* settle
+      assert.strictEqual(created, 1)
+      assert.deepStrictEqual(ids, [1, 1, 1, 1, 1])
+    }).pipe(withSupervisor()))
+
+  it.effect("structs listed in the supervisor's options exist before any worker starts", () =>
+    Effect.gen(function*() {
+      const order: Array<string> = []
+      const config = Shmem.struct("config", Effect.sync(() => order.push("created")))
+      const w = BackgroundWorker.make({ name: "first", shmem: true, main: () => Effect.sync(() => order.push("worker ran")) })
+      yield* settle.pipe(withSupervisor({ shmem: [config], preload: [Preload.register(w)] }))
+      assert.deepStrictEqual(order, ["created", "worker ran"])
+    }))
+})
