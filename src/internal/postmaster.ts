@@ -110,6 +110,7 @@ const finalStatus = (s: Handle.WorkerStatus) => s._tag === "PostmasterDied"
 
 export class Postmaster implements SupervisorApi, ProcHost {
   readonly slots: Array<Reg | undefined>
+  private readonly freeSlots: Array<number>
   readonly generations: Array<number>
   readonly clock: Clock.Clock
   state: SupervisorState = "starting"
@@ -135,6 +136,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
     this.options = options
     this.context = context
     this.slots = new Array(options.maxWorkerProcesses).fill(undefined)
+    // Lowest slot first at the start; afterwards the most recently freed one.
+    this.freeSlots = Array.from({ length: options.maxWorkerProcesses }, (_, i) => options.maxWorkerProcesses - 1 - i)
     this.generations = new Array(options.maxWorkerProcesses).fill(0)
     this.clock = Context.get(context, Clock.Clock)
     this.shmemScope = Scope.makeUnsafe()
@@ -260,8 +263,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
     origin: "static" | "dynamic",
     lazyEntryPoint: BackgroundWorker.EntryPointName | undefined
   ): Reg | undefined {
-    const slot = this.slots.indexOf(undefined)
-    if (slot < 0) return undefined
+    const slot = this.freeSlots.pop()
+    if (slot === undefined) return undefined
     const generation = ++this.generations[slot]!
     const reg = new Reg(slot, generation, def, encodedArgument, extra, context, origin, lazyEntryPoint)
     this.slots[slot] = reg
@@ -536,6 +539,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
     if (this.slots[reg.slot] !== reg) return
     if (reg.timer !== undefined) reg.timer.interruptUnsafe()
     this.slots[reg.slot] = undefined
+    this.freeSlots.push(reg.slot)
     reg.phase = "pending"
     this.changed(reg, true)
   }
@@ -616,8 +620,9 @@ export class Postmaster implements SupervisorApi, ProcHost {
         proc.fiber!.interruptUnsafe()
       }
     }
-    this.fork(Effect.gen({ self: this }, function*() {
+    this.timer(undefined, Effect.gen({ self: this }, function*() {
       yield* Fiber.awaitAll(Array.from(this.live))
+      if (this.state !== "recovering") return
       yield* this.resetShmem()
       if (this.state !== "recovering") return
       this.log("Warn", "all server processes terminated; reinitializing")
