@@ -70,9 +70,9 @@
  *   goes to exactly one receive.
  * - Inside a worker a blocked operation checks for interrupts before each wait and shows the wait event
  *   `IPC`/`MessageQueueSend`, `MessageQueueReceive` or `MessageQueueInternal`, but it does not wait on the
- *   worker's latch (so it never conflicts with `ProcLatch.wait`). A terminate request that arrives while it
- *   is blocked is therefore delivered by the supervisor's interruption after `terminateTimeout`, not at
- *   once; postmaster death interrupts it at once.
+ *   worker's latch (so it never conflicts with `ProcLatch.wait`). A terminate request, or postmaster death,
+ *   wakes a blocked operation at once and ends the worker there, as `CHECK_FOR_INTERRUPTS()` after a latch
+ *   wake-up does.
  *
  * @since 0.1.0
  */
@@ -350,7 +350,7 @@ export const waitForAttach: (handle: Sender<any> | Receiver<any>) => Effect.Effe
  * **Gotchas**
  *
  * Without a `handle`, a send into a full queue whose receiver never attaches waits forever. Inside a
- * worker, see the module's note on terminate requests.
+ * worker, a terminate request ends a blocked send at once.
  *
  * @category messaging
  * @since 0.1.0

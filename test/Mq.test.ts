@@ -1,6 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Option, Ref, Schema, Scope } from "effect"
-import { TestClock } from "effect/testing"
 import * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as Mq from "../src/Mq.ts"
@@ -435,7 +434,7 @@ describe("Mq", () => {
         assert.deepStrictEqual(yield* Ref.get(received), [1, 2, 3])
       }).pipe(Effect.scoped, withSupervisor()))
 
-    it.effect("terminating a worker blocked in receive detaches its side after terminateTimeout", () =>
+    it.effect("terminating a worker blocked in receive ends it at once and detaches its side", () =>
       Effect.gen(function*() {
         const waiter = BackgroundWorker.make({
           name: "blocked",
@@ -449,14 +448,11 @@ describe("Mq", () => {
         yield* Mq.waitForAttach(tx)
         yield* settle // now blocked in receive
         yield* Supervisor.terminate(worker)
-        yield* settle
-        assert.strictEqual((yield* Supervisor.status(worker))._tag, "Started", "still blocked in receive")
-        yield* TestClock.adjust("1 second")
         assert.strictEqual((yield* Supervisor.awaitShutdown(worker))._tag, "Stopped")
         const error = yield* Effect.flip(Mq.send(tx, 1))
         assert.strictEqual(error.side, "receiver")
         assert.strictEqual(error.reason, "detached")
-      }).pipe(Effect.scoped, withSupervisor({ terminateTimeout: "1 second" })))
+      }).pipe(Effect.scoped, withSupervisor({ terminateTimeout: "1 hour" })))
 
     it.effect("a terminate request pending when a worker reaches a blocking receive ends it there", () =>
       Effect.gen(function*() {

@@ -255,12 +255,21 @@ const attachStep = (h: HandleImpl): Effect.Effect<void, MqDetached> | undefined 
 // --- waiting ---
 
 /** Suspends until `end` is woken, unless `ready()` already holds (checked in the same synchronous block). */
-const waitOn = (end: End, ready: () => boolean): Effect.Effect<void> =>
+const waitOn = (end: End, ready: () => boolean, proc: Proc | undefined): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
-    if (ready()) return resume(Effect.void)
-    const waiter: Waiter = () => resume(Effect.void)
+    if (ready() || proc !== undefined && (proc.terminateDue || proc.latch.dead)) return resume(Effect.void)
+    // Woken by the other side, or (inside a worker) by a terminate request or postmaster death.
+    const waiter: Waiter = () => {
+      end.waiters.delete(waiter)
+      proc?.interruptListeners.delete(waiter)
+      resume(Effect.void)
+    }
     end.waiters.add(waiter)
-    return Effect.sync(() => end.waiters.delete(waiter))
+    proc?.interruptListeners.add(waiter)
+    return Effect.sync(() => {
+      end.waiters.delete(waiter)
+      proc?.interruptListeners.delete(waiter)
+    })
   })
 
 const currentProc: Effect.Effect<Proc | undefined> = Effect.map(
@@ -282,10 +291,10 @@ const blocking = <A>(
     const first = step()
     if (first !== undefined) return first
     return Effect.flatMap(currentProc, (proc) => {
-      const wait = proc === undefined ? waitOn(h.end, ready) : Effect.andThen(
+      const wait = proc === undefined ? waitOn(h.end, ready, undefined) : Effect.andThen(
         checkInterrupts(proc),
         Effect.ensuring(
-          Effect.andThen(Effect.sync(() => proc.setWaitEvent("IPC", event)), waitOn(h.end, ready)),
+          Effect.andThen(Effect.sync(() => proc.setWaitEvent("IPC", event)), waitOn(h.end, ready, proc)),
           Effect.sync(() => proc.setWaitEvent(null, null))
         )
       )

@@ -909,7 +909,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
         if (proc === undefined) continue
         const waitsToReturn = proc.latch.waitMode === "return"
         proc.endReason ??= "death"
-        proc.latch.killUnsafe()
+        proc.kill()
         if (waitsToReturn) returning.push(proc.fiber!)
         else proc.fiber!.interruptUnsafe()
       }

@@ -98,10 +98,27 @@ export class Proc implements BackgroundWorker.WorkerInfo {
     this.host.activityChanged(this)
   }
 
-  /** A terminate request (`die()`): flag first, then the latch. */
+  /**
+   * Waits other than the latch's (a blocked `Mq` operation, for instance) register here to be woken by a
+   * terminate request or by postmaster death, so they can end the worker at once.
+   */
+  readonly interruptListeners = new Set<() => void>()
+
+  /** A terminate request (`die()`): flag first, then the latch and every other wait. */
   requestTerminate(): void {
     this.terminatePending = true
     this.latch.wake()
+    this.notifyInterrupt()
+  }
+
+  /** Postmaster death, as this incarnation sees it. */
+  kill(): void {
+    this.latch.killUnsafe()
+    this.notifyInterrupt()
+  }
+
+  notifyInterrupt(): void {
+    for (const listener of Array.from(this.interruptListeners)) listener()
   }
 
   /** A reload request (`SignalHandlerForConfigReload`): flag first, then the latch. */
