@@ -82,10 +82,14 @@ export interface WaitResult {
  * @since 0.1.0
  */
 export interface ProcLatch {
-  /** Sets the latch from synchronous code (a callback, an event handler). Cheap when already set. */
+  /**
+   * Sets the latch from synchronous code (a callback, an event handler). Cheap when already set. The waiter
+   * resumes later, through the scheduler, never inside the caller.
+   */
   setUnsafe(): void
   /** Whether the latch is set now. */
   isSetUnsafe(): boolean
+  /** Sets the latch; the waiter may resume at once, as a `Deferred`'s waiters do. */
   readonly set: Effect.Effect<void>
   /** Clears the flag. Only the owner should reset. */
   readonly reset: Effect.Effect<void>

@@ -156,7 +156,7 @@ const greeter = BackgroundWorker.make({
   name: "greeter",
   entryPoint: { library: "demo", function: "greet" },
   argument: Schema.Struct({ who: Schema.String }),
-  main: ({ who }) => Effect.log(`hello ${who}`)
+  main: ({ who }) => Effect.flatMap(BackgroundWorker.current, (me) => Effect.log(`hello ${who} from ${me.name}`))
 })
 
 describe("Supervisor: entry points", () => {
@@ -164,10 +164,8 @@ describe("Supervisor: entry points", () => {
     const logs = captureLogs()
     return Effect.gen(function*() {
       const h = yield* Supervisor.launch({ library: "demo", function: "greet", argument: { who: "postgres" }, name: "greeter 7" })
-      const info = yield* Supervisor.info(h)
-      assert.strictEqual(Option.getOrThrow(info).name, "greeter 7")
       yield* Supervisor.awaitShutdown(h)
-      assert.isTrue(logs.lines.includes("INFO hello postgres"))
+      assert.isTrue(logs.lines.includes("INFO hello postgres from greeter 7"))
     }).pipe(withSupervisor({ entryPoints: [greeter] }), Effect.provide(logs.layer))
   })
 
@@ -194,9 +192,8 @@ describe("Supervisor: entry points", () => {
         resolveAtStart: true,
         restart: BackgroundWorker.restartAfter("1 second")
       })
-      const started = yield* Supervisor.awaitStartup(h)
-      assert.strictEqual(started._tag, "Started")
-      assert.strictEqual((yield* Supervisor.awaitShutdown(h))._tag, "Stopped")
+      // The lookup fails as soon as the worker starts, before launch has even returned.
+      assert.deepStrictEqual(yield* Supervisor.awaitStartup(h), { _tag: "Stopped" })
       const row = Option.getOrThrow(yield* Supervisor.info(h))
       assert.strictEqual(row.lastExit?.kind, "failed")
       assert.strictEqual(row.lastExit?.message, `could not find function "missing" in library "demo"`)
@@ -304,10 +301,14 @@ describe("Supervisor: handles", () => {
 
   it.effect("a worker that fails while starting was still Started for awaitStartup, then Stopped", () =>
     Effect.gen(function*() {
-      const w = BackgroundWorker.make({ name: "flaky start", main: () => Effect.fail("cannot connect") })
+      // Started means the fiber runs, not that its own initialisation (here a connection attempt) succeeded.
+      const connect = Effect.andThen(Effect.sleep("1 second"), Effect.fail("cannot connect"))
+      const w = BackgroundWorker.make({ name: "flaky start", main: () => connect })
       const h = yield* Supervisor.register(w)
       assert.deepStrictEqual(yield* Supervisor.awaitStartup(h), { _tag: "Started", pid: 1 })
-      assert.deepStrictEqual(yield* Supervisor.awaitShutdown(h), { _tag: "Stopped" })
+      const stopped = yield* Effect.forkChild(Supervisor.awaitShutdown(h))
+      yield* TestClock.adjust("1 second")
+      assert.deepStrictEqual(yield* Fiber.join(stopped), { _tag: "Stopped" })
     }).pipe(withSupervisor()))
 
   it.effect("interrupting a caller blocked in awaitStartup abandons the wait", () =>

@@ -142,6 +142,26 @@ describe("Supervisor: shutdown", () => {
       assert.deepStrictEqual(starts, [1])
     }).pipe(withSupervisor()))
 
+  it.effect("a worker that shuts its own supervisor down is stopped, and the shutdown completes", () =>
+    Effect.gen(function*() {
+      const log: Array<string> = []
+      const other = yield* Supervisor.register(recording("other", log))
+      const stopper = BackgroundWorker.make({
+        name: "stopper",
+        main: () =>
+          Effect.gen(function*() {
+            yield* Effect.addFinalizer(() => Effect.sync(() => log.push("stopper finalized")))
+            yield* Supervisor.shutdown("fast")
+            log.push("stopper kept running")
+          })
+      })
+      yield* Supervisor.register(stopper)
+      yield* Supervisor.awaitTermination
+      assert.strictEqual(yield* Supervisor.state, "stopped")
+      assert.deepStrictEqual(log.sort(), ["other finalized", "stopper finalized"])
+      assert.deepStrictEqual(yield* Supervisor.status(other), { _tag: "Stopped" })
+    }).pipe(withSupervisor()))
+
   it.effect("shutdown is idempotent: a second call waits for the first", () =>
     Effect.gen(function*() {
       yield* Supervisor.register(recording("x", []))

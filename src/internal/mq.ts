@@ -261,14 +261,14 @@ const waitOn = (end: End, ready: () => boolean, proc: Proc | undefined): Effect.
     // Woken by the other side, or (inside a worker) by a terminate request or postmaster death.
     const waiter: Waiter = () => {
       end.waiters.delete(waiter)
-      proc?.interruptListeners.delete(waiter)
+      proc?.interruptListeners?.delete(waiter)
       resume(Effect.void)
     }
     end.waiters.add(waiter)
-    proc?.interruptListeners.add(waiter)
+    proc?.addInterruptListener(waiter)
     return Effect.sync(() => {
       end.waiters.delete(waiter)
-      proc?.interruptListeners.delete(waiter)
+      proc?.interruptListeners?.delete(waiter)
     })
   })
 

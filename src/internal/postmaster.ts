@@ -111,6 +111,7 @@ const finalStatus = (s: Handle.WorkerStatus) => s._tag === "PostmasterDied"
 export class Postmaster implements SupervisorApi, ProcHost {
   readonly slots: Array<Reg | undefined>
   private readonly freeSlots: Array<number>
+  private readonly validated = new WeakSet<BackgroundWorker.Any>()
   readonly generations: Array<number>
   readonly clock: Clock.Clock
   state: SupervisorState = "starting"
@@ -122,6 +123,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private readonly waitEventIds = new Map<string, number>()
   private shutdownDone: Deferred.Deferred<void> | undefined = undefined
   readonly terminated = Deferred.makeUnsafe<void, Errors.SupervisorError | CrashedError>()
+  /** Completed once a death has finished: every fiber ended, shared state released. */
+  private readonly deathDone = Deferred.makeUnsafe<void>()
   private shmemGeneration = 0
   private shmemScope: Scope.Closeable
   private shmemValues = new Map<string, Deferred.Deferred<unknown>>()
@@ -278,8 +281,11 @@ export class Postmaster implements SupervisorApi, ProcHost {
     argument: unknown,
     extra: Uint8Array | undefined
   ): Effect.Effect<unknown, Errors.SupervisorError> {
-    const invalid = BackgroundWorker.check(def)
-    if (invalid !== undefined) return Effect.fail(Errors.fail(invalid))
+    if (!this.validated.has(def)) {
+      const invalid = BackgroundWorker.check(def)
+      if (invalid !== undefined) return Effect.fail(Errors.fail(invalid))
+      this.validated.add(def) // definitions are immutable values: checking one once is enough
+    }
     if (extra !== undefined && (!(extra instanceof Uint8Array) || extra.byteLength > BackgroundWorker.maxExtraBytes)) {
       return Effect.fail(Errors.fail(
         new Errors.InvalidDefinition({
@@ -409,43 +415,51 @@ export class Postmaster implements SupervisorApi, ProcHost {
     reg.phase = "running"
     reg.everStarted = true
     reg.nextRestartAt = undefined
-    let context = Context.add(Context.add(reg.context, CurrentWorker, proc), Supervisor, this)
+    let context = Context.add(reg.context, CurrentWorker, proc)
+    if (Context.getOrUndefined(context, Supervisor) !== this) context = Context.add(context, Supervisor, this)
     if (reg.def.shmem) context = Context.add(context, Shmem, this.shmemApi())
-    const fiber = Effect.runForkWith(context)(this.body(reg, proc))
-    proc.fiber = fiber
-    this.live.add(fiber)
-    fiber.addObserver((exit) => this.onExit(reg, proc, exit))
+    // Everything about the start is recorded before the fiber runs: it runs at once, up to its first wait,
+    // and may even end before `runForkWith` returns. So the fiber binds itself to its incarnation as its
+    // very first step, before any of the worker's code can ask the supervisor about it.
     this.changed(reg)
+    Effect.runForkWith(context)(Effect.withFiber((fiber) => {
+      proc.fiber = fiber as Fiber.Fiber<void, unknown>
+      this.live.add(fiber)
+      fiber.addObserver((exit) => this.onExit(reg, proc, exit as Exit.Exit<void, unknown>))
+      return this.body(reg, proc)
+    }))
   }
 
   private body(reg: Reg, proc: Proc): Effect.Effect<void, unknown> {
-    const def = reg.def
-    const run = Effect.gen({ self: this }, function*() {
-      let worker = def
-      if (reg.lazyEntryPoint !== undefined) {
-        const found = this.options.entryPoints.get(BackgroundWorker.entryPointKey(reg.lazyEntryPoint))
-        if (found === undefined) {
-          return yield* new StartupFailure({
-            message:
-              `could not find function "${reg.lazyEntryPoint.function}" in library "${reg.lazyEntryPoint.library}"`
-          })
-        }
-        worker = found
-      }
-      const argument = worker.argument === undefined ? undefined : yield* Effect.mapError(
-        Schema.decodeUnknownEffect(worker.argument)(reg.encodedArgument),
-        (error) => new StartupFailure({ message: `invalid argument: ${error.message}` })
-      )
+    // Plain combinators rather than a generator: the startup closure lives as long as the worker does.
+    const run = (worker: BackgroundWorker.Any, argument: unknown): Effect.Effect<void, unknown> => {
       if (worker.database !== undefined) {
-        return yield* new StartupFailure({
-          message: "database connection requested, but no WorkerConnector is installed"
-        })
+        return Effect.fail(
+          new StartupFailure({ message: "database connection requested, but no WorkerConnector is installed" })
+        )
       }
       proc.report("active", undefined)
-      yield* Effect.scoped(worker.main(argument))
+      return Effect.scoped(worker.main(argument)) as Effect.Effect<void, unknown>
+    }
+    const decodeAndRun = (worker: BackgroundWorker.Any): Effect.Effect<void, unknown> =>
+      worker.argument === undefined ? run(worker, undefined) : Effect.flatMap(
+        Effect.mapError(
+          Schema.decodeUnknownEffect(worker.argument)(reg.encodedArgument),
+          (error) => new StartupFailure({ message: `invalid argument: ${error.message}` })
+        ),
+        (argument) => run(worker, argument)
+      )
+    const start = Effect.suspend(() => {
+      const name = reg.lazyEntryPoint
+      if (name === undefined) return decodeAndRun(reg.def)
+      const found = this.options.entryPoints.get(BackgroundWorker.entryPointKey(name))
+      return found === undefined
+        ? Effect.fail(
+          new StartupFailure({ message: `could not find function "${name.function}" in library "${name.library}"` })
+        )
+        : decodeAndRun(found)
     })
-    // Start asynchronously, like a fork: the registrant's synchronous block finishes first.
-    return Effect.andThen(Effect.yieldNow, run) as Effect.Effect<void, unknown>
+    return start
   }
 
   // --- exits ---
@@ -473,7 +487,9 @@ export class Postmaster implements SupervisorApi, ProcHost {
       return
     }
     if (outcome.kind === "done") {
-      this.log("Debug", `background worker "${reg.def.type}" (PID ${proc.pid}) exited with exit code 0`, annotations)
+      if (this.logEnabled("Debug")) {
+        this.log("Debug", `background worker "${reg.def.type}" (PID ${proc.pid}) exited with exit code 0`, annotations)
+      }
       this.forget(reg)
       return
     }
@@ -485,8 +501,12 @@ export class Postmaster implements SupervisorApi, ProcHost {
         annotations
       )
       reg.phase = "pending"
-      if (this.state === "running") this.crashRestart(reg)
-      else this.forget(reg)
+      if (this.state === "running") {
+        this.changed(reg) // waiters see Stopped before the crash restart brings it back
+        this.crashRestart(reg)
+      } else {
+        this.forget(reg)
+      }
       return
     }
     this.log(
@@ -608,6 +628,9 @@ export class Postmaster implements SupervisorApi, ProcHost {
     }
     this.state = "recovering"
     this.log("Warn", "terminating any other active server processes", { worker: crashed.def.name })
+    // The crash rules apply to the registrations that existed at the crash; ones made during the recovery
+    // simply start when it is over.
+    const atCrash = new Set(this.slots.filter((reg) => reg !== undefined))
     for (const reg of this.slots) {
       if (reg === undefined) continue
       if (reg.timer !== undefined) {
@@ -629,6 +652,10 @@ export class Postmaster implements SupervisorApi, ProcHost {
       this.state = "running"
       for (const reg of this.slots) {
         if (reg === undefined || reg.phase === "givenUp") continue
+        if (!atCrash.has(reg)) {
+          this.tryStart(reg)
+          continue
+        }
         if (reg.terminate || reg.def.restart === "never") {
           this.forget(reg)
           continue
@@ -689,10 +716,18 @@ export class Postmaster implements SupervisorApi, ProcHost {
 
   // --- requests ---
 
-  private requestTerminate(proc: Proc): void {
-    proc.requestTerminate()
-    // The wake-up may have run the worker to its end already.
+  private requestTerminate(proc: Proc, direct: boolean): void {
+    proc.requestTerminate(direct)
+    const fiber = proc.fiber
+    if (proc.forceTimer !== undefined || fiber === undefined || fiber.pollUnsafe() !== undefined) return
+    // Most workers honour the request as soon as they run (it woke their wait), so look again one scheduler
+    // turn later, after the worker's own wake-up, and only then pay for a timer.
+    fiber.currentDispatcher.scheduleTask(() => this.armForceTimer(proc), 0)
+  }
+
+  private armForceTimer(proc: Proc): void {
     if (proc.forceTimer !== undefined || proc.fiber === undefined || proc.fiber.pollUnsafe() !== undefined) return
+    if (this.state === "dead") return
     const timeout = this.options.terminateTimeout
     proc.forceTimer = this.timer(
       undefined,
@@ -715,7 +750,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
       if (reg === undefined || this.state === "dead") return
       reg.terminate = true
       const proc = reg.proc
-      if (proc !== undefined) this.requestTerminate(proc)
+      if (proc !== undefined) this.requestTerminate(proc, true) // the request is this effect's last act
       else this.forget(reg)
     })
   }
@@ -724,13 +759,14 @@ export class Postmaster implements SupervisorApi, ProcHost {
     return Effect.sync(() => {
       const proc = this.lookup(handle)?.proc
       if (proc === undefined) return
-      if (signal === "terminate") this.requestTerminate(proc)
+      if (signal === "terminate") this.requestTerminate(proc, true)
       else proc.requestReload()
     })
   }
 
   setLatch(handle: Handle.WorkerHandle): Effect.Effect<void> {
-    return Effect.sync(() => this.lookup(handle)?.proc?.latch.setUnsafe())
+    // The set is this effect's last act, so the worker may resume at once (see LatchImpl.setDirectUnsafe).
+    return Effect.sync(() => this.lookup(handle)?.proc?.latch.setDirectUnsafe())
   }
 
   readonly reload: Effect.Effect<void> = Effect.sync(() => {
@@ -769,9 +805,9 @@ export class Postmaster implements SupervisorApi, ProcHost {
       ;(reg.listeners ??= new Set()).add(listener)
       return Effect.sync(() => reg.listeners?.delete(listener))
     })
-    return Effect.flatMap(Effect.serviceOption(CurrentWorker), (worker) => {
-      if (Option.isNone(worker)) return wait
-      const proc = worker.value as Proc
+    return Effect.withFiber((fiber) => {
+      const proc = Context.getOrUndefined(fiber.context, CurrentWorker) as Proc | undefined
+      if (proc === undefined) return wait
       return Effect.ensuring(
         Effect.andThen(Effect.sync(() => proc.setWaitEvent("IPC", waitEvent)), wait),
         Effect.sync(() => proc.setWaitEvent(null, null))
@@ -847,7 +883,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
 
   shutdown(mode: ShutdownMode): Effect.Effect<void> {
     return Effect.suspend(() => {
-      if (this.state === "dead" || this.state === "stopped") return Effect.void
+      if (this.state === "dead") return Deferred.await(this.deathDone)
+      if (this.state === "stopped") return Effect.void
       if (this.shutdownDone !== undefined) {
         if (mode !== "immediate") return Deferred.await(this.shutdownDone)
       }
@@ -874,7 +911,9 @@ export class Postmaster implements SupervisorApi, ProcHost {
         Deferred.doneUnsafe(done, Exit.void)
         return Effect.void
       }
-      return Effect.gen({ self: this }, function*() {
+      // The postmaster finishes the shutdown in a fiber of its own: the caller may be one of the workers it
+      // stops (a worker that shuts the supervisor down), and the shutdown must complete all the same.
+      this.timer(undefined, Effect.gen({ self: this }, function*() {
         const finished = yield* Effect.timeoutOption(Fiber.awaitAll(fibers), this.options.shutdownTimeout)
         if (Option.isNone(finished)) {
           const stragglers = running.filter((p) => p.fiber!.pollUnsafe() === undefined)
@@ -888,7 +927,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
         this.state = "stopped"
         Deferred.doneUnsafe(done, Exit.void)
         Deferred.doneUnsafe(this.terminated, Exit.void)
-      }).pipe(Effect.uninterruptible)
+      }))
+      return Deferred.await(done)
     })
   }
 
@@ -900,18 +940,23 @@ export class Postmaster implements SupervisorApi, ProcHost {
    */
   die(error?: CrashedError): Effect.Effect<void> {
     return Effect.suspend(() => {
-      if (this.state === "dead") return Effect.void
+      if (this.state === "dead") return Deferred.await(this.deathDone)
       this.state = "dead"
       for (const timer of Array.from(this.timers)) timer.interruptUnsafe()
+      // A shutdown still in progress ends here: its waiters are released, the workers are dealt with below.
+      if (this.shutdownDone !== undefined) Deferred.doneUnsafe(this.shutdownDone, Exit.void)
       const returning: Array<Fiber.Fiber<unknown, unknown>> = []
       for (const reg of this.slots) {
         const proc = reg?.proc
         if (proc === undefined) continue
-        const waitsToReturn = proc.latch.waitMode === "return"
         proc.endReason ??= "death"
-        proc.kill()
-        if (waitsToReturn) returning.push(proc.fiber!)
-        else proc.fiber!.interruptUnsafe()
+        if (proc.latch.waitMode === "return") {
+          proc.kill() // the wait returns `postmasterDeath`; the worker ends on its own, within the timeout
+          returning.push(proc.fiber!)
+        } else {
+          proc.latch.dead = true // no wake-up to schedule: the interruption ends the wait
+          proc.fiber!.interruptUnsafe()
+        }
       }
       for (const reg of this.slots) {
         if (reg?.listeners === undefined) continue
@@ -930,6 +975,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
         yield* Scope.close(this.shmemScope, Exit.void)
         if (error !== undefined) Deferred.doneUnsafe(this.terminated, Exit.fail(error))
         else Deferred.doneUnsafe(this.terminated, Exit.void)
+        Deferred.doneUnsafe(this.deathDone, Exit.void)
       }).pipe(Effect.uninterruptible)
     })
   }

@@ -102,12 +102,16 @@ export class Proc implements BackgroundWorker.WorkerInfo {
    * Waits other than the latch's (a blocked `Mq` operation, for instance) register here to be woken by a
    * terminate request or by postmaster death, so they can end the worker at once.
    */
-  readonly interruptListeners = new Set<() => void>()
+  interruptListeners: Set<() => void> | undefined = undefined
 
-  /** A terminate request (`die()`): flag first, then the latch and every other wait. */
-  requestTerminate(): void {
+  /**
+   * A terminate request (`die()`): flag first, then the latch and every other wait. `direct` resumes a
+   * latch waiter at once; only for callers whose last act this is (see `LatchImpl.setDirectUnsafe`).
+   */
+  requestTerminate(direct = false): void {
     this.terminatePending = true
-    this.latch.wake()
+    if (direct) this.latch.wakeDirect()
+    else this.latch.wake()
     this.notifyInterrupt()
   }
 
@@ -118,7 +122,12 @@ export class Proc implements BackgroundWorker.WorkerInfo {
   }
 
   notifyInterrupt(): void {
+    if (this.interruptListeners === undefined) return
     for (const listener of Array.from(this.interruptListeners)) listener()
+  }
+
+  addInterruptListener(listener: () => void): void {
+    ;(this.interruptListeners ??= new Set()).add(listener)
   }
 
   /** A reload request (`SignalHandlerForConfigReload`): flag first, then the latch. */
