@@ -1,0 +1,49 @@
+/**
+ * Runs every benchmark in one process and prints one table: `npm run bench`
+ * (`node --expose-gc bench/index.ts`, on the Node 24 from node_modules).
+ *
+ * Order: launch cycles (figure 1), latch latency (figure 2), then memory (figure 3) last, because it grows
+ * the heap to 100k workers. Everything runs under `Effect.runPromise` on the live clock with the minimum log
+ * level at "Warn", so that no Info/Debug log is even built. Each benchmark measures its raw-Effect baseline
+ * itself, in the same run, interleaved with ours where it can.
+ *
+ * Optional arguments select benchmarks: `npm run bench -- latch memory`.
+ */
+import * as Effect from "effect/Effect"
+import * as References from "effect/References"
+import { runLatch } from "./latch.ts"
+import { runLaunch } from "./launch.ts"
+import { runMemory } from "./memory.ts"
+import { header, printTable, progress, type Row } from "./report.ts"
+
+const all = ["launch", "latch", "memory"] as const
+const selected = process.argv.slice(2).filter((a) => (all as ReadonlyArray<string>).includes(a))
+const wanted = (name: typeof all[number]) => selected.length === 0 || selected.includes(name)
+
+const program = Effect.gen(function*() {
+  const rows: Array<Row> = []
+  const timed = <A>(name: string, effect: Effect.Effect<ReadonlyArray<A>>) =>
+    Effect.gen(function*() {
+      progress(`${name}…`)
+      const start = performance.now()
+      const out = yield* effect
+      progress(`${name}: ${((performance.now() - start) / 1000).toFixed(1)} s`)
+      return out
+    })
+  if (wanted("launch")) {
+    rows.push(...yield* timed("launch", runLaunch({ warmupMs: 500, roundMs: 1000, rounds: 5, launchers: 8 })))
+  }
+  if (wanted("latch")) {
+    rows.push(...yield* timed("latch", runLatch({ warmup: 20_000, samples: 100_000, rounds: 5 })))
+  }
+  if (wanted("memory")) {
+    rows.push(...yield* timed("memory", runMemory({ counts: [10_000, 100_000], targetKb: 5 })))
+  }
+  return rows
+}).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
+
+process.stdout.write(header() + "\n\n")
+const started = performance.now()
+const rows = await Effect.runPromise(program)
+printTable(rows)
+process.stdout.write(`total ${((performance.now() - started) / 1000).toFixed(1)} s\n`)

@@ -1,0 +1,135 @@
+/**
+ * Figure 1: launch cycles per second.
+ *
+ * One cycle is `Supervisor.register` → `awaitStartup` → `terminate` → `awaitShutdown` of a worker whose
+ * `main` loops on `ProcLatch.wait({ onPostmasterDeath: "exit" })`, so the terminate request ends it at its
+ * wait. The baseline cycle is the raw-Effect equivalent: `Effect.forkChild` a fiber that completes a
+ * "started" Deferred and then waits on a "stop" Deferred; the loop forks, awaits "started", completes
+ * "stop" and `Fiber.await`s the fiber.
+ *
+ * Each variant is warmed up, then raw and ours are measured in alternating timed rounds (so drift hits
+ * both) and the median round is reported. Measured with one launcher, and with several concurrent launcher
+ * fibers (each doing cycles against the same supervisor / forking its own raw fibers).
+ */
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as BackgroundWorker from "../src/BackgroundWorker.ts"
+import * as ProcLatch from "../src/ProcLatch.ts"
+import * as Supervisor from "../src/Supervisor.ts"
+import { median, now, progress, type Row, throughputRatio } from "./report.ts"
+
+export interface LaunchOptions {
+  /** Length of one timed round, ms. */
+  readonly roundMs: number
+  /** Timed rounds per variant (alternating raw / ours). */
+  readonly rounds: number
+  readonly warmupMs: number
+  /** Launcher fibers for the concurrent variant. */
+  readonly launchers: number
+}
+
+const sleeper = BackgroundWorker.make({
+  name: "bench-sleeper",
+  main: () =>
+    Effect.gen(function*() {
+      while (true) {
+        yield* ProcLatch.wait({ onPostmasterDeath: "exit" })
+        yield* ProcLatch.reset
+      }
+    })
+})
+
+const ourCycle = Effect.gen(function*() {
+  const handle = yield* Effect.orDie(Supervisor.register(sleeper))
+  const started = yield* Supervisor.awaitStartup(handle)
+  if (started._tag !== "Started") return yield* Effect.die(new Error(`awaitStartup returned ${started._tag}`))
+  yield* Supervisor.terminate(handle)
+  const stopped = yield* Supervisor.awaitShutdown(handle)
+  if (stopped._tag !== "Stopped") return yield* Effect.die(new Error(`awaitShutdown returned ${stopped._tag}`))
+})
+
+const rawCycle = Effect.gen(function*() {
+  const started = yield* Deferred.make<void>()
+  const stop = yield* Deferred.make<void>()
+  const fiber = yield* Effect.forkChild(Effect.andThen(Deferred.succeed(started, undefined), Deferred.await(stop)))
+  yield* Deferred.await(started)
+  yield* Deferred.succeed(stop, undefined)
+  yield* Fiber.await(fiber)
+})
+
+/** Runs `cycle` in batches until `ms` have passed; returns the number of cycles done. */
+const cyclesFor = <R>(cycle: Effect.Effect<void, never, R>, deadline: number): Effect.Effect<number, never, R> =>
+  Effect.gen(function*() {
+    let count = 0
+    while (now() < deadline) {
+      for (let i = 0; i < 64; i++) yield* cycle
+      count += 64
+    }
+    return count
+  })
+
+/** Cycles per second with `launchers` fibers doing cycles concurrently for `ms`. */
+const rate = <R>(cycle: Effect.Effect<void, never, R>, launchers: number, ms: number): Effect.Effect<number, never, R> =>
+  Effect.gen(function*() {
+    const start = now()
+    const deadline = start + ms
+    const counts = yield* Effect.forEach(
+      Array.from({ length: launchers }, (_, i) => i),
+      () => cyclesFor(cycle, deadline),
+      { concurrency: launchers }
+    )
+    const elapsed = (now() - start) / 1000
+    return counts.reduce((a, b) => a + b, 0) / elapsed
+  })
+
+const compare = (label: string, launchers: number, options: LaunchOptions, capacity: number) =>
+  Effect.gen(function*() {
+    // One supervisor for all of this variant's rounds; its scope closes (postmaster death) afterwards. The
+    // supervisor is provided once around the whole measurement, not per cycle, so the cycle pays only
+    // for what a caller pays.
+    const context = yield* Effect.orDie(Layer.build(
+      Supervisor.layer({ maxWorkerProcesses: capacity, terminateTimeout: "5 seconds" })
+    ))
+    const supervisor = Context.get(context, Supervisor.Supervisor)
+    const rawRates: Array<number> = []
+    const ourRates: Array<number> = []
+    yield* Effect.provideContext(
+      Effect.gen(function*() {
+        yield* rate(rawCycle, launchers, options.warmupMs)
+        yield* rate(ourCycle, launchers, options.warmupMs)
+        for (let round = 0; round < options.rounds; round++) {
+          rawRates.push(yield* rate(rawCycle, launchers, options.roundMs))
+          ourRates.push(yield* rate(ourCycle, launchers, options.roundMs))
+        }
+      }),
+      context
+    )
+    const raw = median(rawRates)
+    const our = median(ourRates)
+    progress(
+      `${label}: ours ${ourRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")}k/s, raw ${
+        rawRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")
+      }k/s; live fibers after the rounds: ${supervisor.liveFibers()}`
+    )
+    const ratio = throughputRatio(our, raw)
+    const row: Row = {
+      figure: label,
+      unit: "cycles/s",
+      ours: our,
+      baseline: raw,
+      ratio,
+      target: "≤3× raw and ≥100k/s",
+      ok: ratio <= 3 && our >= 100_000
+    }
+    return row
+  }).pipe(Effect.scoped)
+
+export const runLaunch = (options: LaunchOptions): Effect.Effect<ReadonlyArray<Row>> =>
+  Effect.gen(function*() {
+    const single = yield* compare("1. launch cycles, 1 launcher", 1, options, 8)
+    const many = yield* compare(`1. launch cycles, ${options.launchers} launchers`, options.launchers, options, 64)
+    return [single, many]
+  })
