@@ -2,14 +2,15 @@
  * Runs a supervisor as a Node process: Unix signals become supervisor requests, and the supervisor's end
  * becomes the process's end. The only module that touches `process`, so the core stays runtime-neutral.
  *
- * PostgreSQL: the postmaster's signal handling in src/backend/postmaster/postmaster.c (`handle_pm_reload_request_signal`
- * for SIGHUP, `handle_pm_shutdown_request_signal` for SIGTERM/SIGINT/SIGQUIT) and `pg_ctl reload` / `pg_ctl stop`.
+ * PostgreSQL: the postmaster's signal handling in src/backend/postmaster/postmaster.c
+ * (`handle_pm_reload_request_signal` for SIGHUP, `handle_pm_shutdown_request_signal` for SIGTERM, SIGINT and
+ * SIGQUIT), which `pg_ctl reload` and `pg_ctl stop` send.
  *
- * | Signal | PostgreSQL | here |
- * |---|---|---|
- * | SIGHUP | reload the configuration files, forward SIGHUP to every child | {@link layerSignals}: `Supervisor.reload` (every running worker's reload flag and latch are set) |
- * | SIGTERM | smart shutdown | `NodeRuntime.runMain` interrupts the main fiber; {@link layerSignals}'s finalizer runs `Supervisor.shutdown("fast")` |
- * | SIGINT | fast shutdown | the same |
+ * - SIGHUP (PostgreSQL: reload the configuration files and forward SIGHUP to every child): {@link layerSignals}
+ *   calls `Supervisor.reload`, which sets every running worker's reload flag and latch.
+ * - SIGTERM (PostgreSQL: smart shutdown) and SIGINT (fast shutdown): `NodeRuntime.runMain` interrupts the main
+ *   fiber, and {@link layerSignals}'s finalizer runs `Supervisor.shutdown("fast")`.
+ * - SIGQUIT (immediate shutdown) is not handled: Node's default action ends the process at once.
  *
  * **Exit codes** (of {@link runMain})
  *
@@ -21,11 +22,27 @@
  * **Example** (A supervisor as a Node program)
  *
  * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as BackgroundWorker from "effect-bgworker/BackgroundWorker"
+ * import * as Interrupts from "effect-bgworker/Interrupts"
+ * import * as Preload from "effect-bgworker/Preload"
+ * import * as ProcLatch from "effect-bgworker/ProcLatch"
+ * import * as Supervisor from "effect-bgworker/Supervisor"
  * import { NodeSupervisor } from "effect-bgworker/node"
  *
- * NodeSupervisor.runMain(Supervisor.layer({ preload: [registerMyWorkers] }))
- * // kill -HUP <pid>   every worker sees Interrupts.reloadPending
- * // kill <pid>        fast shutdown, exit code 130
+ * const ticker = BackgroundWorker.make({
+ *   name: "ticker",
+ *   main: () =>
+ *     Effect.gen(function*() {
+ *       while (true) {
+ *         yield* ProcLatch.wait({ timeout: "1 second", onPostmasterDeath: "exit" })
+ *         yield* ProcLatch.reset
+ *         if (yield* Interrupts.reloadPending) yield* Effect.log("reload requested") // kill -HUP <pid>
+ *       }
+ *     })
+ * })
+ *
+ * NodeSupervisor.runMain(Supervisor.layer({ preload: [Preload.register(ticker)] })) // kill <pid>: exit code 130
  * ```
  *
  * **Gotchas**
@@ -33,9 +50,9 @@
  * - SIGTERM is a fast shutdown, not PostgreSQL's smart one: `NodeRuntime.runMain` treats SIGINT and SIGTERM
  *   alike. A program that wants a smart shutdown calls `Supervisor.shutdown("smart")` itself; the process then
  *   ends with exit code 0.
- * - The SIGHUP listener is installed after the supervisor's layer is built (preloads have run, static workers
- *   have started). A SIGHUP that arrives earlier meets Node's default action and kills the process without
- *   running any finalizer. Wait for the `supervisor ready` log line before sending SIGHUP.
+ * - Node's default action for SIGHUP is to die without running any finalizer. {@link runMain} listens from
+ *   before the supervisor starts until after it is gone; {@link layerSignals} on its own listens only while
+ *   it is built, that is after the supervisor's layer (preloads run, static workers started).
  * - A shutdown takes up to twice the supervisor's `shutdownTimeout` when a worker ignores interruption (for
  *   example inside `Interrupts.holdInterrupts` or an uninterruptible region). A second SIGINT does not
  *   shorten it; SIGKILL does, and runs nothing.
@@ -54,14 +71,48 @@ import type * as SupervisorError from "../SupervisorError.ts"
 
 const logAnnotations = { module: "effect-bgworker/NodeSupervisor" }
 
+/** Installs the SIGHUP listener for the current scope; the queue holds at most one pending request. */
+const listenForSighup = Effect.gen(function*() {
+  const sighup = yield* Queue.sliding<void>(1)
+  const listener = () => void Queue.offerUnsafe(sighup, undefined)
+  yield* Effect.acquireRelease(
+    Effect.sync(() => process.on("SIGHUP", listener)),
+    () => Effect.sync(() => process.off("SIGHUP", listener))
+  )
+  return sighup
+})
+
+/** Reloads on every SIGHUP taken from `sighup`, and shuts the supervisor down fast when the scope closes. */
+const forwardSignals = (sighup: Queue.Dequeue<void>) =>
+  Effect.gen(function*() {
+    const supervisor = yield* Supervisor.Supervisor
+    yield* Queue.take(sighup).pipe(
+      Effect.andThen(Effect.logInfo("received SIGHUP: asking every worker to reload")),
+      Effect.andThen(supervisor.reload),
+      Effect.annotateLogs(logAnnotations),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    // Registered after the listener, so released before it: the listener stays installed while the workers
+    // shut down, and a SIGHUP arriving meanwhile is swallowed instead of killing the process.
+    // A defect here is logged before it ends the program: runMain's own report is skipped after a signal.
+    yield* Effect.addFinalizer(() =>
+      supervisor.shutdown("fast").pipe(
+        Effect.tapCause((cause) => Effect.logError("fast shutdown failed; postmaster death stops the rest", cause)),
+        Effect.annotateLogs(logAnnotations)
+      )
+    )
+  })
+
 /**
  * Forwards SIGHUP to the supervisor as `Supervisor.reload`, and shuts the supervisor down (`"fast"`) when its
  * scope closes.
  *
  * **When to use**
  *
- * With {@link runMain}, which adds it for you; or on its own when the program is launched some other way
- * (for example `Layer.launch` piped into `NodeRuntime.runMain`), next to `Supervisor.layer`.
+ * When the program is launched some other way than {@link runMain} or {@link launch}, which do the same and
+ * listen for SIGHUP from earlier (for example `Layer.launch` piped into `NodeRuntime.runMain`): merge it
+ * with the layer that provides `Supervisor`.
  *
  * **Details**
  *
@@ -74,6 +125,9 @@ const logAnnotations = { module: "effect-bgworker/NodeSupervisor" }
  * first (every worker is interrupted and its finalizers run, within the supervisor's `shutdownTimeout`), then
  * the SIGHUP listener is removed. A shutdown that already happened makes it a no-op.
  *
+ * Built on its own, it listens from its construction, after the supervisor's layer: a SIGHUP during the
+ * supervisor's start-up kills the process. {@link runMain} and {@link launch} listen from the start.
+ *
  * **Gotchas**
  *
  * Handles SIGHUP only: SIGINT and SIGTERM are `NodeRuntime.runMain`'s, which turns them into interruption of
@@ -84,38 +138,20 @@ const logAnnotations = { module: "effect-bgworker/NodeSupervisor" }
  * @since 0.1.0
  */
 export const layerSignals: Layer.Layer<never, never, Supervisor.Supervisor> = Layer.effectDiscard(
-  Effect.gen(function*() {
-    const supervisor = yield* Supervisor.Supervisor
-    const sighup = yield* Queue.sliding<void>(1)
-    const listener = () => void Queue.offerUnsafe(sighup, undefined)
-    yield* Effect.acquireRelease(
-      Effect.sync(() => process.on("SIGHUP", listener)),
-      () => Effect.sync(() => process.off("SIGHUP", listener))
-    )
-    yield* Queue.take(sighup).pipe(
-      Effect.andThen(Effect.logInfo("received SIGHUP: asking every worker to reload")),
-      Effect.andThen(supervisor.reload),
-      Effect.annotateLogs(logAnnotations),
-      Effect.forever,
-      Effect.forkScoped
-    )
-    // Registered last, so released first: the listener stays installed while the workers shut down, and a
-    // SIGHUP arriving meanwhile is swallowed instead of killing the process.
-    // A defect here is logged before it ends the program: runMain's own report is skipped after a signal.
-    yield* Effect.addFinalizer(() =>
-      supervisor.shutdown("fast").pipe(
-        Effect.tapCause((cause) => Effect.logError("fast shutdown failed; postmaster death stops the rest", cause)),
-        Effect.annotateLogs(logAnnotations)
-      )
-    )
-  })
+  Effect.flatMap(listenForSighup, forwardSignals)
 )
 
 /**
  * The program {@link runMain} runs: builds `layer` with {@link layerSignals}, logs `supervisor ready`, and
- * waits for the supervisor to end.
+ * waits for the supervisor to end (as `Layer.launch` holds a layer open; not to be confused with
+ * `Supervisor.launch`, which starts one worker by name).
  *
  * **Details**
+ *
+ * The SIGHUP listener is installed before `layer` is built and removed after the supervisor's layer is
+ * released, so a SIGHUP never meets Node's default action (death without finalizers) while `launch` runs. A
+ * SIGHUP during start-up (preloads can take a while) is held and turns into one reload once the supervisor
+ * runs.
  *
  * Succeeds when the supervisor stops after a shutdown, fails with `SupervisorCrashed` when it ends after a
  * crash with `restartAfterCrash: false`, fails with the layer's error when the layer cannot be built.
@@ -128,12 +164,16 @@ export const layerSignals: Layer.Layer<never, never, Supervisor.Supervisor> = La
 export const launch = <E>(
   layer: Layer.Layer<Supervisor.Supervisor, E>
 ): Effect.Effect<void, E | SupervisorError.SupervisorError | Supervisor.SupervisorCrashed> =>
-  Effect.gen(function*() {
-    yield* Effect.logInfo(
-      `supervisor ready (process ${process.pid}): SIGHUP reloads, SIGINT or SIGTERM shuts down`
-    ).pipe(Effect.annotateLogs(logAnnotations))
-    yield* Supervisor.awaitTermination
-  }).pipe(Effect.provide(layerSignals.pipe(Layer.provideMerge(layer))))
+  Effect.scoped(Effect.gen(function*() {
+    // Before the layer is built, so that a SIGHUP during start-up waits instead of killing the process.
+    const sighup = yield* listenForSighup
+    yield* Effect.gen(function*() {
+      yield* Effect.logInfo(
+        `supervisor ready (process ${process.pid}): SIGHUP reloads, SIGINT or SIGTERM shuts down`
+      ).pipe(Effect.annotateLogs(logAnnotations))
+      yield* Supervisor.awaitTermination
+    }).pipe(Effect.provide(Layer.effectDiscard(forwardSignals(sighup)).pipe(Layer.provideMerge(layer))))
+  }))
 
 /**
  * Runs `layer` (which must provide `Supervisor`, usually through `Supervisor.layer`) as the Node process's
