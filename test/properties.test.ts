@@ -1,0 +1,1237 @@
+/**
+ * Property tests: random command sequences against a fresh supervisor (or latch) per run, on the TestClock.
+ *
+ * Each supervisor run interprets a generated scenario (register / terminate / signal / reload / setLatch /
+ * ordered crash, typed failure or return / shutdown / time advance / yields), then closes the supervisor's
+ * scope (postmaster death), and records what it observes: the activity view and the registration results
+ * (slots), every handle's statuses as streamed by `Supervisor.changes` and as polled after every command (the
+ * status automaton), the workers' own journal of starts, loop iterations and finalizers (terminate, shutdown
+ * and death). Each test checks one invariant family over that trace, so a failure names the rule that broke
+ * and the shrunk scenario that breaks it. Orders (crash, fail, return) reach a worker through its latch.
+ *
+ * The restart runs fail one worker repeatedly and time its restarts. The latch runs drive a waiter fiber and a
+ * setter fiber and check the event log against latch.h's rules. Counterexamples the properties found are kept
+ * at the end as fixed cases.
+ *
+ * PROPERTY_RUNS=n (default 100) and PROPERTY_SEED=s tune the search.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import {
+  Clock,
+  Context,
+  Data,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Option,
+  Pull,
+  Queue,
+  References,
+  Result,
+  Schema,
+  Scope,
+  Stream
+} from "effect"
+import { TestClock } from "effect/testing"
+import * as BackgroundWorker from "../src/BackgroundWorker.ts"
+import * as Interrupts from "../src/Interrupts.ts"
+import * as ProcLatch from "../src/ProcLatch.ts"
+import * as Shmem from "../src/Shmem.ts"
+import * as Supervisor from "../src/Supervisor.ts"
+import type { WorkerHandle, WorkerStatus } from "../src/WorkerHandle.ts"
+import * as Handle from "../src/WorkerHandle.ts"
+
+/** 100 runs per property; PROPERTY_RUNS=2000 for a longer search, PROPERTY_SEED=n to replay a seed. */
+const runs = Number(process.env.PROPERTY_RUNS ?? 100)
+const seed = process.env.PROPERTY_SEED
+const propOptions = { arbitrary: { runs, size: 30, ...(seed === undefined ? {} : { seed }) } }
+
+const Int = (minimum: number, maximum: number) => Schema.Int.check(Schema.isBetween({ minimum, maximum }))
+
+/** Runs `effect` without automatic scheduler yields: no other fiber runs in between its steps. */
+const atomically = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.provideService(effect, References.PreventSchedulerYield, true)
+
+const yieldTimes = (n: number): Effect.Effect<void> =>
+  n <= 0 ? Effect.void : Effect.repeat(Effect.yieldNow, { times: n - 1 })
+
+/** Yields until `fingerprint` has not changed for a few consecutive yields (bounded). */
+const settle = (fingerprint: Effect.Effect<string>): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    let last = yield* fingerprint
+    let stable = 0
+    for (let i = 0; i < 300 && stable < 4; i++) {
+      yield* Effect.yieldNow
+      const now = yield* fingerprint
+      if (now === last) stable++
+      else {
+        stable = 0
+        last = now
+      }
+    }
+  })
+
+const show = (status: WorkerStatus): string => status._tag === "Started" ? `Started(${status.pid})` : status._tag
+
+const sameStatus = (a: WorkerStatus, b: WorkerStatus): boolean =>
+  a._tag === b._tag && (a._tag !== "Started" || (b._tag === "Started" && a.pid === b.pid))
+
+const fail = (invariant: string, violations: ReadonlyArray<string>, context?: unknown): void => {
+  if (violations.length === 0) return
+  assert.fail(
+    `${invariant}\n  - ${violations.slice(0, 12).join("\n  - ")}` +
+      (violations.length > 12 ? `\n  ... ${violations.length - 12} more` : "") +
+      (context === undefined ? "" : `\n${JSON.stringify(context)}`)
+  )
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// The workers: a journal of what their bodies did, and orders that make them crash, fail or return.
+// -------------------------------------------------------------------------------------------------------------
+
+type Order = "crash" | "fail" | "return"
+
+interface JournalEntry {
+  readonly seq: number
+  readonly kind: "start" | "iteration" | "finalizer"
+  readonly pid: number
+  readonly handle: string
+  readonly at: number
+}
+
+class Journal {
+  seq = 0
+  readonly entries: Array<JournalEntry> = []
+  /** Orders for a running incarnation, by pid: consumed at its next wake-up. */
+  readonly orders = new Map<number, Order>()
+  /** Incarnations whose `main` started and whose finalizer has not run yet. */
+  readonly alive = new Set<number>()
+  shmemInits = 0
+  shmemReleases = 0
+
+  record(kind: JournalEntry["kind"], pid: number, handle: string, at: number): void {
+    this.entries.push({ seq: ++this.seq, kind, pid, handle, at })
+    if (kind === "start") this.alive.add(pid)
+    if (kind === "finalizer") this.alive.delete(pid)
+  }
+
+  takeOrder(pid: number): Order | undefined {
+    const order = this.orders.get(pid)
+    this.orders.delete(pid)
+    return order
+  }
+}
+
+class CurrentJournal extends Context.Service<CurrentJournal, Journal>()("test/properties/Journal") {}
+
+class OrderedFailure extends Data.TaggedError("OrderedFailure")<{ readonly pid: number }> {}
+
+interface Kind {
+  readonly label: string
+  /** `undefined`: `"never"`; otherwise `restartAfter(restartMs)`. */
+  readonly restartMs: number | undefined
+  /** A defect in a worker with shared-state access is a crash: every worker is restarted. */
+  readonly shmem: boolean
+  readonly onPostmasterDeath: ProcLatch.OnPostmasterDeath
+  /** How long its finalizer takes (on the clock): a slow cleanup keeps a crash restart or a death waiting. */
+  readonly finalizerMs: number
+  /** OTP restart intensity: more than `maxRestarts` restarts within `withinMs` gives the worker up. */
+  readonly intensity?: { readonly maxRestarts: number; readonly withinMs: number }
+}
+
+const kinds: ReadonlyArray<Kind> = [
+  { label: "restart-2s", restartMs: 2000, shmem: false, onPostmasterDeath: "exit", finalizerMs: 0 },
+  { label: "never", restartMs: undefined, shmem: false, onPostmasterDeath: "exit", finalizerMs: 0 },
+  { label: "shmem-restart-3s", restartMs: 3000, shmem: true, onPostmasterDeath: "exit", finalizerMs: 0 },
+  { label: "shmem-never", restartMs: undefined, shmem: true, onPostmasterDeath: "exit", finalizerMs: 0 },
+  { label: "restart-0s-returns-on-death", restartMs: 0, shmem: false, onPostmasterDeath: "return", finalizerMs: 0 },
+  { label: "shmem-restart-1s-slow-cleanup", restartMs: 1000, shmem: true, onPostmasterDeath: "exit", finalizerMs: 1500 },
+  {
+    label: "restart-500ms-gives-up",
+    restartMs: 500,
+    shmem: false,
+    onPostmasterDeath: "exit",
+    finalizerMs: 0,
+    intensity: { maxRestarts: 1, withinMs: 10_000 }
+  }
+]
+
+/**
+ * A worker_spi-like loop: journal an iteration, wait on the latch (1 second timeout), reset, check interrupts,
+ * then obey an order for this incarnation, if any. Its finalizer journals the end of the incarnation.
+ */
+const makeWorker = (kind: Kind) =>
+  BackgroundWorker.make({
+    name: kind.label,
+    restart: kind.restartMs === undefined ? "never" : BackgroundWorker.restartAfter(Duration.millis(kind.restartMs)),
+    intensity: kind.intensity === undefined
+      ? undefined
+      : { maxRestarts: kind.intensity.maxRestarts, within: Duration.millis(kind.intensity.withinMs) },
+    shmem: kind.shmem,
+    main: () =>
+      Effect.gen(function*() {
+        const me = yield* BackgroundWorker.current
+        const journal = yield* CurrentJournal
+        const handle = Handle.format(me.handle)
+        journal.record("start", me.pid, handle, yield* Clock.currentTimeMillis)
+        yield* Effect.addFinalizer(() =>
+          Effect.andThen(
+            Effect.sleep(Duration.millis(kind.finalizerMs)),
+            Effect.map(Clock.currentTimeMillis, (at) => journal.record("finalizer", me.pid, handle, at))
+          )
+        )
+        while (true) {
+          journal.record("iteration", me.pid, handle, yield* Clock.currentTimeMillis)
+          const woke = yield* ProcLatch.wait({ timeout: "1 second", onPostmasterDeath: kind.onPostmasterDeath })
+          if (woke.postmasterDeath) return
+          yield* ProcLatch.reset
+          yield* Interrupts.check
+          yield* Interrupts.reloadPending
+          const order = journal.takeOrder(me.pid)
+          if (order === "crash") return yield* Effect.die(new Error(`ordered crash of pid ${me.pid}`))
+          if (order === "fail") return yield* new OrderedFailure({ pid: me.pid })
+          if (order === "return") return
+        }
+      })
+  })
+
+const definitions = kinds.map(makeWorker)
+
+// -------------------------------------------------------------------------------------------------------------
+// Supervisor scenarios
+// -------------------------------------------------------------------------------------------------------------
+
+/** Index into the handles registered so far (modulo their number). */
+const Target = Int(0, 7)
+
+const SupervisorCommand = Schema.Union([
+  Schema.TaggedStruct("Register", { kind: Int(0, kinds.length - 1), count: Int(1, 3) }),
+  Schema.TaggedStruct("Terminate", { target: Target, awaitShutdown: Schema.Boolean }),
+  Schema.TaggedStruct("Signal", { target: Target, signal: Schema.Literals(["terminate", "reload"]) }),
+  Schema.TaggedStruct("Reload", {}),
+  Schema.TaggedStruct("SetLatch", { target: Target }),
+  /** The worker dies with a defect at its next wake-up: a crash restart when it has shared-state access. */
+  Schema.TaggedStruct("Crash", { target: Target }),
+  /** The worker fails with a typed error at its next wake-up. */
+  Schema.TaggedStruct("Fail", { target: Target }),
+  /** The worker returns (exit 0) at its next wake-up. */
+  Schema.TaggedStruct("Return", { target: Target }),
+  Schema.TaggedStruct("Advance", { ms: Int(0, 4000) }),
+  Schema.TaggedStruct("Yield", { times: Int(1, 6) }),
+  Schema.TaggedStruct("Shutdown", { mode: Schema.Literals(["smart", "fast", "immediate"]) })
+])
+type SupervisorCommand = typeof SupervisorCommand.Type
+
+const SupervisorScenario = Schema.Struct({
+  maxWorkerProcesses: Int(1, 5),
+  /** Registered before the commands (kinds). */
+  initial: Schema.Array(Int(0, kinds.length - 1)).check(Schema.isMinLength(1), Schema.isMaxLength(4)),
+  /** 0: `restartAfterCrash: false` (a crash ends the supervisor); otherwise the default, true. */
+  crashPolicy: Int(0, 3),
+  /** false: close the supervisor's scope right after the last command, whatever is in flight. */
+  settleBeforeClose: Schema.Boolean,
+  commands: Schema.Array(SupervisorCommand).check(Schema.isMaxLength(30))
+})
+type SupervisorScenario = typeof SupervisorScenario.Type
+
+/** Violations seen while the scenario runs (the status automaton is checked afterwards, on the whole trace). */
+type Invariant = "slots" | "terminate" | "death"
+
+interface Tracked {
+  readonly handle: WorkerHandle
+  readonly key: string
+  readonly kind: Kind
+  /** The status read in the same atomic step as the registration. */
+  readonly atRegister: WorkerStatus
+  /** Everything `Supervisor.changes(handle)` delivered, subscribed in the registration's atomic step. */
+  readonly streamed: Array<WorkerStatus>
+  readonly collector: Fiber.Fiber<void>
+  /** `Supervisor.status(handle)` after every command. */
+  readonly polled: Array<{ readonly step: number; readonly status: WorkerStatus }>
+  /** The first `terminate(handle)`: at which step, and the pid running then. */
+  terminated: { readonly step: number; readonly pid: number | undefined } | undefined
+  /** When `awaitShutdown` returned after a `terminate`: the journal's sequence number, and what it returned. */
+  shutdownMark: { readonly seq: number; readonly status: WorkerStatus } | undefined
+}
+
+interface SupervisorTrace {
+  readonly violations: Record<Invariant, Array<string>>
+  readonly tracked: ReadonlyArray<Tracked>
+  readonly journal: Journal
+  /** When the first `Supervisor.shutdown` returned: the journal's sequence number, and the mode. */
+  readonly supervisorShutdownMark: { readonly seq: number; readonly mode: Supervisor.ShutdownMode } | undefined
+}
+
+const runSupervisorScenario = (scenario: SupervisorScenario) =>
+  Effect.gen(function*() {
+    const violations: Record<Invariant, Array<string>> = { slots: [], terminate: [], death: [] }
+    const journal = new Journal()
+    const tracked: Array<Tracked> = []
+    let supervisorShutdownMark: SupervisorTrace["supervisorShutdownMark"]
+    const max = scenario.maxWorkerProcesses
+
+    const scope = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void)) // if a step fails before the explicit close
+    const shmemProbe = Shmem.struct(
+      "probe",
+      Effect.acquireRelease(
+        Effect.sync(() => journal.shmemInits++),
+        () => Effect.sync(() => journal.shmemReleases++)
+      )
+    )
+    const sup = yield* Supervisor.make({
+      maxWorkerProcesses: max,
+      restartAfterCrash: scenario.crashPolicy !== 0,
+      shmem: [shmemProbe]
+    }).pipe(Scope.provide(scope), Effect.orDie)
+
+    const withServices = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      effect.pipe(
+        Effect.provideService(Supervisor.Supervisor, sup),
+        Effect.provideService(CurrentJournal, journal)
+      )
+
+    const fingerprint = Effect.map(
+      sup.activity,
+      (rows) =>
+        `${journal.seq}|${sup.liveFibers()}|${tracked.reduce((n, t) => n + t.streamed.length, 0)}|` +
+        rows.map((r) => `${r.slot}:${r.generation}:${r.registration}:${r.pid}:${r.nextRestartAt}`).join(",")
+    )
+
+    const observeSlots = (where: string) =>
+      Effect.gen(function*() {
+        const rows = yield* sup.activity
+        const running = rows.filter((r) => r.registration === "running").length
+        if (rows.length > max) violations.slots.push(`${where}: ${rows.length} registrations hold slots, max ${max}`)
+        if (running > max) violations.slots.push(`${where}: ${running} rows are running, max ${max}`)
+        if (journal.alive.size > max) {
+          violations.slots.push(`${where}: ${journal.alive.size} worker bodies are alive at once, max ${max}`)
+        }
+        const pids = rows.filter((r) => r.pid !== null).length
+        if (pids > max) violations.slots.push(`${where}: ${pids} rows show a pid, max ${max}`)
+      })
+
+    const poll = (step: number) =>
+      Effect.forEach(tracked, (t) =>
+        Effect.map(sup.status(t.handle), (status) => {
+          t.polled.push({ step, status })
+        }), { discard: true })
+
+    const pick = (target: number): Tracked | undefined =>
+      tracked.length === 0 ? undefined : tracked[target % tracked.length]
+
+    const register = (step: number, kindIndex: number) =>
+      Effect.gen(function*() {
+        const kind = kinds[kindIndex]!
+        const outcome = yield* atomically(Effect.gen(function*() {
+          const before = (yield* sup.activity).length
+          const state = yield* sup.currentState
+          const result = yield* Effect.result(withServices(Supervisor.register(definitions[kindIndex]!)))
+          const after = (yield* sup.activity).length
+          if (Result.isFailure(result)) return { before, after, state, result, subscription: undefined }
+          const handle = result.success
+          const atRegister = yield* sup.status(handle)
+          const pull = yield* Stream.toPull(sup.changes(handle))
+          return { before, after, state, result, subscription: { handle, atRegister, pull } }
+        }))
+        const { after, before, result, state } = outcome
+        const where = `step ${step} register ${kind.label} (state ${state}, ${before}/${max} slots used)`
+        const accepting = state === "running" || state === "recovering" || state === "starting"
+        if (Result.isFailure(result)) {
+          const tag = result.failure.reason._tag
+          if (accepting && tag !== "NoFreeSlot") violations.slots.push(`${where}: failed with ${tag}`)
+          if (accepting && tag === "NoFreeSlot" && before < max) {
+            violations.slots.push(`${where}: NoFreeSlot although ${max - before} slot(s) are free`)
+          }
+          if (!accepting && tag !== "ShuttingDown") violations.slots.push(`${where}: failed with ${tag}, not ShuttingDown`)
+          return
+        }
+        if (!accepting) violations.slots.push(`${where}: accepted a registration`)
+        if (before >= max) violations.slots.push(`${where}: registered although every slot is in use`)
+        if (after !== before + 1) violations.slots.push(`${where}: ${before} -> ${after} rows after a registration`)
+        const { atRegister, handle, pull } = outcome.subscription!
+        const streamed: Array<WorkerStatus> = []
+        const collector = yield* pull.pipe(
+          Effect.map((chunk) => void streamed.push(...chunk)),
+          Effect.forever,
+          Pull.catchDone(() => Effect.void),
+          Effect.forkScoped
+        )
+        tracked.push({
+          handle,
+          key: Handle.format(handle),
+          kind,
+          atRegister,
+          streamed,
+          collector,
+          polled: [],
+          terminated: undefined,
+          shutdownMark: undefined
+        })
+      })
+
+    const terminate = (step: number, t: Tracked, awaitShutdown: boolean) =>
+      Effect.gen(function*() {
+        const [before, after] = yield* atomically(Effect.gen(function*() {
+          const before = yield* sup.status(t.handle)
+          yield* sup.terminate(t.handle)
+          return [before, yield* sup.status(t.handle)] as const
+        }))
+        t.terminated ??= { step, pid: before._tag === "Started" ? before.pid : undefined }
+        const where = `step ${step} terminate ${t.key} (${t.kind.label}) while ${show(before)}`
+        if (before._tag !== "Started" && after._tag !== "Stopped" && after._tag !== "PostmasterDied") {
+          violations.terminate.push(`${where}: status right after is ${show(after)}, not Stopped`)
+        }
+        if (!awaitShutdown) return
+        const waiter = yield* Effect.forkChild(sup.awaitShutdown(t.handle))
+        // A waiting worker stops at once; a slow cleanup takes its time.
+        const allowedTicks = Math.ceil(t.kind.finalizerMs / 1000)
+        let ticks = 0
+        yield* settle(fingerprint)
+        while (waiter.pollUnsafe() === undefined && ticks < 10) {
+          yield* TestClock.adjust("1 second")
+          ticks++
+          yield* settle(fingerprint)
+        }
+        const exit = waiter.pollUnsafe()
+        if (exit === undefined) {
+          violations.terminate.push(`${where}: awaitShutdown did not return within 10 seconds`)
+          yield* Fiber.interrupt(waiter)
+          return
+        }
+        if (Exit.isSuccess(exit)) t.shutdownMark ??= { seq: journal.seq, status: exit.value }
+        if (ticks > allowedTicks) {
+          violations.terminate.push(`${where}: the waiting worker needed ${ticks} clock tick(s) of 1 s to stop`)
+        }
+        if (Exit.isSuccess(exit) && exit.value._tag !== "Stopped" && exit.value._tag !== "PostmasterDied") {
+          violations.terminate.push(`${where}: awaitShutdown returned ${show(exit.value)}`)
+        }
+      })
+
+    /** Shutdown returns once the workers are gone (or at once for immediate); slow cleanups take clock time. */
+    const shutdown = (step: number, mode: Supervisor.ShutdownMode) =>
+      Effect.gen(function*() {
+        const where = `step ${step} ${mode} shutdown`
+        const shutting = yield* Effect.forkChild(sup.shutdown(mode), { startImmediately: true })
+        for (let i = 0; i < 15 && shutting.pollUnsafe() === undefined; i++) {
+          yield* settle(fingerprint)
+          if (shutting.pollUnsafe() === undefined) yield* TestClock.adjust("1 second")
+        }
+        if (shutting.pollUnsafe() === undefined) {
+          violations.terminate.push(`${where}: did not return within 15 seconds`)
+          return yield* Fiber.interrupt(shutting)
+        }
+        supervisorShutdownMark ??= { seq: journal.seq, mode }
+        // An immediate shutdown returns at once: its workers end (and clean up) afterwards.
+        for (let i = 0; i < 5 && mode === "immediate" && sup.liveFibers() > 0; i++) {
+          yield* settle(fingerprint)
+          yield* TestClock.adjust("1 second")
+        }
+        const state = yield* sup.currentState
+        if (state !== "stopped" && state !== "dead") violations.terminate.push(`${where}: state ${state} afterwards`)
+        for (const t of tracked) {
+          const status = yield* sup.status(t.handle)
+          if (status._tag !== "Stopped" && status._tag !== "PostmasterDied") {
+            violations.terminate.push(`${where}: ${t.key} (${t.kind.label}) is ${show(status)} afterwards`)
+          }
+        }
+      })
+
+    const order = (t: Tracked, what: Order) =>
+      atomically(Effect.gen(function*() {
+        const status = yield* sup.status(t.handle)
+        if (status._tag !== "Started") return
+        journal.orders.set(status.pid, what)
+        yield* sup.setLatch(t.handle)
+      }))
+
+    const interpret = (step: number, command: SupervisorCommand): Effect.Effect<void, never, Scope.Scope> => {
+      switch (command._tag) {
+        case "Register":
+          return Effect.forEach(Array.from({ length: command.count }), () => register(step, command.kind), {
+            discard: true
+          })
+        case "Terminate": {
+          const t = pick(command.target)
+          return t === undefined ? Effect.void : terminate(step, t, command.awaitShutdown)
+        }
+        case "Signal": {
+          const t = pick(command.target)
+          return t === undefined ? Effect.void : sup.signal(t.handle, command.signal)
+        }
+        case "Reload":
+          return sup.reload
+        case "SetLatch": {
+          const t = pick(command.target)
+          return t === undefined ? Effect.void : sup.setLatch(t.handle)
+        }
+        case "Crash":
+        case "Fail":
+        case "Return": {
+          const t = pick(command.target)
+          const what = command._tag === "Crash" ? "crash" : command._tag === "Fail" ? "fail" : "return"
+          return t === undefined ? Effect.void : order(t, what)
+        }
+        case "Advance":
+          return TestClock.adjust(Duration.millis(command.ms))
+        case "Yield":
+          return yieldTimes(command.times)
+        case "Shutdown":
+          return shutdown(step, command.mode)
+      }
+    }
+
+    // --- the commands ---
+    for (const kind of scenario.initial) yield* register(-1, kind)
+    yield* settle(fingerprint)
+    for (let step = 0; step < scenario.commands.length; step++) {
+      yield* interpret(step, scenario.commands[step]!)
+      yield* observeSlots(`after step ${step} (${scenario.commands[step]!._tag})`)
+      yield* poll(step)
+    }
+    const end = scenario.commands.length
+    if (scenario.settleBeforeClose) {
+      for (let i = 0; i < 8; i++) {
+        yield* settle(fingerprint)
+        yield* observeSlots(`settling ${i}`)
+        yield* poll(end)
+        yield* TestClock.adjust("1 second")
+      }
+      yield* settle(fingerprint)
+      yield* poll(end)
+    }
+
+    // --- postmaster death ---
+    const deathMark = journal.seq
+    // Death waits for the workers' cleanups, which may take (clock) time.
+    const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void), { startImmediately: true })
+    for (let i = 0; i < 20 && closing.pollUnsafe() === undefined; i++) {
+      yield* settle(fingerprint)
+      if (closing.pollUnsafe() === undefined) yield* TestClock.adjust("500 millis")
+    }
+    if (closing.pollUnsafe() === undefined) {
+      violations.death.push("closing the supervisor's scope did not complete within 10 seconds")
+      return { violations, tracked, journal, supervisorShutdownMark } satisfies SupervisorTrace
+    }
+    const live = sup.liveFibers()
+    if (live !== 0) violations.death.push(`${live} worker/timer fiber(s) alive after the scope closed`)
+    const finalizersAtClose = new Map<number, number>()
+    const startedAtClose = new Set<number>()
+    for (const e of journal.entries) {
+      if (e.kind === "start") startedAtClose.add(e.pid)
+      if (e.kind === "finalizer") finalizersAtClose.set(e.pid, (finalizersAtClose.get(e.pid) ?? 0) + 1)
+    }
+    for (const pid of startedAtClose) {
+      const n = finalizersAtClose.get(pid) ?? 0
+      if (n !== 1) violations.death.push(`pid ${pid}: finalizer ran ${n} time(s) by the time the scope closed`)
+    }
+    for (const pid of finalizersAtClose.keys()) {
+      if (!startedAtClose.has(pid)) violations.death.push(`pid ${pid}: finalizer without a start`)
+    }
+    const state = yield* sup.currentState
+    if (state !== "dead") violations.death.push(`state after the scope closed: ${state}`)
+    yield* poll(end + 1)
+    for (const t of tracked) {
+      const last = t.polled[t.polled.length - 1]!.status
+      if (last._tag !== "PostmasterDied") violations.death.push(`${t.key}: status after death is ${show(last)}`)
+    }
+    // Time passes after death: nothing may run, every stream must end, shared state must be released.
+    yield* settle(fingerprint)
+    yield* TestClock.adjust("30 seconds")
+    yield* settle(fingerprint)
+    for (const e of journal.entries) {
+      if (e.seq > deathMark && e.kind !== "finalizer") {
+        violations.death.push(`pid ${e.pid} (${e.handle}) ran (${e.kind}) after the supervisor's scope closed`)
+      }
+    }
+    if (sup.liveFibers() !== 0) violations.death.push(`${sup.liveFibers()} fiber(s) alive 30 s after death`)
+    if (journal.shmemInits !== journal.shmemReleases) {
+      violations.death.push(
+        `shared state created ${journal.shmemInits} time(s) but released ${journal.shmemReleases} time(s)`
+      )
+    }
+    for (const t of tracked) {
+      if (t.collector.pollUnsafe() === undefined) {
+        violations.death.push(`${t.key}: changes stream did not end after death`)
+        yield* Fiber.interrupt(t.collector)
+      }
+    }
+    return { violations, tracked, journal, supervisorShutdownMark } satisfies SupervisorTrace
+  }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))
+
+// --- the status automaton ---------------------------------------------------------------------------------
+
+const restartable = (t: Tracked) => t.kind.restartMs !== undefined
+
+/** Checks `Supervisor.changes` (every change) strictly and the polled statuses (a sample) loosely. */
+const statusViolations = (trace: SupervisorTrace): Array<string> => {
+  const out: Array<string> = []
+  const owner = new Map<number, string>()
+  for (const t of trace.tracked) {
+    const s = t.streamed
+    const name = `${t.key} (${t.kind.label})`
+    const seq = s.map(show).join(" -> ")
+    if (s.length === 0) {
+      out.push(`${name}: changes delivered nothing`)
+      continue
+    }
+    if (!sameStatus(s[0]!, t.atRegister)) {
+      out.push(`${name}: stream starts with ${show(s[0]!)}, status at registration was ${show(t.atRegister)}`)
+    }
+    if (s[0]!._tag !== "NotYetStarted" && s[0]!._tag !== "Started") out.push(`${name}: starts with ${show(s[0]!)}`)
+    let started = 0
+    let lastPid = 0
+    for (let i = 0; i < s.length; i++) {
+      const cur = s[i]!
+      if (cur._tag === "Started") {
+        started++
+        if (cur.pid <= lastPid) out.push(`${name}: pid ${cur.pid} after pid ${lastPid}: ${seq}`)
+        lastPid = Math.max(lastPid, cur.pid)
+        const other = owner.get(cur.pid)
+        if (other !== undefined && other !== t.key) out.push(`${name}: pid ${cur.pid} also used by ${other}`)
+        owner.set(cur.pid, t.key)
+        // (terminate of a registration that is not running forgets it at once: the stream ends right there)
+        if (t.terminated?.pid !== undefined && cur.pid > t.terminated.pid) {
+          out.push(`${name}: Started(${cur.pid}) after terminate at step ${t.terminated.step}: ${seq}`)
+        }
+      }
+      if (i === 0) continue
+      const prev = s[i - 1]!
+      const ok = prev._tag === "PostmasterDied"
+        ? false
+        : prev._tag === "NotYetStarted"
+        ? cur._tag !== "NotYetStarted"
+        : prev._tag === "Started"
+        ? cur._tag === "Stopped" || cur._tag === "PostmasterDied"
+        : cur._tag === "Stopped" || cur._tag === "PostmasterDied" || (cur._tag === "Started" && restartable(t))
+      if (!ok) out.push(`${name}: ${show(prev)} -> ${show(cur)} is not allowed: ${seq}`)
+    }
+    if (!restartable(t) && started > 1) out.push(`${name}: a never-restart worker started ${started} times: ${seq}`)
+    const last = s[s.length - 1]!
+    if (last._tag !== "Stopped" && last._tag !== "PostmasterDied") out.push(`${name}: stream ended with ${show(last)}`)
+
+    // Polled statuses: a sample of the same history. PostmasterDied is final; the rest is a subsequence of
+    // the stream (a handle forgotten before death streams Stopped last, and then polls PostmasterDied).
+    const polled: Array<WorkerStatus> = []
+    for (const p of t.polled) {
+      if (polled.length === 0 || !sameStatus(polled[polled.length - 1]!, p.status)) polled.push(p.status)
+    }
+    const died = polled.findIndex((p) => p._tag === "PostmasterDied")
+    if (died >= 0 && died < polled.length - 1) {
+      out.push(`${name}: polled ${polled.map(show).join(" -> ")}: PostmasterDied is not final`)
+    }
+    let j = 0
+    for (const p of polled) {
+      if (p._tag === "PostmasterDied") continue
+      while (j < s.length && !sameStatus(s[j]!, p)) j++
+      if (j === s.length) {
+        out.push(
+          `${name}: polled ${polled.map(show).join(" -> ")} is not a subsequence of the stream ${seq}`
+        )
+        break
+      }
+    }
+    for (const p of t.polled) {
+      if (t.terminated === undefined || p.step <= t.terminated.step || p.status._tag !== "Started") continue
+      if (p.status.pid !== t.terminated.pid) {
+        out.push(`${name}: polled ${show(p.status)} at step ${p.step}, after terminate at step ${t.terminated.step}`)
+      }
+    }
+  }
+  return out
+}
+
+/** After terminate + awaitShutdown, the journal has nothing more for that handle; after a shutdown, for any. */
+const terminateViolations = (trace: SupervisorTrace): Array<string> => {
+  const out = [...trace.violations.terminate]
+  const shutdown = trace.supervisorShutdownMark
+  if (shutdown !== undefined) {
+    for (const e of trace.journal.entries) {
+      // A smart or fast shutdown returns once every worker has ended; an immediate one does not wait.
+      if (e.seq > shutdown.seq && (e.kind !== "finalizer" || shutdown.mode !== "immediate")) {
+        out.push(`${e.handle}: pid ${e.pid} ${e.kind} at ${e.at} ms, after a ${shutdown.mode} shutdown returned`)
+      }
+    }
+  }
+  for (const t of trace.tracked) {
+    const mark = t.shutdownMark
+    if (mark === undefined) continue
+    for (const e of trace.journal.entries) {
+      // Stopped means the incarnation is over, cleanup included; PostmasterDied promises only that no new one starts.
+      if (e.handle === t.key && e.seq > mark.seq && (e.kind !== "finalizer" || mark.status._tag === "Stopped")) {
+        out.push(`${t.key}: pid ${e.pid} ${e.kind} at ${e.at} ms, after terminate + awaitShutdown returned`)
+      }
+    }
+  }
+  return out
+}
+
+describe("Supervisor properties", () => {
+  it.effect.prop(
+    "the registrations (rows of the activity view) and the running workers never exceed maxWorkerProcesses, and NoFreeSlot is returned exactly when every slot is in use",
+    [SupervisorScenario],
+    ([scenario]) =>
+      Effect.gen(function*() {
+        const trace = yield* runSupervisorScenario(scenario)
+        fail("slot limit", trace.violations.slots)
+      }),
+    propOptions
+  )
+
+  it.effect.prop(
+    "every handle's status sequence is one PostgreSQL allows (NotYetStarted -> Started -> Stopped -> Started(new pid) only when restartable and not terminated; PostmasterDied is final)",
+    [SupervisorScenario],
+    ([scenario]) =>
+      Effect.gen(function*() {
+        const trace = yield* runSupervisorScenario(scenario)
+        fail("status automaton", statusViolations(trace))
+      }),
+    propOptions
+  )
+
+  it.effect.prop(
+    "no worker runs after terminate: once terminate(handle) and awaitShutdown(handle) returned (or Supervisor.shutdown returned), its body never executes again",
+    [SupervisorScenario],
+    ([scenario]) =>
+      Effect.gen(function*() {
+        const trace = yield* runSupervisorScenario(scenario)
+        fail("no worker after terminate", terminateViolations(trace))
+      }),
+    propOptions
+  )
+
+  it.effect.prop(
+    "no fiber is alive after the supervisor's scope closes: liveFibers() is 0, every started incarnation's finalizer ran exactly once, every handle reports PostmasterDied",
+    [SupervisorScenario],
+    ([scenario]) =>
+      Effect.gen(function*() {
+        const trace = yield* runSupervisorScenario(scenario)
+        fail("postmaster death", trace.violations.death)
+      }),
+    propOptions
+  )
+})
+
+// -------------------------------------------------------------------------------------------------------------
+// Restart policy: restartAfter(d) brings a failed worker back exactly d later
+// -------------------------------------------------------------------------------------------------------------
+
+const RestartScenario = Schema.Struct({
+  delayMs: Int(0, 10_000),
+  incarnations: Schema.Array(Schema.Struct({
+    /** How long the incarnation runs (waking every second) before it ends. */
+    runMs: Int(0, 5000),
+    /** How it ends: a typed failure, `pg_terminate_backend`, a defect (no shared state), or a return. */
+    end: Schema.Literals(["fail", "signal-terminate", "defect", "return"])
+  })).check(Schema.isMinLength(1), Schema.isMaxLength(8))
+})
+type RestartScenario = typeof RestartScenario.Type
+
+const runRestartScenario = (scenario: RestartScenario) =>
+  Effect.gen(function*() {
+    const out: Array<string> = []
+    const journal = new Journal()
+    const d = scenario.delayMs
+    const worker = makeWorker({
+      label: `restart-after-${d}ms`,
+      restartMs: d,
+      shmem: false,
+      onPostmasterDeath: "exit",
+      finalizerMs: 0
+    })
+    const sup = yield* Supervisor.make({ maxWorkerProcesses: 2 }).pipe(Effect.orDie)
+    const handle = yield* Supervisor.register(worker).pipe(
+      Effect.provideService(Supervisor.Supervisor, sup),
+      Effect.provideService(CurrentJournal, journal),
+      Effect.orDie
+    )
+    const fingerprint = Effect.map(sup.activity, (rows) => `${journal.seq}|${sup.liveFibers()}|${JSON.stringify(rows)}`)
+    const startsOf = (pid: number) => journal.entries.filter((e) => e.kind === "start" && e.pid === pid)
+    const newStartsAfter = (seq: number) => journal.entries.filter((e) => e.kind === "start" && e.seq > seq)
+    yield* settle(fingerprint)
+    let status = yield* sup.status(handle)
+    if (status._tag !== "Started") return [`right after registration: ${show(status)}`]
+    let pid = status.pid
+    let restarts = 0
+    for (const [i, incarnation] of scenario.incarnations.entries()) {
+      const where = `incarnation ${i} (pid ${pid}, ends by ${incarnation.end})`
+      yield* TestClock.adjust(Duration.millis(incarnation.runMs))
+      yield* settle(fingerprint)
+      status = yield* sup.status(handle)
+      if (!sameStatus(status, Handle.Started(pid))) {
+        out.push(`${where}: ${show(status)} after running ${incarnation.runMs} ms`)
+        break
+      }
+      if (incarnation.end === "signal-terminate") yield* sup.signal(handle, "terminate")
+      else {
+        journal.orders.set(pid, incarnation.end === "defect" ? "crash" : incarnation.end)
+        yield* sup.setLatch(handle)
+      }
+      yield* settle(fingerprint)
+      const endedAt = yield* Clock.currentTimeMillis
+      const mark = journal.seq
+      status = yield* sup.status(handle)
+      const row = yield* sup.info(handle)
+      // restartAfter(0) restarts at once: by now it may run again.
+      if (status._tag !== "Stopped" && !(d === 0 && incarnation.end !== "return")) {
+        out.push(`${where}: ${show(status)} after it ended, not Stopped`)
+      }
+      if (incarnation.end === "return") {
+        // Exit 0: done, forgotten, never restarted.
+        if (Option.isSome(row)) out.push(`${where}: still registered after returning`)
+        yield* TestClock.adjust(Duration.millis(d + 5000))
+        yield* settle(fingerprint)
+        status = yield* sup.status(handle)
+        if (status._tag !== "Stopped") out.push(`${where}: ${show(status)} ${d + 5000} ms after returning`)
+        for (const e of newStartsAfter(mark)) out.push(`${where}: restarted (pid ${e.pid}) after returning`)
+        break
+      }
+      if (Option.isNone(row)) {
+        out.push(`${where}: forgotten after a failure, although restartable`)
+        break
+      }
+      const r = row.value
+      if (d > 0 && r.registration !== "waiting for restart") out.push(`${where}: registration "${r.registration}"`)
+      if (d > 0 && r.nextRestartAt !== endedAt + d) {
+        out.push(`${where}: nextRestartAt ${r.nextRestartAt}, expected ${endedAt} + ${d}`)
+      }
+      if (r.lastExit?.kind !== "failed" || r.lastExit.at !== endedAt) {
+        out.push(`${where}: lastExit ${JSON.stringify(r.lastExit)}, expected failed at ${endedAt}`)
+      }
+      if (d > 0) {
+        yield* TestClock.adjust(Duration.millis(d - 1))
+        yield* settle(fingerprint)
+        status = yield* sup.status(handle)
+        if (status._tag !== "Stopped") out.push(`${where}: ${show(status)} ${d - 1} ms after the failure`)
+        for (const e of newStartsAfter(mark)) out.push(`${where}: pid ${e.pid} started ${e.at - endedAt} ms after the failure, before ${d}`)
+        yield* TestClock.adjust(Duration.millis(1))
+        yield* settle(fingerprint)
+      }
+      status = yield* sup.status(handle)
+      if (status._tag !== "Started" || status.pid <= pid) {
+        out.push(`${where}: ${show(status)} ${d} ms after the failure, expected a new Started`)
+        break
+      }
+      pid = status.pid
+      restarts++
+      const starts = startsOf(pid)
+      if (starts.length !== 1 || starts[0]!.at !== endedAt + d) {
+        out.push(`${where}: pid ${pid} started at ${starts.map((e) => e.at).join(",")}, expected ${endedAt} + ${d}`)
+      }
+      const after = yield* sup.info(handle)
+      if (Option.isNone(after) || after.value.restartCount !== restarts) {
+        out.push(`${where}: restartCount ${Option.map(after, (a) => a.restartCount)} after ${restarts} restart(s)`)
+      }
+    }
+    return out
+  }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))
+
+describe("Restart policy properties", () => {
+  it.effect.prop(
+    "a restartable worker with restartAfter(d) that fails (typed error, terminate signal, defect without shared state) is Stopped for exactly d and comes back d later with a new pid; one that returns never comes back",
+    [RestartScenario],
+    ([scenario]) => Effect.map(runRestartScenario(scenario), (violations) => fail("restart policy", violations)),
+    propOptions
+  )
+})
+
+// -------------------------------------------------------------------------------------------------------------
+// Latch: no lost wake-up, sets coalesce
+// -------------------------------------------------------------------------------------------------------------
+
+type LatchEvent =
+  | { readonly _tag: "set"; readonly at: number }
+  | { readonly _tag: "reset"; readonly at: number }
+  | { readonly _tag: "waitStart"; readonly at: number; readonly timeoutMs: number | undefined }
+  | { readonly _tag: "wake"; readonly at: number; readonly result: ProcLatch.WaitResult }
+
+class LatchLog extends Context.Service<LatchLog, Array<LatchEvent>>()("test/properties/LatchLog") {}
+
+const logEvent = (log: Array<LatchEvent>, event: (at: number) => LatchEvent) =>
+  Effect.map(Clock.currentTimeMillis, (at) => void log.push(event(at)))
+
+const showResult = (r: ProcLatch.WaitResult) =>
+  [r.latchSet ? "latchSet" : "", r.timeout ? "timeout" : "", r.postmasterDeath ? "postmasterDeath" : ""]
+    .filter((x) => x !== "").join("+") || "nothing"
+
+/** How many times a fiber yields before its operation: where it lands among the other fibers' steps. */
+const Yields = Int(0, 3)
+
+/**
+ * A set by the setter fiber, after `yields` yields: `set` (the effect), `setUnsafe` (as a callback does), or
+ * `reload` (`Supervisor.reload`, which sets a worker's reload flag and latch; `setUnsafe` for a plain latch).
+ */
+const SetStep = Schema.TaggedStruct("Set", { yields: Yields, via: Schema.Literals(["set", "setUnsafe", "reload"]) })
+type SetStep = typeof SetStep.Type
+
+/**
+ * The setter fiber: performs each requested set after its yields. Every set is logged just before it happens
+ * (in the same atomic step), since a set may resume the waiter at once.
+ */
+const forkSetter = (log: Array<LatchEvent>, perform: (via: SetStep["via"]) => Effect.Effect<void>) =>
+  Effect.gen(function*() {
+    const requests = yield* Queue.unbounded<SetStep>()
+    yield* Queue.take(requests).pipe(
+      Effect.flatMap((step) =>
+        Effect.andThen(yieldTimes(step.yields), Effect.andThen(logEvent(log, (at) => ({ _tag: "set", at })), perform(step.via)))
+      ),
+      Effect.forever,
+      atomically,
+      Effect.forkScoped
+    )
+    return (step: SetStep) => Queue.offer(requests, step)
+  })
+
+const LatchScriptStep = Schema.Union([
+  SetStep,
+  /** The waiter resets the latch (after its current wait, if it is waiting). */
+  Schema.TaggedStruct("Reset", {}),
+  /** The waiter waits (after its current wait, and `yields` yields); -1: no timeout. */
+  Schema.TaggedStruct("Wait", { timeoutMs: Int(-1, 3000), yields: Yields }),
+  Schema.TaggedStruct("Advance", { ms: Int(0, 3000) }),
+  Schema.TaggedStruct("Yield", { times: Int(1, 4) })
+])
+const LatchScript = Schema.Array(LatchScriptStep).check(Schema.isMaxLength(30))
+type LatchScript = typeof LatchScript.Type
+
+/**
+ * Replays the event log of one latch against latch.h: the flag is set by a set and cleared by a reset; a wait
+ * on a set latch returns at once with latchSet; a set while waiting wakes the waiter with latchSet (never a
+ * timeout); a wait with nothing set returns only by its timeout, exactly on time; each wait returns once.
+ */
+const scriptViolations = (log: ReadonlyArray<LatchEvent>, blockedAtEnd: boolean): Array<string> => {
+  const out: Array<string> = []
+  let flag = false
+  let waiting: { readonly at: number; readonly timeoutMs: number | undefined; readonly setAtStart: boolean } | undefined
+  log.forEach((e, i) => {
+    const where = `event ${i} (${e._tag} at ${e.at} ms)`
+    switch (e._tag) {
+      case "set":
+        flag = true
+        break
+      case "reset":
+        if (waiting !== undefined) out.push(`${where}: the waiter reset while waiting`)
+        flag = false
+        break
+      case "waitStart":
+        if (waiting !== undefined) out.push(`${where}: a second wait began before the first returned`)
+        waiting = { at: e.at, timeoutMs: e.timeoutMs, setAtStart: flag }
+        break
+      case "wake": {
+        if (waiting === undefined) {
+          out.push(`${where}: a wake-up without a wait`)
+          break
+        }
+        if (flag) {
+          if (!e.result.latchSet || e.result.timeout) {
+            out.push(
+              `${where}: lost wake-up: the latch was set since the last reset, the wait returned ${showResult(e.result)}`
+            )
+          }
+          if (waiting.setAtStart && e.at !== waiting.at) {
+            out.push(`${where}: a wait on a set latch returned only after ${e.at - waiting.at} ms`)
+          }
+        } else if (e.result.latchSet) {
+          out.push(`${where}: spurious wake-up: latchSet although nothing was set since the last reset`)
+        } else if (!e.result.timeout) {
+          out.push(`${where}: the wait returned ${showResult(e.result)}`)
+        } else if (waiting.timeoutMs === undefined || e.at !== waiting.at + Math.max(0, waiting.timeoutMs)) {
+          out.push(`${where}: timed out ${e.at - waiting.at} ms after a wait with timeout ${waiting.timeoutMs}`)
+        }
+        waiting = undefined
+        break
+      }
+    }
+  })
+  if (waiting !== undefined && flag) out.push("lost wake-up: the waiter is still blocked although the latch is set")
+  if (waiting !== undefined && waiting.timeoutMs !== undefined) out.push("a wait with a timeout never returned")
+  if (waiting === undefined && blockedAtEnd) out.push("the waiter is blocked but not in a wait")
+  return out
+}
+
+/** A plain fiber owns a standalone latch and resets and waits on command; a setter fiber sets it. */
+const runLatchScript = (script: LatchScript) =>
+  Effect.gen(function*() {
+    const latch = yield* ProcLatch.make
+    const log: Array<LatchEvent> = []
+    type Instruction =
+      | { readonly _tag: "reset" }
+      | { readonly _tag: "wait"; readonly timeoutMs: number | undefined; readonly yields: number }
+    const instructions = yield* Queue.unbounded<Instruction>()
+    yield* Queue.take(instructions).pipe(
+      Effect.flatMap((instruction) =>
+        instruction._tag === "reset"
+          ? Effect.andThen(latch.reset, logEvent(log, (at) => ({ _tag: "reset", at })))
+          : Effect.gen(function*() {
+            yield* yieldTimes(instruction.yields)
+            yield* logEvent(log, (at) => ({ _tag: "waitStart", at, timeoutMs: instruction.timeoutMs }))
+            const result = yield* latch.wait(
+              instruction.timeoutMs === undefined
+                ? { onPostmasterDeath: "return" }
+                : { timeout: Duration.millis(instruction.timeoutMs), onPostmasterDeath: "return" }
+            )
+            yield* logEvent(log, (at) => ({ _tag: "wake", at, result }))
+          })
+      ),
+      Effect.forever,
+      atomically,
+      Effect.forkScoped
+    )
+    const requestSet = yield* forkSetter(log, (via) => via === "set" ? latch.set : Effect.sync(() => latch.setUnsafe()))
+    const quiet = Effect.sync(() => `${log.length}`)
+    for (const step of script) {
+      switch (step._tag) {
+        case "Set":
+          yield* requestSet(step)
+          break
+        case "Reset":
+          yield* Queue.offer(instructions, { _tag: "reset" })
+          break
+        case "Wait":
+          yield* Queue.offer(instructions, {
+            _tag: "wait",
+            timeoutMs: step.timeoutMs < 0 ? undefined : step.timeoutMs,
+            yields: step.yields
+          })
+          break
+        case "Advance":
+          yield* TestClock.adjust(Duration.millis(step.ms))
+          break
+        case "Yield":
+          yield* yieldTimes(step.times)
+          break
+      }
+    }
+    // Let every pending instruction and timeout run out.
+    yield* settle(quiet)
+    for (let i = 0; i <= script.length; i++) {
+      yield* TestClock.adjust("3001 millis")
+      yield* settle(quiet)
+    }
+    const pending = yield* Queue.size(instructions)
+    const last = log.findLast((e) => e._tag === "waitStart" || e._tag === "wake")
+    return scriptViolations(log, pending > 0 || last?._tag === "waitStart")
+  })
+
+const LatchLoopScenario = Schema.Struct({
+  /** The latch of a plain fiber (`ProcLatch.make`), or a worker's own latch (`ProcLatch.wait` in `main`). */
+  owner: Schema.Literals(["standalone", "worker"]),
+  timeoutMs: Int(1, 3000),
+  steps: Schema.Array(Schema.Union([
+    SetStep,
+    Schema.TaggedStruct("Advance", { ms: Int(0, 5000) }),
+    Schema.TaggedStruct("Yield", { times: Int(1, 4) })
+  ])).check(Schema.isMaxLength(30))
+})
+type LatchLoopScenario = typeof LatchLoopScenario.Type
+
+/**
+ * The waiter loops `wait; reset` (the reset in the same atomic step as the wake-up, where it would check for
+ * work). Every set must be answered by a latchSet wake-up that follows it with no reset in between; the sets
+ * of one cycle coalesce into its single wake-up; a cycle without a set ends by its timeout, exactly on time.
+ */
+const loopViolations = (log: ReadonlyArray<LatchEvent>, timeoutMs: number): Array<string> => {
+  const out: Array<string> = []
+  let setsInCycle = 0
+  let sets = 0
+  let latchWakes = 0
+  let waitingSince: number | undefined
+  log.forEach((e, i) => {
+    const where = `event ${i} (${e._tag} at ${e.at} ms)`
+    switch (e._tag) {
+      case "set":
+        sets++
+        setsInCycle++
+        break
+      case "waitStart":
+        if (waitingSince !== undefined) out.push(`${where}: a second wait began before the first returned`)
+        waitingSince = e.at
+        break
+      case "wake":
+        if (waitingSince === undefined) out.push(`${where}: a wake-up without a wait`)
+        else if (setsInCycle > 0) {
+          if (!e.result.latchSet || e.result.timeout) {
+            out.push(
+              `${where}: lost wake-up: ${setsInCycle} set(s) since the last reset, the wait returned ${
+                showResult(e.result)
+              }`
+            )
+          }
+        } else if (e.result.latchSet) out.push(`${where}: spurious wake-up: latchSet with no set since the last reset`)
+        else if (!e.result.timeout || e.at !== waitingSince + timeoutMs) {
+          out.push(`${where}: returned ${showResult(e.result)} ${e.at - waitingSince} ms into a ${timeoutMs} ms wait`)
+        }
+        if (e.result.latchSet) latchWakes++
+        waitingSince = undefined
+        break
+      case "reset":
+        setsInCycle = 0
+        break
+    }
+  })
+  if (setsInCycle > 0) out.push(`lost wake-up: ${setsInCycle} set(s) after the last reset, and the waiter never woke`)
+  if (latchWakes > sets) out.push(`${latchWakes} latchSet wake-ups for ${sets} set(s)`)
+  return out
+}
+
+/** The worker publishes its own latch (`ProcLatch.myLatch`), as it would hand it to a callback. */
+const latchLoopWorker = (timeoutMs: number, published: { latch: ProcLatch.ProcLatch | undefined }) =>
+  BackgroundWorker.make({
+    name: "latch-loop",
+    main: () =>
+      Effect.gen(function*() {
+        const log = yield* LatchLog
+        published.latch = yield* ProcLatch.myLatch
+        while (true) {
+          yield* logEvent(log, (at) => ({ _tag: "waitStart", at, timeoutMs }))
+          const result = yield* ProcLatch.wait({ timeout: Duration.millis(timeoutMs), onPostmasterDeath: "exit" })
+          yield* logEvent(log, (at) => ({ _tag: "wake", at, result }))
+          yield* ProcLatch.reset
+          yield* logEvent(log, (at) => ({ _tag: "reset", at }))
+          yield* Interrupts.reloadPending
+        }
+      }).pipe(atomically)
+  })
+
+const runLatchLoop = (scenario: LatchLoopScenario) =>
+  Effect.gen(function*() {
+    const log: Array<LatchEvent> = []
+    const timeout = Duration.millis(scenario.timeoutMs)
+    let perform: (via: SetStep["via"]) => Effect.Effect<void>
+    if (scenario.owner === "standalone") {
+      const latch = yield* ProcLatch.make
+      yield* Effect.gen(function*() {
+        while (true) {
+          yield* logEvent(log, (at) => ({ _tag: "waitStart", at, timeoutMs: scenario.timeoutMs }))
+          const result = yield* latch.wait({ timeout, onPostmasterDeath: "return" })
+          yield* logEvent(log, (at) => ({ _tag: "wake", at, result }))
+          yield* latch.reset
+          yield* logEvent(log, (at) => ({ _tag: "reset", at }))
+        }
+      }).pipe(atomically, Effect.forkScoped)
+      perform = (via) => via === "set" ? latch.set : Effect.sync(() => latch.setUnsafe())
+    } else {
+      const sup = yield* Supervisor.make({ maxWorkerProcesses: 1 }).pipe(Effect.orDie)
+      const published: { latch: ProcLatch.ProcLatch | undefined } = { latch: undefined }
+      const handle = yield* Supervisor.register(latchLoopWorker(scenario.timeoutMs, published)).pipe(
+        Effect.provideService(Supervisor.Supervisor, sup),
+        Effect.provideService(LatchLog, log),
+        Effect.orDie
+      )
+      perform = (via) =>
+        via === "set"
+          ? sup.setLatch(handle)
+          : via === "reload"
+          ? sup.reload
+          : Effect.sync(() => published.latch?.setUnsafe())
+    }
+    const requestSet = yield* forkSetter(log, perform)
+    const quiet = Effect.sync(() => `${log.length}`)
+    yield* settle(quiet)
+    for (const step of scenario.steps) {
+      switch (step._tag) {
+        case "Set":
+          yield* requestSet(step)
+          break
+        case "Advance":
+          yield* TestClock.adjust(Duration.millis(step.ms))
+          break
+        case "Yield":
+          yield* yieldTimes(step.times)
+          break
+      }
+    }
+    yield* settle(quiet)
+    return loopViolations(log, scenario.timeoutMs)
+  }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))
+
+describe("Latch properties", () => {
+  it.effect.prop(
+    "a standalone latch loses no wake-up: a set after the last reset makes the waiting (or next) wait return latchSet, never a timeout; without a set a wait ends only by its timeout",
+    [LatchScript],
+    ([script]) => Effect.map(runLatchScript(script), (violations) => fail("latch (scripted waiter)", violations)),
+    propOptions
+  )
+
+  it.effect.prop(
+    "in a wait/reset loop, on a standalone latch or a worker's latch, every set is answered by exactly one latchSet wake-up per reset cycle: none lost, several coalesced, none spurious",
+    [LatchLoopScenario],
+    ([scenario]) => Effect.map(runLatchLoop(scenario), (violations) => fail("latch (wait/reset loop)", violations)),
+    propOptions
+  )
+})
+
+// -------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------------------
+// Shrunk counterexamples found by the properties above, kept as fixed cases
+// -------------------------------------------------------------------------------------------------------------
+
+describe("Shrunk counterexamples", () => {
+  const supervisorCases: ReadonlyArray<{
+    readonly name: string
+    readonly scenario: SupervisorScenario
+    readonly check: (trace: SupervisorTrace) => ReadonlyArray<string>
+  }> = [
+    {
+      name: "a crashed restartable worker reports Stopped before its next Started",
+      scenario: {
+        maxWorkerProcesses: 1,
+        initial: [2],
+        crashPolicy: 1,
+        settleBeforeClose: true,
+        commands: [{ _tag: "Crash", target: 0 }, { _tag: "Yield", times: 6 }]
+      },
+      check: statusViolations
+    },
+    {
+      name: "closing the scope during a death already in progress (restartAfterCrash: false) waits for the workers' cleanup",
+      scenario: {
+        maxWorkerProcesses: 3,
+        initial: [0, 5, 2],
+        crashPolicy: 0,
+        settleBeforeClose: false,
+        commands: [{ _tag: "Crash", target: 2 }, { _tag: "Yield", times: 1 }]
+      },
+      check: (trace) => trace.violations.death
+    },
+    {
+      name: "a fast shutdown during a death already in progress returns only once the workers have ended",
+      scenario: {
+        maxWorkerProcesses: 3,
+        initial: [0, 2, 5],
+        crashPolicy: 0,
+        settleBeforeClose: false,
+        commands: [{ _tag: "Crash", target: 1 }, { _tag: "Yield", times: 1 }, { _tag: "Shutdown", mode: "fast" }]
+      },
+      check: terminateViolations
+    }
+  ]
+  for (const c of supervisorCases) {
+    it.effect(c.name, () =>
+      Effect.map(runSupervisorScenario(c.scenario), (trace) => fail(c.name, c.check(trace), c.scenario)))
+  }
+
+  it.effect("a latch set 1 ms before the waiter's deadline is a wake-up, not a timeout", () =>
+    Effect.map(
+      runLatchScript([
+        { _tag: "Wait", timeoutMs: 1, yields: 0 },
+        { _tag: "Set", yields: 1, via: "setUnsafe" },
+        { _tag: "Advance", ms: 1 }
+      ]),
+      (violations) => fail("latch (scripted waiter)", violations)
+    ))
+
+  it.effect.each(["standalone", "worker"] as const)("a %s latch set twice by another fiber wakes its wait/reset loop", (owner) =>
+    Effect.map(
+      runLatchLoop({
+        owner,
+        timeoutMs: 1,
+        steps: [{ _tag: "Set", yields: 0, via: "setUnsafe" }, { _tag: "Set", yields: 1, via: "setUnsafe" }, {
+          _tag: "Advance",
+          ms: 3
+        }]
+      }),
+      (violations) => fail("latch (wait/reset loop)", violations)
+    ))
+})
