@@ -213,6 +213,27 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
       assert.deepStrictEqual(yield* Ref.get(finalized), [1])
     }).pipe(withSupervisor()))
 
+  it.effect("a never-restart worker registered while a crash restart is under way starts once it is over", () =>
+    Effect.gen(function*() {
+      const release = yield* Deferred.make<void>()
+      const command = { current: "nap" as "nap" | "die" }
+      const crasher = yield* Supervisor.register(commanded("crasher", { shmem: true, command }))
+      const slowToDie = BackgroundWorker.make({
+        name: "slow to die",
+        main: () => Effect.andThen(Effect.addFinalizer(() => Deferred.await(release)), napForever())
+      })
+      yield* Supervisor.register(slowToDie)
+      yield* settle
+      yield* tell(crasher, command, "die")
+      assert.strictEqual(yield* Supervisor.state, "recovering")
+      const late = yield* Supervisor.register(BackgroundWorker.make({ name: "late", main: () => napForever() }))
+      assert.deepStrictEqual(yield* Supervisor.status(late), { _tag: "NotYetStarted" })
+      yield* Deferred.succeed(release, undefined)
+      yield* settle
+      assert.strictEqual(yield* Supervisor.state, "running")
+      assert.strictEqual((yield* Supervisor.status(late))._tag, "Started")
+    }).pipe(withSupervisor()))
+
   it.effect("with restartAfterCrash off a crash ends the supervisor and waiters learn it died", () =>
     Effect.gen(function*() {
       const command = { current: "nap" as "nap" | "die" }
