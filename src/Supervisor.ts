@@ -32,6 +32,8 @@
  *   worker).
  * - Postmaster death (the close of the supervisor's scope) interrupts workers that are not waiting, instead
  *   of orphaning them.
+ * - There is no per-pass launch cap (`MAX_BGWORKERS_TO_LAUNCH`): a start is a fiber fork that runs up to the
+ *   worker's first suspension, so starting many workers never holds up other supervisor work.
  *
  * @since 0.1.0
  */
@@ -78,7 +80,8 @@ export type SupervisorState = "starting" | "running" | "recovering" | ShutdownMo
  *   finishes its current cycle), wait; after `shutdownTimeout`, interrupt the rest.
  * - `fast` (SIGTERM, SIGINT): as smart, and interrupt every worker at once (finalizers run); wait up to
  *   `shutdownTimeout`, then interrupt again and wait once more.
- * - `immediate`: interrupt every worker and return without waiting.
+ * - `immediate`: interrupt every worker and return without waiting. Unlike PostgreSQL's SIGQUIT, the
+ *   workers' finalizers still run (Effect interruption always runs them); only the waiting is skipped.
  *
  * All three cancel unstarted registrations (their waiters get `Stopped`) and restart nothing.
  *
@@ -324,6 +327,13 @@ export const info = (handle: WorkerHandle): Effect.Effect<Option.Option<Activity
  * or `PostmasterDied`, never `NotYetStarted`. `Started` means the fiber runs, not that it finished its own
  * initialisation. Interrupting the caller abandons the wait. Inside a worker the wait shows the wait
  * event `BgWorkerStartup`.
+ *
+ * **Gotchas**
+ *
+ * A worker whose gate is open starts inside `register`, as `Effect.forkChild` runs a child up to its first
+ * suspension; one that ends before it ever suspends (an unknown entry point, an immediate failure) is
+ * already `Stopped` here. PostgreSQL allows that order too; `info` keeps the last exit while the
+ * registration exists.
  *
  * @category handles
  * @since 0.1.0
