@@ -46,6 +46,7 @@ import * as Stream from "effect/Stream"
 import type { ActivityEvent, ActivityRow, WaitEventInfo } from "./Activity.ts"
 import * as BackgroundWorker from "./BackgroundWorker.ts"
 import * as DatabaseState from "./DatabaseState.ts"
+import * as Guc from "./Guc.ts"
 import { Preload, Supervisor } from "./internal/context.ts"
 import * as internal from "./internal/postmaster.ts"
 import type { ShmemStruct } from "./Shmem.ts"
@@ -159,11 +160,14 @@ export interface SupervisorApi {
  * @since 0.1.0
  */
 export interface Options<E = never, R = never> {
-  /** Slots shared by static and dynamic workers (`max_worker_processes`). Default 8. */
+  /** Slots shared by static and dynamic workers (`max_worker_processes`). Default: the GUC, or 8. */
   readonly maxWorkerProcesses?: number | undefined
-  /** `restart_after_crash`. Default true. */
+  /** `restart_after_crash`. Default: the GUC (read at each crash), or true. */
   readonly restartAfterCrash?: boolean | undefined
-  /** How long a shutdown waits before interrupting by force, and how long death waits. Default 5 seconds. */
+  /**
+   * How long a shutdown waits before interrupting by force, and how long death waits. Default: the
+   * `shutdown_timeout` GUC (read at each shutdown), or 5 seconds.
+   */
   readonly shutdownTimeout?: Duration.Input | undefined
   /** How long a terminated worker may take to reach its next wait or check. Default `shutdownTimeout`. */
   readonly terminateTimeout?: Duration.Input | undefined
@@ -207,7 +211,22 @@ export const make = <E = never, R = never>(
   options: Options<E, R> = {}
 ) =>
   Effect.gen(function*() {
-    const maxWorkerProcesses = options.maxWorkerProcesses ?? 8
+    // With a GUC registry, its parameters are the defaults: max_worker_processes at start, the others live.
+    const gucs = yield* Effect.serviceOption(Guc.Gucs)
+    const settings = { restartAfterCrash: true, shutdownTimeoutMs: 5000 }
+    if (gucs._tag === "Some") {
+      const read = (snapshot: Guc.Snapshot) => {
+        settings.restartAfterCrash = snapshot.get(Guc.restartAfterCrash)
+        settings.shutdownTimeoutMs = snapshot.get(Guc.shutdownTimeout)
+      }
+      read(yield* gucs.value.snapshot)
+      yield* gucs.value.changes.pipe(
+        Stream.runForEach((snapshot) => Effect.sync(() => read(snapshot))),
+        Effect.forkScoped
+      )
+    }
+    const maxWorkerProcesses = options.maxWorkerProcesses ??
+      (gucs._tag === "Some" ? yield* gucs.value.get(Guc.maxWorkerProcesses) : 8)
     if (!Number.isInteger(maxWorkerProcesses) || maxWorkerProcesses < 0 || maxWorkerProcesses > 262_143) {
       return yield* Errors.fail(
         new Errors.InvalidDefinition({
@@ -232,15 +251,20 @@ export const make = <E = never, R = never>(
       if (problem !== undefined) return yield* Errors.fail(problem)
       entryPoints.set(BackgroundWorker.entryPointKey(worker.entryPoint!), worker)
     }
-    const shutdownTimeout = Duration.fromInputUnsafe(options.shutdownTimeout ?? "5 seconds")
+    const fixedShutdown = options.shutdownTimeout === undefined
+      ? undefined
+      : Duration.fromInputUnsafe(options.shutdownTimeout)
+    const shutdownTimeout = () => fixedShutdown ?? Duration.millis(settings.shutdownTimeoutMs)
+    const fixedTerminate = options.terminateTimeout === undefined
+      ? undefined
+      : Duration.fromInputUnsafe(options.terminateTimeout)
     const context = yield* Effect.context<never>()
     const postmaster = new internal.Postmaster({
       maxWorkerProcesses,
-      restartAfterCrash: options.restartAfterCrash ?? true,
+      restartAfterCrash: () => options.restartAfterCrash ?? settings.restartAfterCrash,
       shutdownTimeout,
-      terminateTimeout: options.terminateTimeout === undefined
-        ? shutdownTimeout
-        : Duration.fromInputUnsafe(options.terminateTimeout),
+      terminateTimeout: () => fixedTerminate ?? shutdownTimeout(),
+      beforeReload: gucs._tag === "Some" ? Effect.asVoid(gucs.value.reload) : Effect.void,
       entryPoints,
       shmem: options.shmem ?? []
     }, context)
@@ -253,6 +277,8 @@ export const make = <E = never, R = never>(
       yield* Effect.provideService(init, Preload, preload)
     }
     yield* postmaster.registerStatic(pending)
+    // Preloading is over: from now on a postmaster-context parameter can no longer be defined.
+    if (gucs._tag === "Some") gucs.value.markStarted()
     yield* postmaster.initShmem()
 
     const database = yield* Effect.serviceOption(DatabaseState.DatabaseState)
@@ -399,8 +425,9 @@ export const setLatch = (handle: WorkerHandle): Effect.Effect<void, never, Super
   Supervisor.use((s) => s.setLatch(handle))
 
 /**
- * Sets every running worker's reload flag and latch (SIGHUP). Nothing happens during a fast or immediate
- * shutdown, as PostgreSQL forwards SIGHUP only up to a smart shutdown.
+ * SIGHUP: re-reads the configuration (when a `Gucs` registry is present, see `Guc.reload`), then sets every
+ * running worker's reload flag and latch, so a napping worker wakes at once. Nothing happens during a fast or
+ * immediate shutdown, as PostgreSQL forwards SIGHUP only up to a smart shutdown.
  *
  * @category reload
  * @since 0.1.0

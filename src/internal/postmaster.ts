@@ -99,9 +99,12 @@ class StartupFailure extends Schema.TaggedError<StartupFailure>()("StartupFailur
 
 export interface Options {
   readonly maxWorkerProcesses: number
-  readonly restartAfterCrash: boolean
-  readonly shutdownTimeout: Duration.Duration
-  readonly terminateTimeout: Duration.Duration
+  /** Read at every crash: a reloadable setting. */
+  readonly restartAfterCrash: () => boolean
+  readonly shutdownTimeout: () => Duration.Duration
+  readonly terminateTimeout: () => Duration.Duration
+  /** Runs first in every reload (the configuration's re-read). */
+  readonly beforeReload: Effect.Effect<void>
   readonly entryPoints: ReadonlyMap<string, BackgroundWorker.Any>
   readonly shmem: ReadonlyArray<ShmemStruct<any>>
 }
@@ -621,7 +624,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
   // --- crash restart ---
 
   private crashRestart(crashed: Reg): void {
-    if (!this.options.restartAfterCrash) {
+    if (!this.options.restartAfterCrash()) {
       this.log("Error", "terminating any other active server processes; restartAfterCrash is off: the supervisor ends")
       this.fork(this.die(new CrashedError({ worker: crashed.def.name, message: crashed.lastExit?.message ?? "" })))
       return
@@ -728,7 +731,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private armForceTimer(proc: Proc): void {
     if (proc.forceTimer !== undefined || proc.fiber === undefined || proc.fiber.pollUnsafe() !== undefined) return
     if (this.state === "dead") return
-    const timeout = this.options.terminateTimeout
+    const timeout = this.options.terminateTimeout()
     proc.forceTimer = this.timer(
       undefined,
       Effect.andThen(
@@ -769,9 +772,15 @@ export class Postmaster implements SupervisorApi, ProcHost {
     return Effect.sync(() => this.lookup(handle)?.proc?.latch.setDirectUnsafe())
   }
 
-  readonly reload: Effect.Effect<void> = Effect.sync(() => {
-    if (this.state !== "running" && this.state !== "smart") return
-    for (const reg of this.slots) reg?.proc?.requestReload()
+  readonly reload: Effect.Effect<void> = Effect.suspend(() => {
+    // PostgreSQL forwards SIGHUP to its children only up to a smart shutdown.
+    if (this.state !== "running" && this.state !== "smart" && this.state !== "recovering") return Effect.void
+    return Effect.andThen(
+      this.options.beforeReload,
+      Effect.sync(() => {
+        for (const reg of this.slots) reg?.proc?.requestReload()
+      })
+    )
   })
 
   // --- waiting on handles ---
@@ -914,7 +923,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
       // The postmaster finishes the shutdown in a fiber of its own: the caller may be one of the workers it
       // stops (a worker that shuts the supervisor down), and the shutdown must complete all the same.
       this.timer(undefined, Effect.gen({ self: this }, function*() {
-        const finished = yield* Effect.timeoutOption(Fiber.awaitAll(fibers), this.options.shutdownTimeout)
+        const finished = yield* Effect.timeoutOption(Fiber.awaitAll(fibers), this.options.shutdownTimeout())
         if (Option.isNone(finished)) {
           const stragglers = running.filter((p) => p.fiber!.pollUnsafe() === undefined)
           this.log("Warn", `shutdown timeout reached: interrupting ${stragglers.length} worker(s) by force`)
@@ -922,7 +931,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
             p.endReason = "shutdown"
             p.fiber!.interruptUnsafe()
           }
-          yield* Effect.timeoutOption(Fiber.awaitAll(stragglers.map((p) => p.fiber!)), this.options.shutdownTimeout)
+          yield* Effect.timeoutOption(Fiber.awaitAll(stragglers.map((p) => p.fiber!)), this.options.shutdownTimeout())
         }
         this.state = "stopped"
         Deferred.doneUnsafe(done, Exit.void)
@@ -966,7 +975,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
       for (const listener of this.activityListeners) void listener
       return Effect.gen({ self: this }, function*() {
         if (returning.length > 0) {
-          const ended = yield* Effect.timeoutOption(Fiber.awaitAll(returning), this.options.shutdownTimeout)
+          const ended = yield* Effect.timeoutOption(Fiber.awaitAll(returning), this.options.shutdownTimeout())
           if (Option.isNone(ended)) for (const fiber of returning) fiber.interruptUnsafe()
         }
         yield* Fiber.awaitAll(Array.from(this.live))

@@ -1,0 +1,663 @@
+/**
+ * Typed configuration parameters (GUCs): definitions, `postgresql.conf` files, reload rules, the settings
+ * view.
+ *
+ * PostgreSQL: `DefineCustom{Bool,Int,Real,String,Enum}Variable`, `MarkGUCPrefixReserved`,
+ * `ProcessConfigFile(PGC_SIGHUP)`, `ALTER SYSTEM` and `pg_settings` (src/backend/utils/misc/guc.c,
+ * guc-file.l, src/include/utils/guc.h).
+ *
+ * **Definitions.** A parameter is a plain value made by {@link int}, {@link real}, {@link bool},
+ * {@link string} or {@link enumeration}: a name (`prefix.name` for custom ones), a default, bounds, a unit, a
+ * context, descriptions, flags and hooks. It becomes live when defined in a registry ({@link define}, or
+ * `Guc.layer({ parameters })`); defining twice, or defining a `postmaster` parameter after the supervisor
+ * started, is a typed error.
+ *
+ * **Sources, lowest to highest:** the default; the configuration file (`postgresql.conf` syntax, with
+ * `include`, `include_if_exists`, `include_dir`); the auto file written by {@link alterSystem}; environment
+ * variables (`BGW_` + the name in capitals with `.` written `__`: `worker_spi.naptime` is
+ * `BGW_WORKER_SPI__NAPTIME`); values set in code (`Guc.layer({ overrides })`, source `override`); and
+ * {@link set} (source `session`, for `user` and `superuser` parameters). Each value knows its source, file
+ * and line.
+ *
+ * **Reload** ({@link reload}, or SIGHUP through `NodeSupervisor`) re-reads every file and validates
+ * everything before applying anything. A syntax error anywhere changes nothing. An invalid value keeps the old
+ * one and is reported, while the other valid changes apply. A changed `postmaster` parameter keeps its value
+ * and is marked `pending_restart`. A line removed from the files returns its parameter to the default.
+ *
+ * **How a worker sees a reload.** There is one registry per process, so the reload applies the new values
+ * centrally, as one new snapshot, before the supervisor sets every worker's reload flag and latch. A worker
+ * reads parameters through a {@link snapshot} taken at the top of its loop, so one cycle sees one consistent
+ * set of values; `Interrupts.reloadPending` tells it that values may have changed (worker_spi's
+ * `ProcessConfigFile` step becomes: take a new snapshot, rebuild what depends on it).
+ *
+ * **Contexts.** `internal`: never settable. `postmaster`: read at start; a reload only marks a change as
+ * pending restart. `sighup`: changes on reload. `superuser` and `user`: change on reload and through
+ * {@link set}.
+ *
+ * Deliberate differences: there are no sessions, so `superuser` and `user` behave alike and {@link set} is
+ * process-wide; `ALTER SYSTEM` is an effect on the registry ({@link alterSystem}); a value given in code is
+ * a typed JavaScript value, validated like a file value.
+ *
+ * @since 0.1.0
+ */
+import * as ConfigProvider from "effect/ConfigProvider"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import type * as FileSystem from "effect/FileSystem"
+import * as Layer from "effect/Layer"
+import type * as Path from "effect/Path"
+import * as Schema from "effect/Schema"
+import type * as Stream from "effect/Stream"
+import * as internal from "./internal/gucRegistry.ts"
+import type { Unit } from "./internal/gucValue.ts"
+
+export type { Unit } from "./internal/gucValue.ts"
+
+/** @internal */
+export const TypeId = "~effect-bgworker/Guc"
+
+/**
+ * `PGC_INTERNAL`, `PGC_POSTMASTER`, `PGC_SIGHUP`, `PGC_SUSET`, `PGC_USERSET`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type GucContext = "internal" | "postmaster" | "sighup" | "superuser" | "user"
+
+/**
+ * Where a value came from (`pg_settings.source`).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Source = "default" | "configuration file" | "environment variable" | "override" | "session"
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type VarType = "integer" | "real" | "bool" | "string" | "enum"
+
+/**
+ * A check hook's refusal, made with {@link reject}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface CheckFailure {
+  readonly [TypeId]: "CheckFailure"
+  readonly message: string
+  readonly hint: string | undefined
+}
+
+/**
+ * Refuses a value from a check hook, with a message and an optional hint.
+ *
+ * @category hooks
+ * @since 0.1.0
+ */
+export const reject = (message: string, hint?: string): CheckFailure => ({ [TypeId]: "CheckFailure", message, hint })
+
+/** @internal */
+export const isCheckFailure = (u: unknown): u is CheckFailure =>
+  typeof u === "object" && u !== null && (u as any)[TypeId] === "CheckFailure"
+
+/**
+ * A parameter definition.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Parameter<A> {
+  readonly [TypeId]: { readonly _A: (a: A) => A }
+  readonly name: string
+  readonly vartype: VarType
+  readonly default: A
+  readonly context: GucContext
+  readonly category: string
+  readonly shortDesc: string
+  readonly longDesc: string | undefined
+  readonly unit: Unit | undefined
+  readonly min: number | undefined
+  readonly max: number | undefined
+  readonly enumValues: ReadonlyArray<{ readonly name: string; readonly hidden: boolean }> | undefined
+  /** `GUC_NO_SHOW_ALL`: hidden from the settings view. */
+  readonly noShowAll: boolean
+  /** `GUC_NOT_IN_SAMPLE`: left out of {@link sampleConfig}. */
+  readonly notInSample: boolean
+  /** May refuse (with {@link reject}) or normalise (by returning another value). Runs before any change. */
+  readonly check: ((value: A, source: Source) => A | CheckFailure) | undefined
+  /** Runs after a value is applied; cannot fail. */
+  readonly assign: ((value: A) => void) | undefined
+  /** What the settings view and {@link show} print. */
+  readonly show: ((value: A) => string) | undefined
+}
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type Any = Parameter<any>
+
+interface CommonOptions<A> {
+  readonly context: GucContext
+  /** `short_desc`. */
+  readonly description: string
+  /** `extra_desc`. */
+  readonly longDescription?: string | undefined
+  /** Defaults to "Customized Options" for `prefix.name` parameters. */
+  readonly category?: string | undefined
+  readonly noShowAll?: boolean | undefined
+  readonly notInSample?: boolean | undefined
+  readonly check?: ((value: A, source: Source) => A | CheckFailure) | undefined
+  readonly assign?: ((value: A) => void) | undefined
+  readonly show?: ((value: A) => string) | undefined
+}
+
+const make = <A>(
+  name: string,
+  vartype: VarType,
+  options: CommonOptions<A> & { readonly default: A },
+  extra: Partial<Pick<Parameter<A>, "unit" | "min" | "max" | "enumValues">>
+): Parameter<A> => ({
+  [TypeId]: undefined as any,
+  name,
+  vartype,
+  default: options.default,
+  context: options.context,
+  category: options.category ?? (name.includes(".") ? "Customized Options" : "Background Workers"),
+  shortDesc: options.description,
+  longDesc: options.longDescription,
+  unit: extra.unit,
+  min: extra.min,
+  max: extra.max,
+  enumValues: extra.enumValues,
+  noShowAll: options.noShowAll === true,
+  notInSample: options.notInSample === true,
+  check: options.check,
+  assign: options.assign,
+  show: options.show
+})
+
+/**
+ * An integer parameter (`DefineCustomIntVariable`). With a `unit`, values are stored in that unit and input
+ * like `"1min"` or `"250ms"` is converted (and rounded to the nearest integer); without one, only bare
+ * numbers are valid.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const int = (
+  name: string,
+  options: CommonOptions<number> & {
+    readonly default: number
+    readonly min: number
+    readonly max: number
+    readonly unit?: Unit | undefined
+  }
+): Parameter<number> => make(name, "integer", options, { unit: options.unit, min: options.min, max: options.max })
+
+/**
+ * A floating-point parameter (`DefineCustomRealVariable`).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const real = (
+  name: string,
+  options: CommonOptions<number> & {
+    readonly default: number
+    readonly min: number
+    readonly max: number
+    readonly unit?: Unit | undefined
+  }
+): Parameter<number> => make(name, "real", options, { unit: options.unit, min: options.min, max: options.max })
+
+/**
+ * A Boolean parameter (`DefineCustomBoolVariable`): `on`/`off`, `true`/`false`, `yes`/`no`, `1`/`0` and
+ * unique prefixes.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const bool = (name: string, options: CommonOptions<boolean> & { readonly default: boolean }): Parameter<boolean> =>
+  make(name, "bool", options, {})
+
+/**
+ * A string parameter (`DefineCustomStringVariable`). A `null` default is PostgreSQL's NULL boot value: the
+ * parameter reads `null` until something sets it.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const string = <D extends string | null>(
+  name: string,
+  options: CommonOptions<D extends null ? string | null : string> & { readonly default: D }
+): Parameter<D extends null ? string | null : string> => make(name, "string", options as any, {})
+
+/**
+ * An enum parameter (`DefineCustomEnumVariable`). Values are matched without regard to case; hidden ones
+ * are accepted but not listed in hints or the settings view.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const enumeration = <const V extends string>(
+  name: string,
+  options: CommonOptions<V> & {
+    readonly values: ReadonlyArray<V | { readonly name: V; readonly hidden?: boolean | undefined }>
+    readonly default: NoInfer<V>
+  }
+): Parameter<V> =>
+  make(name, "enum", options, {
+    enumValues: options.values.map((v) =>
+      typeof v === "string" ? { name: v, hidden: false } : { name: v.name, hidden: v.hidden === true }
+    )
+  })
+
+// --- errors ---
+
+const hint = Schema.optionalKey(Schema.String)
+const file = Schema.optionalKey(Schema.String)
+const line = Schema.optionalKey(Schema.Number)
+
+/**
+ * A value that does not parse, is out of range, or was refused by a check hook.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class InvalidValue extends Schema.TaggedError<InvalidValue>()("InvalidValue", {
+  parameter: Schema.String,
+  message: Schema.String,
+  hint,
+  file,
+  line
+}) {}
+
+/**
+ * No parameter by that name (`unrecognized configuration parameter "x"`).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class UnknownParameter extends Schema.TaggedError<UnknownParameter>()("UnknownParameter", {
+  parameter: Schema.String,
+  message: Schema.String,
+  hint,
+  file,
+  line
+}) {}
+
+/**
+ * The parameter cannot change now: a `postmaster` parameter after start, an `internal` one ever, a
+ * `sighup` one outside a reload.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class CannotChange extends Schema.TaggedError<CannotChange>()("CannotChange", {
+  parameter: Schema.String,
+  message: Schema.String,
+  hint,
+  file,
+  line
+}) {}
+
+/**
+ * A configuration file does not parse, or cannot be read (the message names the file and line).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class ConfigFileError extends Schema.TaggedError<ConfigFileError>()("ConfigFileError", {
+  message: Schema.String,
+  hint,
+  file,
+  line
+}) {}
+
+/**
+ * A name under a reserved prefix that no parameter has (`MarkGUCPrefixReserved`).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class ReservedPrefix extends Schema.TaggedError<ReservedPrefix>()("ReservedPrefix", {
+  parameter: Schema.String,
+  message: Schema.String,
+  hint,
+  file,
+  line
+}) {}
+
+/**
+ * Defining a parameter twice, defining a `postmaster` parameter after start, or an invalid name.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class InvalidDefinition extends Schema.TaggedError<InvalidDefinition>()("InvalidDefinition", {
+  parameter: Schema.String,
+  message: Schema.String,
+  hint
+}) {}
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export const GucErrorReason = Schema.Union([
+  InvalidValue,
+  UnknownParameter,
+  CannotChange,
+  ConfigFileError,
+  ReservedPrefix,
+  InvalidDefinition
+])
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export type GucErrorReason = typeof GucErrorReason.Type
+
+/**
+ * The error of every GUC operation that can fail; match on `reason._tag` or with `Effect.catchReason`.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class GucError extends Schema.TaggedError<GucError>()("GucError", { reason: GucErrorReason }) {
+  override get message(): string {
+    return this.reason.message
+  }
+  get hint(): string | undefined {
+    return this.reason.hint
+  }
+}
+
+// --- the registry ---
+
+/**
+ * One consistent set of values.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Snapshot {
+  /** Increases with every change. */
+  readonly version: number
+  get<A>(parameter: Parameter<A>): A
+}
+
+/**
+ * What a reload did.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ReloadReport {
+  /** False when a file could not be read or parsed: then nothing changed. */
+  readonly applied: boolean
+  /** Parameters whose value changed. */
+  readonly changed: ReadonlyArray<string>
+  /** `postmaster` parameters whose file value differs from the running one. */
+  readonly pendingRestart: ReadonlyArray<string>
+  /** Everything that was refused, with file and line. */
+  readonly errors: ReadonlyArray<GucError>
+}
+
+/**
+ * A row of the settings view: `pg_settings`' columns.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface SettingRow {
+  readonly name: string
+  readonly setting: string | null
+  readonly unit: string | null
+  readonly category: string
+  readonly short_desc: string
+  readonly extra_desc: string | null
+  readonly context: GucContext
+  readonly vartype: VarType
+  readonly source: Source
+  readonly min_val: string | null
+  readonly max_val: string | null
+  readonly enumvals: ReadonlyArray<string> | null
+  readonly boot_val: string | null
+  readonly reset_val: string | null
+  readonly sourcefile: string | null
+  readonly sourceline: number | null
+  readonly pending_restart: boolean
+}
+
+/**
+ * The registry's shape.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface GucsApi {
+  define(parameter: Any): Effect.Effect<void, GucError>
+  reservePrefix(prefix: string): Effect.Effect<void>
+  get<A>(parameter: Parameter<A>): Effect.Effect<A>
+  readonly snapshot: Effect.Effect<Snapshot>
+  readonly changes: Stream.Stream<Snapshot>
+  readonly reload: Effect.Effect<ReloadReport>
+  set(name: string, value: unknown): Effect.Effect<void, GucError>
+  resetValue(name: string): Effect.Effect<void, GucError>
+  alterSystem(name: string, value: unknown): Effect.Effect<void, GucError>
+  show(name: string): Effect.Effect<string, GucError>
+  readonly settings: Effect.Effect<ReadonlyArray<SettingRow>>
+  readonly configProvider: ConfigProvider.ConfigProvider
+  /** Called by the supervisor once its preloads ran: from now on `postmaster` parameters cannot be defined. */
+  markStarted(): void
+  sampleConfig(): string
+}
+
+/**
+ * The registry service.
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export class Gucs extends Context.Service<Gucs, GucsApi>()("effect-bgworker/Gucs") {}
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export interface Options {
+  /** `postgresql.conf`. Without it, values come from defaults, the environment and code only. */
+  readonly configFile?: string | undefined
+  /** Where {@link alterSystem} writes; defaults to `postgresql.auto.conf` beside `configFile`. */
+  readonly autoFile?: string | undefined
+  /** Environment variables to read (`BGW_...`), for example `process.env`; none by default. */
+  readonly environment?: Readonly<Record<string, string | undefined>> | undefined
+  /** Values set in code (source `override`), by parameter name. */
+  readonly overrides?: Readonly<Record<string, unknown>> | undefined
+  /** Defined when the registry is built, before the supervisor's preloads. */
+  readonly parameters?: ReadonlyArray<Any> | undefined
+  readonly reservedPrefixes?: ReadonlyArray<string> | undefined
+}
+
+/**
+ * The supervisor's own parameters, always defined.
+ *
+ * @category parameters
+ * @since 0.1.0
+ */
+export const maxWorkerProcesses: Parameter<number> = int("max_worker_processes", {
+  context: "postmaster",
+  description: "Maximum number of concurrent worker processes.",
+  default: 8,
+  min: 0,
+  max: 262_143
+})
+
+/**
+ * @category parameters
+ * @since 0.1.0
+ */
+export const restartAfterCrash: Parameter<boolean> = bool("restart_after_crash", {
+  context: "sighup",
+  description: "Reinitialize server after backend crash.",
+  default: true
+})
+
+/**
+ * @category parameters
+ * @since 0.1.0
+ */
+export const shutdownTimeout: Parameter<number> = int("shutdown_timeout", {
+  context: "sighup",
+  description: "Time a shutdown waits for workers before interrupting them by force.",
+  default: 5000,
+  min: 0,
+  max: 2_147_483_647,
+  unit: "ms"
+})
+
+/**
+ * The registry as a layer. Reads the files (if any) and fails with `GucError` when they do not parse or
+ * hold an invalid value for a parameter defined here (PostgreSQL refuses to start then). Needs
+ * `FileSystem` and `Path` (from `@effect/platform-node`'s `NodeServices.layer`) when `configFile` is set.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer: {
+  (options: Options & { readonly configFile: string }): Layer.Layer<Gucs, GucError, FileSystem.FileSystem | Path.Path>
+  (options?: Options): Layer.Layer<Gucs, GucError>
+} = (options: Options = {}) => Layer.effect(Gucs, internal.make(options)) as any
+
+/**
+ * Defines a parameter in the registry (`DefineCustom*Variable`). A value already given for it by a file,
+ * the environment or code is adopted, or refused with a warning if invalid.
+ *
+ * @category definitions
+ * @since 0.1.0
+ */
+export const define = (parameter: Any): Effect.Effect<void, GucError, Gucs> => Gucs.use((g) => g.define(parameter))
+
+/**
+ * `MarkGUCPrefixReserved`: removes unknown `prefix.*` settings with a warning, and refuses them from now on.
+ *
+ * @category definitions
+ * @since 0.1.0
+ */
+export const reservePrefix = (prefix: string): Effect.Effect<void, never, Gucs> =>
+  Gucs.use((g) => g.reservePrefix(prefix))
+
+/**
+ * The parameter's current value.
+ *
+ * **Gotchas**
+ *
+ * Reading a parameter that was never defined is a programming error (a defect). Inside a loop, prefer one
+ * {@link snapshot} per cycle.
+ *
+ * @category values
+ * @since 0.1.0
+ */
+export const get = <A>(parameter: Parameter<A>): Effect.Effect<A, never, Gucs> => Gucs.use((g) => g.get(parameter))
+
+/**
+ * All values at once, consistent with each other.
+ *
+ * @category values
+ * @since 0.1.0
+ */
+export const snapshot: Effect.Effect<Snapshot, never, Gucs> = Gucs.use((g) => g.snapshot)
+
+/**
+ * Every new snapshot, the current one first.
+ *
+ * @category values
+ * @since 0.1.0
+ */
+export const changes: Effect.Effect<Stream.Stream<Snapshot>, never, Gucs> = Gucs.useSync((g) => g.changes)
+
+/**
+ * Re-reads the files and applies what may change now (see the module doc). Logs each change, each refusal,
+ * and PostgreSQL's summary line.
+ *
+ * @category reload
+ * @since 0.1.0
+ */
+export const reload: Effect.Effect<ReloadReport, never, Gucs> = Gucs.use((g) => g.reload)
+
+/**
+ * `SET`: a process-wide value with source `session`, for `user` and `superuser` parameters only.
+ *
+ * @category values
+ * @since 0.1.0
+ */
+export const set = (name: string, value: unknown): Effect.Effect<void, GucError, Gucs> =>
+  Gucs.use((g) => g.set(name, value))
+
+/**
+ * `RESET`: drops a value set with {@link set}.
+ *
+ * @category values
+ * @since 0.1.0
+ */
+export const resetValue = (name: string): Effect.Effect<void, GucError, Gucs> => Gucs.use((g) => g.resetValue(name))
+
+/**
+ * `ALTER SYSTEM SET name = value` (or `RESET` with `null`): validates the value and rewrites the auto file
+ * atomically. Like PostgreSQL, it takes effect at the next reload.
+ *
+ * @category values
+ * @since 0.1.0
+ */
+export const alterSystem = (name: string, value: unknown): Effect.Effect<void, GucError, Gucs> =>
+  Gucs.use((g) => g.alterSystem(name, value))
+
+/**
+ * `SHOW name`: the value as text, through the show hook.
+ *
+ * @category values
+ * @since 0.1.0
+ */
+export const show = (name: string): Effect.Effect<string, GucError, Gucs> => Gucs.use((g) => g.show(name))
+
+/**
+ * The settings view (`pg_settings`), in name order, without `noShowAll` parameters.
+ *
+ * @category views
+ * @since 0.1.0
+ */
+export const settings: Effect.Effect<ReadonlyArray<SettingRow>, never, Gucs> = Gucs.use((g) => g.settings)
+
+/**
+ * A `ConfigProvider` over the registry, so `Config` works as usual: `Config.Int("worker_spi.naptime")`
+ * (or `Config.Int("naptime").pipe(Config.nested("worker_spi"))`). Numbers are in the parameter's unit,
+ * Booleans `true`/`false`. It reads the current values each time a `Config` is loaded.
+ *
+ * @category config
+ * @since 0.1.0
+ */
+export const layerConfigProvider: Layer.Layer<never, never, Gucs> = Layer.unwrap(
+  Gucs.useSync((g) => ConfigProvider.layer(g.configProvider))
+)
+
+/**
+ * A sample `postgresql.conf` with every parameter's default, commented out (leaves out `notInSample` and
+ * `internal` ones).
+ *
+ * @category views
+ * @since 0.1.0
+ */
+export const sampleConfig: Effect.Effect<string, never, Gucs> = Gucs.useSync((g) => g.sampleConfig())
+
+/**
+ * The environment variable that sets `name`: `BGW_` + capitals, with `.` written `__`.
+ *
+ * @category config
+ * @since 0.1.0
+ */
+export const environmentVariable = (name: string): string => `BGW_${name.toUpperCase().replaceAll(".", "__")}`
