@@ -444,6 +444,8 @@ export interface GucsApi {
   define(parameter: Any): Effect.Effect<void, GucError>
   reservePrefix(prefix: string): Effect.Effect<void>
   get<A>(parameter: Parameter<A>): Effect.Effect<A>
+  /** The current snapshot, read synchronously (the cheapest read). */
+  currentSnapshot(): Snapshot
   readonly snapshot: Effect.Effect<Snapshot>
   readonly changes: Stream.Stream<Snapshot>
   readonly reload: Effect.Effect<ReloadReport>
@@ -530,8 +532,8 @@ export const shutdownTimeout: Parameter<number> = int("shutdown_timeout", {
  * @since 0.1.0
  */
 export const layer: {
-  (options: Options & { readonly configFile: string }): Layer.Layer<Gucs, GucError, FileSystem.FileSystem | Path.Path>
-  (options?: Options): Layer.Layer<Gucs, GucError>
+  (options?: Options & { readonly configFile?: undefined; readonly autoFile?: undefined }): Layer.Layer<Gucs, GucError>
+  (options: Options): Layer.Layer<Gucs, GucError, FileSystem.FileSystem | Path.Path>
 } = (options: Options = {}) => Layer.effect(Gucs, internal.make(options)) as any
 
 /**
@@ -563,7 +565,8 @@ export const reservePrefix = (prefix: string): Effect.Effect<void, never, Gucs> 
  * @category values
  * @since 0.1.0
  */
-export const get = <A>(parameter: Parameter<A>): Effect.Effect<A, never, Gucs> => Gucs.use((g) => g.get(parameter))
+export const get = <A>(parameter: Parameter<A>): Effect.Effect<A, never, Gucs> =>
+  Gucs.useSync((g) => g.currentSnapshot().get(parameter))
 
 /**
  * All values at once, consistent with each other.
@@ -571,7 +574,7 @@ export const get = <A>(parameter: Parameter<A>): Effect.Effect<A, never, Gucs> =
  * @category values
  * @since 0.1.0
  */
-export const snapshot: Effect.Effect<Snapshot, never, Gucs> = Gucs.use((g) => g.snapshot)
+export const snapshot: Effect.Effect<Snapshot, never, Gucs> = Gucs.useSync((g) => g.currentSnapshot())
 
 /**
  * Every new snapshot, the current one first.

@@ -69,7 +69,7 @@ const confDir = (text: string) =>
 const withRegistry = <A, E>(
   options: Guc.Options,
   body: Effect.Effect<A, E, Guc.Gucs>
-) => Effect.provide(body, Guc.layer(options))
+) => Effect.provide(body, Guc.layer(options)).pipe(Effect.provide(NodeServices.layer))
 
 const reasonOf = (e: Guc.GucError) => e.reason._tag
 

@@ -299,8 +299,12 @@ export const make = (options: Guc.Options) =>
     }
 
     const logErrors = (errors: ReadonlyArray<Guc.GucError>) =>
-      Effect.forEach(errors, (e) =>
-        log("Warn", e.hint === undefined ? e.message : `${e.message} (hint: ${e.hint})`), { discard: true })
+      Effect.forEach(errors, (e) => {
+        const { file, line } = e.reason as { file?: string; line?: number }
+        // Say where, unless the message already does (as a syntax error's does).
+        const at = file === undefined || e.message.includes(`"${file}"`) ? "" : ` in file "${file}" line ${line}`
+        return log("Warn", `${e.message}${at}${e.hint === undefined ? "" : ` (hint: ${e.hint})`}`)
+      }, { discard: true })
 
     // --- definitions ---
 
@@ -556,6 +560,7 @@ export const make = (options: Guc.Options) =>
             ), { discard: true })
         }),
       get: (p) => Effect.sync(() => current.get(p)),
+      currentSnapshot: () => current,
       snapshot: Effect.sync(() => current),
       changes: SubscriptionRef.changes(ref),
       reload,
