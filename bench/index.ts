@@ -2,21 +2,22 @@
  * Runs every benchmark in one process and prints one table: `npm run bench`
  * (`node --expose-gc bench/index.ts`, on the Node 24 from node_modules).
  *
- * Order: launch cycles (figure 1), latch latency (figure 2), then memory (figure 3) last, because it grows
- * the heap to 100k workers. Everything runs under `Effect.runPromise` on the live clock with the minimum log
- * level at "Warn", so that no Info/Debug log is even built. Each benchmark measures its raw-Effect baseline
- * itself, in the same run, interleaved with ours where it can.
+ * Order: launch cycles (figure 1), latch latency (figure 2), GUC reload and reads (figure 4), then memory
+ * (figure 3) last, because it grows the heap to 100k workers. Everything runs under `Effect.runPromise` on
+ * the live clock with the minimum log level at "Warn", so that no Info/Debug log is even built. Each
+ * benchmark measures its raw-Effect baseline itself, in the same run, interleaved with ours where it can.
  *
- * Optional arguments select benchmarks: `npm run bench -- latch memory`.
+ * Optional arguments select benchmarks: `npm run bench -- latch guc memory`.
  */
 import * as Effect from "effect/Effect"
 import * as References from "effect/References"
+import { runGuc } from "./guc.ts"
 import { runLatch } from "./latch.ts"
 import { runLaunch } from "./launch.ts"
 import { runMemory } from "./memory.ts"
 import { header, printTable, progress, type Row } from "./report.ts"
 
-const all = ["launch", "latch", "memory"] as const
+const all = ["launch", "latch", "guc", "memory"] as const
 const selected = process.argv.slice(2).filter((a) => (all as ReadonlyArray<string>).includes(a))
 const wanted = (name: typeof all[number]) => selected.length === 0 || selected.includes(name)
 
@@ -36,10 +37,16 @@ const program = Effect.gen(function*() {
   if (wanted("latch")) {
     rows.push(...yield* timed("latch", runLatch({ warmup: 20_000, samples: 100_000, rounds: 5 })))
   }
+  if (wanted("guc")) {
+    rows.push(
+      ...yield* timed("guc", runGuc({ parameters: 1000, warmup: 5, rounds: 25, reads: 1_000_000, readRounds: 7 }))
+    )
+  }
   if (wanted("memory")) {
     rows.push(...yield* timed("memory", runMemory({ counts: [10_000, 100_000], targetKb: 5 })))
   }
-  return rows
+  // In figure order (the sort is stable), though memory runs last.
+  return rows.sort((a, b) => parseInt(a.figure) - parseInt(b.figure))
 }).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
 
 process.stdout.write(header() + "\n\n")

@@ -21,7 +21,7 @@ export interface Row {
   readonly ok: boolean | undefined
 }
 
-export type Unit = "cycles/s" | "µs" | "KB" | "ms"
+export type Unit = "cycles/s" | "ns" | "µs" | "KB" | "ms"
 
 /** Cost factor for a throughput (higher is better): raw / ours. */
 export const throughputRatio = (ours: number, raw: number): number => raw / ours
@@ -66,6 +66,8 @@ const formatValue = (value: number, unit: Unit): string => {
         : value >= 1e3
         ? `${(value / 1e3).toFixed(1)}k/s`
         : `${value.toFixed(0)}/s`
+    case "ns":
+      return `${value < 10 ? value.toFixed(2) : value.toFixed(1)} ns`
     case "µs":
       return `${value < 10 ? value.toFixed(3) : value.toFixed(1)} µs`
     case "KB":

@@ -12,6 +12,10 @@
  *   fiber, and {@link layerSignals}'s finalizer runs `Supervisor.shutdown("fast")`.
  * - SIGQUIT (immediate shutdown) is not handled: Node's default action ends the process at once.
  *
+ * With a GUC registry in the supervisor layer's context ({@link layerGucs}), SIGHUP re-reads the
+ * configuration file first, as `pg_ctl reload` does: `Supervisor.reload` runs `Guc.reload`, then sets the
+ * workers' reload flags.
+ *
  * **Exit codes** (of {@link runMain})
  *
  * - `0`: the supervisor ended by itself (something called `Supervisor.shutdown`; `awaitTermination` completed).
@@ -62,10 +66,12 @@
  * @since 0.1.0
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import * as Runtime from "effect/Runtime"
+import * as Guc from "../Guc.ts"
 import * as Supervisor from "../Supervisor.ts"
 import type * as SupervisorError from "../SupervisorError.ts"
 
@@ -208,3 +214,64 @@ export const runMain = <E>(
         process.exit(code)
       })
   })
+
+/**
+ * The GUC registry of a Node process: `Guc.layer` reading `process.env` and, when `configFile` is given,
+ * that file through Node's file system.
+ *
+ * **When to use**
+ *
+ * To give a supervisor run by {@link runMain} a `postgresql.conf` and environment variables. Provide it to
+ * the supervisor's layer (`Supervisor.layer(...).pipe(Layer.provideMerge(NodeSupervisor.layerGucs({ ... })))`):
+ * then a SIGHUP re-reads the file before it sets every worker's reload flag and latch, and
+ * `max_worker_processes`, `restart_after_crash` and `shutdown_timeout` come from the registry.
+ *
+ * **Details**
+ *
+ * - `configFile`: a path in `postgresql.conf` syntax, relative to the process's working directory
+ *   (`include` directives inside it are relative to the including file). `ALTER SYSTEM` (`Guc.alterSystem`)
+ *   writes `postgresql.auto.conf` beside it, read after it.
+ * - Environment: every `BGW_*` variable of `process.env` sets a parameter, above the file and below
+ *   `overrides`: `BGW_` + the name in capitals with `.` written `__`, so `demo.naptime` is
+ *   `BGW_DEMO__NAPTIME=250ms` and `shutdown_timeout` is `BGW_SHUTDOWN_TIMEOUT=2s` (`Guc.environmentVariable`
+ *   gives the name). Pass `environment` to read another record instead (`{}`: none).
+ * - Every other option is `Guc.layer`'s.
+ *
+ * **Gotchas**
+ *
+ * Building it fails with `GucError` (and {@link runMain} exits with code 1) when the file does not parse,
+ * when a file or environment value is invalid for a parameter defined in `parameters`, or when a `BGW_*`
+ * variable names no parameter and has no prefix (`BGW_NAPTIME`). A parameter set in the environment no
+ * longer follows the file: editing the file and sending SIGHUP leaves it as it is.
+ *
+ * **Example** (A supervisor with a configuration file)
+ *
+ * ```ts
+ * import * as Layer from "effect/Layer"
+ * import * as Guc from "effect-bgworker/Guc"
+ * import * as Supervisor from "effect-bgworker/Supervisor"
+ * import { NodeSupervisor } from "effect-bgworker/node"
+ *
+ * const naptime = Guc.int("demo.naptime", {
+ *   context: "sighup",
+ *   description: "Time between ticks.",
+ *   default: 1000,
+ *   min: 10,
+ *   max: 3_600_000,
+ *   unit: "ms"
+ * })
+ *
+ * NodeSupervisor.runMain(
+ *   Supervisor.layer().pipe(
+ *     Layer.provideMerge(NodeSupervisor.layerGucs({ configFile: "postgresql.conf", parameters: [naptime] }))
+ *   )
+ * )
+ * ```
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerGucs = (options: Guc.Options = {}): Layer.Layer<Guc.Gucs, Guc.GucError> =>
+  Guc.layer({ ...options, environment: options.environment ?? process.env }).pipe(
+    Layer.provide(NodeServices.layer)
+  )
