@@ -41,6 +41,7 @@ import type { LaunchRequest, ShutdownMode, SupervisorApi, SupervisorState, Worke
 import * as Errors from "../SupervisorError.ts"
 import * as Handle from "../WorkerHandle.ts"
 import { CurrentWorker, Preload, Shmem, Supervisor } from "./context.ts"
+import { WorkerConnector } from "../WorkerConnector.ts"
 import { Proc, type ProcHost } from "./proc.ts"
 
 type Phase = "pending" | "running" | "restartWait" | "givenUp"
@@ -436,13 +437,27 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private body(reg: Reg, proc: Proc): Effect.Effect<void, unknown> {
     // Plain combinators rather than a generator: the startup closure lives as long as the worker does.
     const run = (worker: BackgroundWorker.Any, argument: unknown): Effect.Effect<void, unknown> => {
-      if (worker.database !== undefined) {
-        return Effect.fail(
-          new StartupFailure({ message: "database connection requested, but no WorkerConnector is installed" })
-        )
+      const database = worker.database
+      if (database === undefined) {
+        proc.report("active", undefined)
+        return Effect.scoped(worker.main(argument)) as Effect.Effect<void, unknown>
       }
-      proc.report("active", undefined)
-      return Effect.scoped(worker.main(argument)) as Effect.Effect<void, unknown>
+      // BackgroundWorkerInitializeConnection: the session belongs to this incarnation's scope.
+      return Effect.withFiber((fiber) => {
+        const connector = Context.getOrUndefined(fiber.context, WorkerConnector)
+        if (connector === undefined) {
+          return Effect.fail(
+            new StartupFailure({ message: "database connection requested, but no WorkerConnector is installed" })
+          )
+        }
+        return Effect.scoped(Effect.flatMap(
+          Effect.mapError(connector.connect(proc, database), (e) => new StartupFailure({ message: e.message })),
+          (session) => {
+            proc.report("idle", undefined)
+            return Effect.updateContext(worker.main(argument), (c: Context.Context<never>) => Context.merge(c, session))
+          }
+        )) as Effect.Effect<void, unknown>
+      })
     }
     const decodeAndRun = (worker: BackgroundWorker.Any): Effect.Effect<void, unknown> =>
       worker.argument === undefined ? run(worker, undefined) : Effect.flatMap(

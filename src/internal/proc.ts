@@ -42,6 +42,8 @@ export class Proc implements BackgroundWorker.WorkerInfo {
   stateChange: number
   waitEventType: string | null = null
   waitEvent: string | null = null
+  /** Depth of `Spi.transaction` brackets: decides between `idle` and `idle in transaction`. */
+  transactionDepth = 0
   reloadPending = false
   terminatePending = false
   holdCount = 0

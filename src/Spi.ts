@@ -1,0 +1,80 @@
+/**
+ * The SPI transaction pattern for database workers: one transaction per cycle, activity reported.
+ *
+ * PostgreSQL: the sequence worker_spi runs each cycle (src/test/modules/worker_spi/worker_spi.c):
+ * `SetCurrentStatementStartTimestamp(); StartTransactionCommand(); SPI_connect(); PushActiveSnapshot(...);
+ * pgstat_report_activity(STATE_RUNNING, sql); SPI_execute(sql, ...); SPI_finish(); PopActiveSnapshot();
+ * CommitTransactionCommand(); pgstat_report_activity(STATE_IDLE, NULL);`
+ *
+ * Here {@link transaction} runs an effect in one transaction of the worker's own session (commit on
+ * success; rollback on a failure, a defect or an interruption), and {@link execute} runs a statement,
+ * reporting `active` with its text while it runs and `idle in transaction` (or `idle`) after, in the
+ * activity view. The statement timestamp needs no refreshing: each statement a client sends starts with a
+ * fresh `statement_timestamp()`.
+ *
+ * An `SqlError` is passed through untouched. Left uncaught, it ends the worker as failed and its restart
+ * policy applies, as an uncaught `ERROR` ends a PostgreSQL worker with exit code 1 (PG-48).
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
+import type * as Statement from "effect/sql/Statement"
+import { CurrentWorker } from "./internal/context.ts"
+import * as proc from "./internal/proc.ts"
+
+/**
+ * Runs `effect` in one transaction (`StartTransactionCommand` ... `CommitTransactionCommand`). Nested
+ * calls are savepoints.
+ *
+ * @category transactions
+ * @since 0.1.0
+ */
+export const transaction = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | SqlError, R | SqlClient | CurrentWorker> =>
+  Effect.flatMap(CurrentWorker, (worker) => {
+    const p = proc.procOf(worker)
+    return Effect.flatMap(SqlClient, (sql) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => {
+          p.transactionDepth++
+          p.report("idle in transaction", undefined)
+        }),
+        () => sql.withTransaction(effect),
+        () =>
+          Effect.sync(() => {
+            p.transactionDepth--
+            if (p.transactionDepth === 0) p.report("idle", undefined)
+          })
+      ))
+  })
+
+/**
+ * Runs a statement, showing it as the worker's `active` query meanwhile (`pgstat_report_activity`).
+ *
+ * @category statements
+ * @since 0.1.0
+ */
+export const execute = <A>(statement: Statement.Statement<A>): Effect.Effect<ReadonlyArray<A>, SqlError, CurrentWorker> =>
+  Effect.flatMap(CurrentWorker, (worker) => {
+    const p = proc.procOf(worker)
+    const [text] = statement.compile()
+    return Effect.ensuring(
+      Effect.andThen(Effect.sync(() => p.report("active", text)), statement),
+      Effect.sync(() => p.report(p.transactionDepth > 0 ? "idle in transaction" : "idle", undefined))
+    )
+  })
+
+/**
+ * Runs raw SQL text with parameters, reported like {@link execute}.
+ *
+ * @category statements
+ * @since 0.1.0
+ */
+export const unsafe = <A extends object = Record<string, unknown>>(
+  text: string,
+  params?: ReadonlyArray<unknown>
+): Effect.Effect<ReadonlyArray<A>, SqlError, SqlClient | CurrentWorker> =>
+  Effect.flatMap(SqlClient, (sql) => execute(sql.unsafe<A>(text, params)))
