@@ -1,0 +1,9 @@
+/**
+ * PostgreSQL integration: a server to run against (`EmbeddedPostgres`: `DATABASE_URL`, or a throwaway
+ * server from bundled binaries) and the database state read from it (`DatabaseProbe`). Kept out of the
+ * core, which imports no PostgreSQL package.
+ *
+ * @since 0.1.0
+ */
+export * as DatabaseProbe from "./DatabaseProbe.ts"
+export * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
