@@ -230,6 +230,18 @@ export class Postmaster implements SupervisorApi, ProcHost {
     return undefined
   }
 
+  /** The supervisor's context with a registrant's on top, cached per registrant context (usually one). */
+  private workerContext(registrant: Context.Context<never>): Context.Context<never> {
+    if (registrant === this.context) return registrant
+    let merged = this.merged.get(registrant)
+    if (merged === undefined) {
+      merged = Context.merge(this.context, registrant)
+      this.merged.set(registrant, merged)
+    }
+    return merged
+  }
+  private readonly merged = new WeakMap<Context.Context<never>, Context.Context<never>>()
+
   private row(reg: Reg): ActivityRow {
     const p = reg.phase === "running" ? reg.proc : undefined
     const registration: Registration = reg.phase === "running"
@@ -316,7 +328,16 @@ export class Postmaster implements SupervisorApi, ProcHost {
   ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
     return Effect.flatMap(
       this.prepare(def, argument, options?.extra),
-      (encoded) => this.registerPrepared(def, encoded, options?.extra, context, undefined)
+      // The worker runs with the supervisor's services (its layer's: a connector, the GUC registry, ...) and,
+      // on top, the registrant's (which satisfy the definition's own requirements).
+      (encoded) =>
+        this.registerPrepared(
+          def,
+          encoded,
+          options?.extra,
+          this.workerContext(context),
+          undefined
+        )
     )
   }
 
@@ -1073,8 +1094,22 @@ export class CrashedError extends Schema.TaggedError<CrashedError>()("Supervisor
   message: Schema.String
 }) {}
 
+/** An error's message, followed by its root cause's when that says more (an `SqlError` keeps the server's text there). */
 const errorMessage = (error: unknown): string => {
-  if (error instanceof Error) return error.message
+  const own = ownMessage(error)
+  let root: unknown = error
+  for (let i = 0; i < 8; i++) {
+    const cause = typeof root === "object" && root !== null ? (root as { cause?: unknown }).cause : undefined
+    if (cause === undefined || cause === null) break
+    root = cause
+  }
+  if (root === error) return own
+  const rootMessage = ownMessage(root)
+  return rootMessage === "" || own.includes(rootMessage) ? own : `${own}: ${rootMessage}`
+}
+
+const ownMessage = (error: unknown): string => {
+  if (error instanceof Error && !("_tag" in error)) return error.message
   if (typeof error === "object" && error !== null && "_tag" in error) {
     const tag = String((error as { _tag: unknown })._tag)
     const message = (error as { message?: unknown }).message
