@@ -147,6 +147,8 @@ export interface BackgroundWorker<in out A, out E = never, out R = never> {
   readonly main: (argument: A) => Effect.Effect<void, E, any>
   readonly shmem: boolean
   readonly database: DatabaseOptions | undefined
+  /** Refines `database` from the decoded argument at each start. */
+  readonly databaseFor: ((argument: A) => DatabaseOptions) | undefined
   readonly entryPoint: EntryPointName | undefined
   readonly resetAfter: Duration.Duration | undefined
   readonly intensity: { readonly maxRestarts: number; readonly within: Duration.Duration } | undefined
@@ -218,6 +220,12 @@ export interface MakeOptions<A, E, R, Sh extends boolean, Db extends DatabaseOpt
   readonly argument?: Schema.Codec<A, any> | undefined
   readonly shmem?: Sh | undefined
   readonly database?: Db | undefined
+  /**
+   * Chooses the connection from the decoded argument at each start, over `database` (which must be given:
+   * it declares the connection). worker_spi passes each dynamic launch's database and role this way, where
+   * PostgreSQL packs them into `bgw_extra`.
+   */
+  readonly databaseFor?: ((argument: NoInfer<A>) => DatabaseOptions) | undefined
   readonly entryPoint?: EntryPointName | undefined
   readonly main: (argument: A) => Effect.Effect<void, E, R>
 }
@@ -264,6 +272,7 @@ export const make = <
   main: options.main,
   shmem: options.shmem === true,
   database: options.database,
+  databaseFor: options.databaseFor,
   entryPoint: options.entryPoint,
   resetAfter: options.resetAfter === undefined ? undefined : Duration.fromInputUnsafe(options.resetAfter),
   intensity: options.intensity === undefined ? undefined : {
@@ -330,6 +339,9 @@ export const check = (worker: Any): InvalidDefinition | undefined => {
       "a worker with a database connection cannot start at postmasterStart",
       "Use \"consistentState\" or \"recoveryFinished\"."
     )
+  }
+  if (worker.databaseFor !== undefined && worker.database === undefined) {
+    return invalid(worker, "databaseFor", "needs `database` too: it declares the connection", "Add database: {}.")
   }
   if (worker.restart !== "never" && !Schedule.isSchedule(worker.restart)) {
     return invalid(worker, "restart", "must be \"never\" or a Schedule", "Use BackgroundWorker.restartAfter(duration).")

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Option, Schedule } from "effect"
+import { Duration, Effect, Exit, Option, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as Preload from "../src/Preload.ts"
@@ -68,6 +68,15 @@ describe("BackgroundWorker definitions", () => {
     // @ts-expect-error a worker without `shmem: true` has no shared state
     BackgroundWorker.make({ name: "no shmem", main: () => usesShmem })
     const db = BackgroundWorker.make({ name: "db", database: {}, main: () => usesSql })
+    const chosen = BackgroundWorker.make({
+      name: "chosen",
+      argument: Schema.String,
+      database: {},
+      databaseFor: (name) => ({ database: name }),
+      main: () => usesSql
+    })
+    const none3: BackgroundWorker.BackgroundWorker<string, never, never> = chosen
+    assert.isDefined(none3)
     const shm = BackgroundWorker.make({ name: "shm", shmem: true, main: () => usesShmem })
     // what remains to provide is nothing: the supervisor provides the declared services
     const none: BackgroundWorker.BackgroundWorker<void, never, never> = db

@@ -458,7 +458,9 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private body(reg: Reg, proc: Proc): Effect.Effect<void, unknown> {
     // Plain combinators rather than a generator: the startup closure lives as long as the worker does.
     const run = (worker: BackgroundWorker.Any, argument: unknown): Effect.Effect<void, unknown> => {
-      const database = worker.database
+      const database = worker.database === undefined || worker.databaseFor === undefined
+        ? worker.database
+        : { ...worker.database, ...worker.databaseFor(argument) }
       if (database === undefined) {
         proc.report("active", undefined)
         return Effect.scoped(worker.main(argument)) as Effect.Effect<void, unknown>

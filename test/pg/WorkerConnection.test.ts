@@ -1,5 +1,5 @@
 import { assert, layer } from "@effect/vitest"
-import { Deferred, Effect, Layer, Option } from "effect"
+import { Deferred, Effect, Layer, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import { PgServer } from "../../src/pg/EmbeddedPostgres.ts"
@@ -63,6 +63,29 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
         sql`SELECT 1 FROM pg_stat_activity WHERE pid = ${backend}`,
         (rows) => rows.length === 0
       ))
+    })))
+
+  it.effect("a worker can choose its database from its argument at each start", () =>
+    withSupervisor(Effect.gen(function*() {
+      const sql = yield* SqlClient
+      yield* sql.unsafe(`DROP DATABASE IF EXISTS otherdb`)
+      yield* sql.unsafe(`CREATE DATABASE otherdb`)
+      const connected = yield* Deferred.make<string>()
+      const worker = BackgroundWorker.make({
+        name: "chooser",
+        argument: Schema.Struct({ db: Schema.String }),
+        database: {},
+        databaseFor: ({ db }) => ({ database: db }),
+        startTime: "consistentState",
+        main: () =>
+          Effect.flatMap(
+            Spi.unsafe<{ d: string }>("SELECT current_database() AS d"),
+            (rows) => Deferred.succeed(connected, rows[0]!.d)
+          )
+      })
+      yield* Supervisor.register(worker, { db: "otherdb" })
+      assert.strictEqual(yield* Deferred.await(connected), "otherdb")
+      yield* sql.unsafe(`DROP DATABASE otherdb WITH (FORCE)`)
     })))
 
   it.effect("a transaction commits on success, and an uncaught SQL error rolls back and fails the worker", () =>
