@@ -5,5 +5,6 @@
  *
  * @since 0.1.0
  */
+export * as ControlPlane from "./ControlPlane.ts"
 export * as DatabaseProbe from "./DatabaseProbe.ts"
 export * as EmbeddedPostgres from "./EmbeddedPostgres.ts"

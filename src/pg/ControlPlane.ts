@@ -1,0 +1,177 @@
+/**
+ * The SQL control plane: launch, wait for, signal and watch background workers from SQL, as
+ * `worker_spi_launch`, `pg_terminate_backend`, `pg_reload_conf`, `pg_stat_activity` and `pg_settings` do.
+ *
+ * PostgreSQL: `worker_spi_launch` (src/test/modules/worker_spi/worker_spi.c),
+ * `RegisterDynamicBackgroundWorker` and `WaitForBackgroundWorkerStartup` (src/backend/postmaster/bgworker.c),
+ * `pg_terminate_backend` (src/backend/storage/ipc/signalfuncs.c).
+ *
+ * **The SQL API** (schema `bgworker` by default, installed and versioned by {@link layer}):
+ *
+ * | function | does |
+ * |---|---|
+ * | `bgworker.launch(library text, function text, arg jsonb DEFAULT NULL) RETURNS bigint` | asks for a launch; returns the handle |
+ * | `bgworker.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer` | the pid; NULL when no slot was free |
+ * | `bgworker.terminate(handle bigint) RETURNS void` | `Supervisor.terminate` |
+ * | `bgworker.set_latch(handle bigint) RETURNS void` | `Supervisor.setLatch` |
+ * | `bgworker.reload() RETURNS void` | `Supervisor.reload` (SIGHUP) |
+ * | view `bgworker.activity` | `Activity.snapshot`, with the SQL `handle` and `requested_by` |
+ * | view `bgworker.settings` | `Guc.settings` (`pg_settings`' columns); empty without a `Gucs` registry |
+ *
+ * **How a request travels**
+ *
+ * Every call inserts a row into `bgworker._requests` and sends `NOTIFY bgworker, '<id>'`. The supervisor
+ * side processes every unprocessed row in id order: at start, on each notification, and every
+ * `pollInterval` (1 second by default) in case a notification was missed (the listener reconnecting, a row
+ * inserted by hand). The row records the outcome: `launched` (with the worker's `slot:generation` handle,
+ * its pid and status, kept up to date), `refused` (unknown entry point, argument that does not decode,
+ * shutdown; with the message), `no_slot`, or `done` for signals. Delivery is at least once: a supervisor
+ * that dies between launching and recording launches again when it comes back.
+ *
+ * **Who may call**
+ *
+ * `EXECUTE` on the functions is granted to the role `bgworker_launcher` (`<schema>_launcher`, created
+ * `NOLOGIN` if missing) and revoked from `PUBLIC`; the private tables are closed to `PUBLIC`. The
+ * functions are `SECURITY DEFINER` with `search_path = pg_catalog, pg_temp`. Only entry points registered
+ * with `Supervisor.layer({ entryPoints })` can be launched, and the argument must decode with the entry
+ * point's schema. `wait_for_startup`, `terminate` and `set_latch` need the privileges of the role that
+ * launched the worker, or of `pg_signal_backend`, as `pg_terminate_backend` does. Every launch, refusal and
+ * signal is logged with the role that asked (`requested_by`: the `SET ROLE` role, else the session user).
+ * The views are readable by the launcher role and by `pg_read_all_stats` (activity) and
+ * `pg_read_all_settings` (settings).
+ *
+ * **Deliberate differences from `worker_spi_launch`**
+ *
+ * - A launch takes effect when the calling transaction commits (NOTIFY is delivered at commit, and the
+ *   supervisor cannot see the row before). `worker_spi_launch` registers at once and waits in the same
+ *   call; here `launch` returns a handle and `wait_for_startup` must be called after `COMMIT`. Called in
+ *   the launching transaction it fails with `cannot wait for a background worker launched in the same
+ *   transaction` (SQLSTATE 25001). In autocommit, `SELECT bgworker.launch(...)` and then
+ *   `SELECT bgworker.wait_for_startup(...)` behaves like `worker_spi_launch`.
+ * - `wait_for_startup` polls the request row (every 5 ms) and needs READ COMMITTED: under REPEATABLE READ
+ *   or SERIALIZABLE its snapshot never sees the outcome, and it times out.
+ * - A handle is a `bigint` that outlives the session, and any role with the right privileges may use it.
+ * - `terminate` and `set_latch` are requests too: they take effect after commit, in id order, so a
+ *   `terminate` in the launching transaction applies to the worker it launches.
+ *
+ * Errors raised by `wait_for_startup` follow PostgreSQL's: `could not start background process`
+ * (SQLSTATE 53000, hint `More details may be available in the server log.`, the refusal in the detail)
+ * when the worker was refused or stopped before it was seen running; `cannot start background processes
+ * without postmaster` (53000) when no supervisor is attached; SQLSTATE 57014 when the timeout passes.
+ *
+ * **Tables** (private; the views and functions are the interface)
+ *
+ * - `_requests`: `id bigserial`, `kind` (`launch` | `terminate` | `set_latch` | `reload`), `library`,
+ *   `function`, `arg jsonb`, `target` (the launch a signal is for), `requested_by`, `requested_at`,
+ *   `requested_xact`, `state` (`requested` | `launched` | `refused` | `no_slot` | `done`), `processed_at`,
+ *   `supervisor_id`, `handle` (`"slot:generation"`), `pid`, `status` (`not yet started` | `started` |
+ *   `stopped` | `postmaster died`), `error`.
+ * - `_activity`, `_settings`: the supervisor's rows, replaced on change (at most every `publishInterval`,
+ *   50 ms by default, so the views are fresh within about 100 ms).
+ * - `_config`: the notification channel and which supervisor session is attached.
+ * - `_migrations`: effect's `Migrator` table.
+ *
+ * **One supervisor per schema.** The supervisor side holds an advisory lock on a session of its own while
+ * it is attached; the views are empty and `wait_for_startup` reports `without postmaster` while no one
+ * holds it. A second supervisor on the same schema waits as a standby until the first one's session ends,
+ * and then treats the first one's workers as dead.
+ *
+ * @since 0.1.0
+ */
+import type * as PgClient from "@effect/sql-pg/PgClient"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Migrator from "effect/sql/Migrator"
+import type { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
+import type { Supervisor } from "../Supervisor.ts"
+import * as internal from "./internal/controlPlane.ts"
+import * as Sql from "./internal/controlPlaneSql.ts"
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export interface Options {
+  /**
+   * The schema holding the API (lowercase letters, digits and underscores, at most 54 characters). The
+   * launcher role is `<schema>_launcher`. Default `"bgworker"`.
+   */
+  readonly schema?: string | undefined
+  /** The NOTIFY channel the functions wake the supervisor with. Default: the schema's name. */
+  readonly channel?: string | undefined
+  /** How often unprocessed requests are looked for without a notification. Default 1 second. */
+  readonly pollInterval?: Duration.Input | undefined
+  /** The shortest time between two writes of a view (bursts of changes are coalesced). Default 50 ms. */
+  readonly publishInterval?: Duration.Input | undefined
+}
+
+/** An invalid schema or channel name is a programming error: a defect. */
+const resolve = (options: Options): Effect.Effect<internal.ResolvedOptions> =>
+  Effect.suspend(() => {
+    const schema = options.schema ?? "bgworker"
+    const channel = options.channel ?? schema
+    const problem = Sql.checkSchema(schema) ?? Sql.checkChannel(channel)
+    if (problem !== undefined) return Effect.die(new Error(problem))
+    return Effect.succeed({
+      schema,
+      channel,
+      pollInterval: Duration.fromInputUnsafe(options.pollInterval ?? "1 second"),
+      publishInterval: Duration.fromInputUnsafe(options.publishInterval ?? "50 millis")
+    })
+  })
+
+/**
+ * Installs or upgrades the schema (effect's `Migrator`, table `<schema>._migrations`) and returns the
+ * migrations it ran. {@link layer} does it too; call it on its own to install at deploy time.
+ *
+ * **Gotchas**
+ *
+ * Needs the right to create schemas, and roles if the launcher role does not exist yet. The supervisor's
+ * database role must own the schema (or have the privileges of its owner) to write the private tables.
+ *
+ * @category migrations
+ * @since 0.1.0
+ */
+export const migrate = (
+  options: Pick<Options, "schema"> = {}
+): Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, SqlError | Migrator.MigrationError, SqlClient> =>
+  Effect.flatMap(resolve(options), (resolved) => internal.migrate(resolved.schema))
+
+/**
+ * The supervisor side of the control plane.
+ *
+ * **Details**
+ *
+ * Building it runs the migrations, attaches to the schema (takes its advisory lock on a pooled session
+ * it keeps), and starts, in its scope: the request consumer (LISTEN on the channel, a poll every
+ * `pollInterval`), one status follower per launched worker, and the publishers of `bgworker.activity`
+ * (from `Activity.changes`) and `bgworker.settings` (from the `Gucs` registry's changes, when one is
+ * provided). It holds two pooled connections for its lifetime (LISTEN and the lock), so size the pool for
+ * them.
+ *
+ * **Gotchas**
+ *
+ * - Closing the layer detaches: requests wait in the table until a supervisor attaches again, and are then
+ *   processed in id order. Workers keep running; the same supervisor attaching again follows them again.
+ * - With a second supervisor already attached, building still succeeds: this one waits as a standby (and
+ *   logs a warning).
+ * - An invalid `schema` or `channel` is a defect, raised before any SQL runs.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer = (
+  options: Options = {}
+): Layer.Layer<never, SqlError | Migrator.MigrationError, Supervisor | PgClient.PgClient | SqlClient> =>
+  Layer.effectDiscard(Effect.flatMap(resolve(options), internal.make))
+
+/**
+ * The role granted EXECUTE on the functions for a schema: `"bgworker_launcher"` by default.
+ *
+ * @category utils
+ * @since 0.1.0
+ */
+export const launcherRole = (options: Pick<Options, "schema"> = {}): string =>
+  Sql.launcherRole(options.schema ?? "bgworker")

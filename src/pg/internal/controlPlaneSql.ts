@@ -1,0 +1,322 @@
+/**
+ * The SQL side of the control plane: the schema's migrations and the statements the supervisor side runs.
+ *
+ * Everything is built from a validated schema name, so identifiers are spliced in as text; values always
+ * travel as parameters.
+ *
+ * @internal
+ */
+
+/** A schema name we can splice into SQL unquoted-equivalent: lowercase, at most 54 characters. */
+const schemaPattern = /^[a-z_][a-z0-9_]{0,53}$/
+
+/** `undefined` when `schema` is usable, else why not. */
+export const checkSchema = (schema: string): string | undefined =>
+  schemaPattern.test(schema)
+    ? undefined
+    : `invalid schema name "${schema}": use 1 to 54 lowercase letters, digits and underscores, not starting with a digit`
+
+/** `undefined` when `channel` can be LISTENed to (PostgreSQL truncates identifiers past 63 bytes), else why not. */
+export const checkChannel = (channel: string): string | undefined => {
+  const bytes = new TextEncoder().encode(channel).length
+  return bytes > 0 && bytes <= 63 ? undefined : `invalid channel name "${channel}": use 1 to 63 bytes`
+}
+
+/** The role granted EXECUTE on the functions: `<schema>_launcher` (`bgworker_launcher` by default). */
+export const launcherRole = (schema: string): string => `${schema}_launcher`
+
+/** The first key of the supervisor's advisory lock ("bgwr"); the second is the schema's oid. */
+export const lockClassId = 0x62677772
+
+/**
+ * Whether a supervisor is attached: the session recorded in `_config` holds the advisory lock. A view
+ * condition and a function body (used from SECURITY DEFINER functions and views, so no EXECUTE is needed).
+ */
+const attached = (s: string) =>
+  `EXISTS (
+    SELECT 1 FROM pg_catalog.pg_locks l, ${s}._config c
+    WHERE l.locktype = 'advisory' AND l.granted AND l.pid = c.supervisor_pid
+      AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+      AND l.classid = ${lockClassId}::oid
+      AND l.objid = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = '${s}')
+      AND l.objsubid = 2
+  )`
+
+/** `SECURITY DEFINER` functions run with a search path nobody else can write to. */
+const definer = "LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
+
+/**
+ * The statements of migration 1, in order (one statement each: the extended protocol takes one at a time).
+ * A change to the schema is a new migration appended after this one, never an edit of it.
+ */
+export const init = (s: string): ReadonlyArray<string> => {
+  const role = launcherRole(s)
+  return [
+    // --- the launcher role (cluster-wide: another database may have created it, or be creating it now) ---
+    `DO $do$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '${role}') THEN
+    BEGIN
+      CREATE ROLE ${role} NOLOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+      NULL;
+    END;
+  END IF;
+END
+$do$`,
+    `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
+    // Visible to everyone, so that a refusal names the function or table; every object below is closed.
+    `GRANT USAGE ON SCHEMA ${s} TO PUBLIC`,
+
+    // --- private tables ---
+    `CREATE TABLE ${s}._config (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  channel text NOT NULL,
+  supervisor_id text,
+  supervisor_pid integer,
+  attached_at timestamptz
+)`,
+    `INSERT INTO ${s}._config (channel) VALUES ('${s}')`,
+    `CREATE TABLE ${s}._requests (
+  id bigserial PRIMARY KEY,
+  kind text NOT NULL CHECK (kind IN ('launch', 'terminate', 'set_latch', 'reload')),
+  library text,
+  function text,
+  arg jsonb,
+  target bigint REFERENCES ${s}._requests (id),
+  requested_by text NOT NULL,
+  requested_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  requested_xact xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+  state text NOT NULL DEFAULT 'requested'
+    CHECK (state IN ('requested', 'launched', 'refused', 'no_slot', 'done')),
+  processed_at timestamptz,
+  supervisor_id text,
+  handle text,
+  pid integer,
+  status text CHECK (status IN ('not yet started', 'started', 'stopped', 'postmaster died')),
+  error text,
+  CHECK ((kind = 'launch') = (library IS NOT NULL AND function IS NOT NULL)),
+  CHECK ((kind IN ('terminate', 'set_latch')) = (target IS NOT NULL))
+)`,
+    `CREATE INDEX ON ${s}._requests (id) WHERE state = 'requested'`,
+    `CREATE INDEX ON ${s}._requests (supervisor_id, handle) WHERE kind = 'launch'`,
+    `CREATE TABLE ${s}._activity (
+  supervisor_id text NOT NULL,
+  worker_handle text NOT NULL,
+  slot integer NOT NULL,
+  pid integer,
+  name text NOT NULL,
+  backend_type text NOT NULL,
+  origin text NOT NULL,
+  registration text NOT NULL,
+  state text,
+  query text NOT NULL,
+  backend_start timestamptz,
+  state_change timestamptz,
+  wait_event_type text,
+  wait_event text,
+  restart_count integer NOT NULL,
+  last_exit_kind text,
+  last_exit_message text,
+  last_exit_at timestamptz,
+  next_restart_at timestamptz,
+  given_up_reason text,
+  PRIMARY KEY (supervisor_id, worker_handle)
+)`,
+    `CREATE TABLE ${s}._settings (
+  supervisor_id text NOT NULL,
+  name text NOT NULL,
+  setting text,
+  unit text,
+  category text NOT NULL,
+  short_desc text NOT NULL,
+  extra_desc text,
+  context text NOT NULL,
+  vartype text NOT NULL,
+  source text NOT NULL,
+  min_val text,
+  max_val text,
+  enumvals text[],
+  boot_val text,
+  reset_val text,
+  sourcefile text,
+  sourceline integer,
+  pending_restart boolean NOT NULL,
+  PRIMARY KEY (supervisor_id, name)
+)`,
+    `REVOKE ALL ON ${s}._config, ${s}._requests, ${s}._activity, ${s}._settings FROM PUBLIC`,
+    `REVOKE ALL ON SEQUENCE ${s}._requests_id_seq FROM PUBLIC`,
+
+    // --- helpers (not callable from outside: EXECUTE is revoked below) ---
+    // The role the caller acts as: SET ROLE's role, else the session user. SECURITY DEFINER changes
+    // current_user, not the "role" setting, so this still names the caller inside the functions below.
+    `CREATE FUNCTION ${s}._caller() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN current_setting('role') = 'none' THEN session_user::text ELSE current_setting('role') END $$`,
+    `CREATE FUNCTION ${s}._attached() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ${attached(s)} $$`,
+    `CREATE FUNCTION ${s}._notify(request bigint) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_notify((SELECT channel FROM ${s}._config), request::text) $$`,
+    // The launch row behind a handle, if the caller may act on it: like pg_terminate_backend, the caller
+    // needs the privileges of the role that launched it, or of pg_signal_backend.
+    `CREATE FUNCTION ${s}._handle(handle bigint, action text) RETURNS ${s}._requests
+${definer}
+AS $$
+DECLARE
+  r ${s}._requests;
+  caller text := ${s}._caller();
+BEGIN
+  SELECT * INTO r FROM ${s}._requests WHERE id = $1 AND kind = 'launch';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'background worker handle % does not exist', handle
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'A handle is the value returned by ${s}.launch.';
+  END IF;
+  IF NOT ((EXISTS (SELECT FROM pg_roles WHERE rolname = r.requested_by)
+           AND pg_has_role(caller, r.requested_by, 'USAGE'))
+          OR pg_has_role(caller, 'pg_signal_backend', 'USAGE')) THEN
+    RAISE EXCEPTION 'permission denied to % background worker', action
+      USING ERRCODE = 'insufficient_privilege',
+            DETAIL = format('Only roles with privileges of the role "%s" that launched it, or with privileges of the "pg_signal_backend" role, may %s it.', r.requested_by, action);
+  END IF;
+  RETURN r;
+END
+$$`,
+
+    // --- the API ---
+    `CREATE FUNCTION ${s}.launch(library text, function text, arg jsonb DEFAULT NULL) RETURNS bigint
+${definer}
+AS $$
+DECLARE
+  request bigint;
+BEGIN
+  IF $1 IS NULL OR $2 IS NULL THEN
+    RAISE EXCEPTION 'library and function must not be null' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  INSERT INTO ${s}._requests (kind, library, function, arg, requested_by)
+    VALUES ('launch', $1, $2, $3, ${s}._caller())
+    RETURNING id INTO request;
+  PERFORM ${s}._notify(request);
+  RETURN request;
+END
+$$`,
+    `CREATE FUNCTION ${s}.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer
+${definer}
+AS $$
+DECLARE
+  r ${s}._requests;
+  deadline timestamptz := clock_timestamp() + timeout;
+BEGIN
+  r := ${s}._handle(handle, 'wait for');
+  IF r.state = 'requested' AND r.requested_xact = pg_current_xact_id_if_assigned() THEN
+    RAISE EXCEPTION 'cannot wait for a background worker launched in the same transaction'
+      USING ERRCODE = 'active_sql_transaction',
+            HINT = 'The launch takes effect when the transaction commits: call ${s}.wait_for_startup after COMMIT.';
+  END IF;
+  LOOP
+    SELECT * INTO r FROM ${s}._requests WHERE id = $1;
+    IF r.state = 'no_slot' THEN
+      RETURN NULL;
+    ELSIF r.state = 'refused' OR (r.state = 'launched' AND r.status = 'stopped') THEN
+      RAISE EXCEPTION 'could not start background process'
+        USING ERRCODE = 'insufficient_resources',
+              DETAIL = coalesce(r.error, 'The worker stopped before it was seen running.'),
+              HINT = 'More details may be available in the server log.';
+    ELSIF r.state = 'launched' AND r.status = 'started' THEN
+      RETURN r.pid;
+    ELSIF r.status = 'postmaster died' OR NOT ${s}._attached() THEN
+      RAISE EXCEPTION 'cannot start background processes without postmaster'
+        USING ERRCODE = 'insufficient_resources',
+              HINT = 'Kill all remaining database processes and restart the database.';
+    ELSIF clock_timestamp() >= deadline THEN
+      RAISE EXCEPTION 'background worker handle % did not start within %', handle, timeout
+        USING ERRCODE = 'query_canceled',
+              DETAIL = CASE WHEN r.state = 'requested' THEN 'The request has not been processed.'
+                            ELSE 'The worker is registered but not yet started.' END;
+    END IF;
+    PERFORM pg_sleep(0.005);
+  END LOOP;
+END
+$$`,
+    `CREATE FUNCTION ${s}.terminate(handle bigint) RETURNS void
+${definer}
+AS $$
+DECLARE
+  r ${s}._requests := ${s}._handle(handle, 'terminate');
+  request bigint;
+BEGIN
+  INSERT INTO ${s}._requests (kind, target, requested_by) VALUES ('terminate', r.id, ${s}._caller())
+    RETURNING id INTO request;
+  PERFORM ${s}._notify(request);
+END
+$$`,
+    `CREATE FUNCTION ${s}.set_latch(handle bigint) RETURNS void
+${definer}
+AS $$
+DECLARE
+  r ${s}._requests := ${s}._handle(handle, 'set the latch of');
+  request bigint;
+BEGIN
+  INSERT INTO ${s}._requests (kind, target, requested_by) VALUES ('set_latch', r.id, ${s}._caller())
+    RETURNING id INTO request;
+  PERFORM ${s}._notify(request);
+END
+$$`,
+    `CREATE FUNCTION ${s}.reload() RETURNS void
+${definer}
+AS $$
+DECLARE
+  request bigint;
+BEGIN
+  INSERT INTO ${s}._requests (kind, requested_by) VALUES ('reload', ${s}._caller())
+    RETURNING id INTO request;
+  PERFORM ${s}._notify(request);
+END
+$$`,
+
+    // --- views: empty while no supervisor is attached ---
+    `CREATE VIEW ${s}.activity AS
+SELECT a.pid, a.name, a.backend_type, a.origin, a.registration, a.state, a.query, a.backend_start,
+       a.state_change, a.wait_event_type, a.wait_event, a.restart_count, a.last_exit_kind,
+       a.last_exit_message, a.last_exit_at, a.next_restart_at, a.given_up_reason,
+       r.id AS handle, a.worker_handle, r.requested_by
+FROM ${s}._activity a
+JOIN ${s}._config c ON c.supervisor_id = a.supervisor_id
+LEFT JOIN ${s}._requests r ON r.kind = 'launch' AND r.supervisor_id = a.supervisor_id AND r.handle = a.worker_handle
+WHERE ${attached(s)}
+ORDER BY a.slot`,
+    `CREATE VIEW ${s}.settings AS
+SELECT g.name, g.setting, g.unit, g.category, g.short_desc, g.extra_desc, g.context, g.vartype, g.source,
+       g.min_val, g.max_val, g.enumvals, g.boot_val, g.reset_val, g.sourcefile, g.sourceline, g.pending_restart
+FROM ${s}._settings g
+JOIN ${s}._config c ON c.supervisor_id = g.supervisor_id
+WHERE ${attached(s)}
+ORDER BY g.name`,
+
+    // --- privileges ---
+    `REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ${s} FROM PUBLIC`,
+    `GRANT EXECUTE ON FUNCTION ${s}.launch(text, text, jsonb), ${s}.wait_for_startup(bigint, interval),
+  ${s}.terminate(bigint), ${s}.set_latch(bigint), ${s}.reload() TO ${role}`,
+    `GRANT SELECT ON ${s}.activity TO ${role}, pg_read_all_stats`,
+    `GRANT SELECT ON ${s}.settings TO ${role}, pg_read_all_settings`
+  ]
+}
+
+// --- statements of the supervisor side ---
+
+/** Takes the lock without waiting; one row, `locked`. */
+export const tryLock = (s: string) =>
+  `SELECT pg_catalog.pg_try_advisory_lock(${lockClassId}, oid::int4) AS locked FROM pg_catalog.pg_namespace WHERE nspname = '${s}'`
+
+/** Waits for the lock (a standby supervisor). */
+export const lock = (s: string) =>
+  `SELECT pg_catalog.pg_advisory_lock(${lockClassId}, oid::int4) FROM pg_catalog.pg_namespace WHERE nspname = '${s}'`
+
+export const unlock = (s: string) =>
+  `SELECT pg_catalog.pg_advisory_unlock(${lockClassId}, oid::int4) FROM pg_catalog.pg_namespace WHERE nspname = '${s}'`
+
+/** Run on the lock's session once it holds the lock: records who is attached. `$1` is the supervisor id. */
+export const attach = (s: string) =>
+  `UPDATE ${s}._config SET supervisor_id = $1, supervisor_pid = pg_catalog.pg_backend_pid(), attached_at = pg_catalog.now()`
