@@ -2,22 +2,25 @@
  * Runs every benchmark in one process and prints one table: `npm run bench`
  * (`node --expose-gc bench/index.ts`, on the Node 24 from node_modules).
  *
- * Order: launch cycles (figure 1), latch latency (figure 2), GUC reload and reads (figure 4), then memory
- * (figure 3) last, because it grows the heap to 100k workers. Everything runs under `Effect.runPromise` on
+ * Order: launch cycles (figure 1), latch latency (figure 2), GUC reload and reads (figure 4), worker_spi's
+ * summary transaction on an embedded PostgreSQL (figure 5), then memory (figure 3) last, because it grows the
+ * heap to 100k workers. Everything runs under `Effect.runPromise` on
  * the live clock with the minimum log level at "Warn", so that no Info/Debug log is even built. Each
  * benchmark measures its raw-Effect baseline itself, in the same run, interleaved with ours where it can.
  *
- * Optional arguments select benchmarks: `npm run bench -- latch guc memory`.
+ * Optional arguments select benchmarks: `npm run bench -- latch guc worker_spi memory`.
  */
 import * as Effect from "effect/Effect"
 import * as References from "effect/References"
+import { runControlPlane } from "./controlPlane.ts"
 import { runGuc } from "./guc.ts"
 import { runLatch } from "./latch.ts"
 import { runLaunch } from "./launch.ts"
 import { runMemory } from "./memory.ts"
+import { runWorkerSpi } from "./worker_spi.ts"
 import { header, printTable, progress, type Row } from "./report.ts"
 
-const all = ["launch", "latch", "guc", "memory"] as const
+const all = ["launch", "latch", "guc", "sql", "memory"] as const
 const selected = process.argv.slice(2).filter((a) => (all as ReadonlyArray<string>).includes(a))
 const wanted = (name: typeof all[number]) => selected.length === 0 || selected.includes(name)
 
@@ -41,6 +44,12 @@ const program = Effect.gen(function*() {
     rows.push(
       ...yield* timed("guc", runGuc({ parameters: 1000, warmup: 5, rounds: 25, reads: 1_000_000, readRounds: 7 }))
     )
+  }
+  if (wanted("sql")) {
+    rows.push(...yield* timed("sql", runControlPlane({ warmup: 50, launches: 500 })))
+  }
+  if (wanted("worker_spi")) {
+    rows.push(...yield* timed("worker_spi", runWorkerSpi({ warmupMs: 500, roundMs: 1000, rounds: 5 })))
   }
   if (wanted("memory")) {
     rows.push(...yield* timed("memory", runMemory({ counts: [10_000, 100_000], targetKb: 5 })))

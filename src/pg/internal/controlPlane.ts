@@ -326,7 +326,9 @@ export const make = (
           yield* row.kind === "launch" ? launch(row) : row.kind === "reload" ? reload(row) : signalWorker(row)
           after = row.id
         }
-        if (rows.length === 0) return
+        // A short page was the last one: rows committed meanwhile come with a notification (or the poll),
+        // which wakes the consumer again, so asking once more would only cost a round trip.
+        if (rows.length < 100) return
       }
     })
 
