@@ -2,13 +2,13 @@
  * Runs every benchmark in one process and prints one table: `npm run bench`
  * (`node --expose-gc bench/index.ts`, on the Node 24 from node_modules).
  *
- * Order: launch cycles (figure 1), latch latency (figure 2), GUC reload and reads (figure 4), worker_spi's
- * summary transaction on an embedded PostgreSQL (figure 5), then memory (figure 3) last, because it grows the
- * heap to 100k workers. Everything runs under `Effect.runPromise` on
- * the live clock with the minimum log level at "Warn", so that no Info/Debug log is even built. Each
- * benchmark measures its raw-Effect baseline itself, in the same run, interleaved with ours where it can.
+ * Order: launch cycles (figure 1), latch latency (figure 2), GUC reload and reads (figure 4), the SQL launch
+ * (figure 5), worker_spi's summary transaction on an embedded PostgreSQL (figure 6), then memory (figure 3)
+ * last, because it grows the heap to 100k workers. Everything runs under `Effect.runPromise` on the live clock
+ * with the minimum log level at "Warn", so that no Info/Debug log is even built. Each benchmark measures its
+ * raw-Effect baseline itself, in the same run, interleaved with ours where it can.
  *
- * Optional arguments select benchmarks: `npm run bench -- latch guc worker_spi memory`.
+ * Optional arguments select benchmarks: `npm run bench -- latch guc sql worker_spi memory`.
  */
 import * as Effect from "effect/Effect"
 import * as References from "effect/References"
@@ -20,7 +20,7 @@ import { runMemory } from "./memory.ts"
 import { runWorkerSpi } from "./worker_spi.ts"
 import { header, printTable, progress, type Row } from "./report.ts"
 
-const all = ["launch", "latch", "guc", "sql", "memory"] as const
+const all = ["launch", "latch", "guc", "sql", "worker_spi", "memory"] as const
 const selected = process.argv.slice(2).filter((a) => (all as ReadonlyArray<string>).includes(a))
 const wanted = (name: typeof all[number]) => selected.length === 0 || selected.includes(name)
 

@@ -1,0 +1,152 @@
+/**
+ * @title worker_spi on a real PostgreSQL: static workers, `CALL worker_spi_launch(n)`, reload, activity
+ *
+ * The demo of the seed talk, in one process: worker_spi "preloaded" into a supervisor that runs against a
+ * PostgreSQL server, and a psql session to watch and drive it.
+ *
+ * - The server is `DATABASE_URL` when set, else a throwaway PostgreSQL started from the bundled binaries
+ *   (about two seconds; deleted on exit).
+ * - The preload (`_PG_init`) defines `worker_spi.naptime`, `.database`, `.role` and `.total_workers`, and
+ *   registers `total_workers` (2) static workers, `worker_spi worker 1` and `2`. Each connects to
+ *   `worker_spi.database` (`postgres`), creates `schema<N>.counted`, and every `naptime` (10) seconds folds
+ *   the `'delta'` rows into the `'total'` row.
+ * - The control plane (`bgworker` schema) and `worker_spi_launch` are installed in the server's database, so
+ *   workers can be launched, and the activity view read, from SQL.
+ * - A short scripted session then does what the TAP test t/001_worker_spi.pl does first: it launches worker 4
+ *   from SQL, inserts `('total', 0), ('delta', 1)` into `schema4.counted`, and reloads, so the worker logs
+ *   `count in schema4.counted is now 1` at once instead of after `naptime`.
+ * - `kill -HUP <pid>` re-reads the configuration and wakes every worker for one cycle (`pg_ctl reload`);
+ *   Ctrl-C (SIGINT) or SIGTERM stops the workers, detaches the control plane and stops the server (exit 130).
+ *
+ * Run: `npm start`. Parameters: a `postgresql.conf`-style file (`npm start -- my.conf`, or
+ * `WORKER_SPI_CONFIG=my.conf`), re-read on SIGHUP, and environment variables over it:
+ * `BGW_WORKER_SPI__NAPTIME=1 BGW_WORKER_SPI__TOTAL_WORKERS=3 npm start`. With `EXAMPLE_EXIT_AFTER_MS=8000` it
+ * shuts itself down after eight seconds and exits with code 0.
+ *
+ * **Differences from the C module** (see examples/worker_spi/worker_spi.ts for all of them)
+ *
+ * - `worker_spi_launch` is a procedure: `CALL worker_spi_launch(5)`, not `SELECT worker_spi_launch(5)`. A
+ *   launch through the control plane takes effect when its transaction commits, so the procedure launches,
+ *   commits, and then waits for the worker (`bgworker.wait_for_startup`); it returns the pid in its `pid`
+ *   column, NULL when no slot was free. It takes database and role names (`CALL worker_spi_launch(10,
+ *   'mydb', 'myrole')`) where PostgreSQL takes oids, and it must run outside `BEGIN ... COMMIT`.
+ * - The workers are clients: `pg_stat_activity` lists their sessions under `application_name`, and the wait
+ *   event `WorkerSpiMain` is in `bgworker.activity`, not in `pg_stat_activity.wait_event`.
+ * - Workers launched from SQL are named `worker_spi dynamic worker` (without the index): `bgworker.launch`
+ *   cannot name the worker it launches (PostgreSQL's launcher sets `bgw_name`).
+ *
+ * PostgreSQL: src/test/modules/worker_spi (worker_spi.c, worker_spi--1.0.sql, t/001_worker_spi.pl).
+ */
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Redacted from "effect/Redacted"
+import * as References from "effect/References"
+import * as Schedule from "effect/Schedule"
+import { SqlClient } from "effect/sql/SqlClient"
+import * as path from "node:path"
+import * as Guc from "../src/Guc.ts"
+import { NodeSupervisor } from "../src/node/index.ts"
+import * as ControlPlane from "../src/pg/ControlPlane.ts"
+import * as DatabaseProbe from "../src/pg/DatabaseProbe.ts"
+import * as EmbeddedPostgres from "../src/pg/EmbeddedPostgres.ts"
+import * as WorkerConnection from "../src/pg/WorkerConnection.ts"
+import * as Supervisor from "../src/Supervisor.ts"
+import * as WorkerSpi from "./worker_spi/worker_spi.ts"
+
+/** `argv[2]`, else `WORKER_SPI_CONFIG`, else none (defaults and `BGW_*` variables only). */
+const configArgument = process.argv[2] ?? process.env["WORKER_SPI_CONFIG"]
+const configFile = configArgument === undefined || configArgument === "" ? undefined : path.resolve(configArgument)
+
+// --- The supervisor: worker_spi preloaded, its entry point launchable by name ---
+
+const supervisor = Layer.unwrap(Effect.map(WorkerSpi.entryPoints, (entryPoints) =>
+  Supervisor.layer({ preload: [WorkerSpi.init], entryPoints })))
+
+// --- What to try ---
+
+const howTo = Effect.gen(function*() {
+  const server = yield* EmbeddedPostgres.PgServer
+  const psql = server.embedded ? `psql "${Redacted.value(server.url)}"` : `psql "$DATABASE_URL"`
+  const naptime = yield* Guc.get(WorkerSpi.Naptime)
+  yield* Effect.logInfo(
+    [
+      `connect: ${psql}`,
+      "then try:",
+      "  INSERT INTO schema1.counted VALUES ('total', 0), ('delta', 1);",
+      "  INSERT INTO schema1.counted VALUES ('delta', 41);",
+      `  SELECT * FROM schema1.counted \\watch 1                 -- folded every ${naptime} s (worker_spi.naptime)`,
+      "  CALL worker_spi_launch(5);                              -- a dynamic worker on schema5: its pid",
+      "  SELECT pid, name, backend_type, state, wait_event_type, wait_event, query FROM bgworker.activity;",
+      "  SELECT application_name, datname, usename FROM pg_stat_activity WHERE application_name LIKE 'worker_spi%';",
+      `  SELECT bgworker.reload();   -- or: kill -HUP ${process.pid}   (every worker runs a cycle now)`,
+      `stop: Ctrl-C, or kill ${process.pid}`
+    ].join("\n")
+  )
+}).pipe(Effect.annotateLogs({ worker: "main" }))
+
+// --- The scripted session: t/001_worker_spi.pl's first steps, from SQL ---
+
+const session = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  const [launched] = yield* sql<{ pid: number | null }>`CALL worker_spi_launch(4)`
+  yield* Effect.logInfo(`CALL worker_spi_launch(4) returned pid ${launched?.pid ?? "NULL"}`)
+  const exists = sql`SELECT 1 FROM information_schema.tables WHERE table_schema = 'schema4' AND table_name = 'counted'`
+  yield* exists.pipe(
+    Effect.flatMap((rows) => rows.length === 1 ? Effect.void : Effect.fail("not yet" as const)),
+    Effect.retry({ times: 200, schedule: Schedule.spaced("50 millis") })
+  )
+  yield* sql`INSERT INTO schema4.counted VALUES ('total', 0) ON CONFLICT (type) WHERE type = 'total' DO NOTHING`
+  yield* sql`INSERT INTO schema4.counted VALUES ('delta', 1)`
+  yield* Effect.logInfo("inserted ('total', 0), ('delta', 1) into schema4.counted; SELECT bgworker.reload()")
+  yield* sql`SELECT bgworker.reload()`
+}).pipe(
+  Effect.tapCause((cause) => Effect.logError("session failed", cause)),
+  Effect.annotateLogs({ worker: "session" })
+)
+
+/** `EXAMPLE_EXIT_AFTER_MS`: shut down by itself after that long (exit code 0), as CI runs examples. */
+const exitAfter = Effect.gen(function*() {
+  const ms = Number(process.env["EXAMPLE_EXIT_AFTER_MS"] ?? "")
+  if (!Number.isFinite(ms) || ms <= 0) return
+  yield* Effect.sleep(Duration.millis(ms))
+  yield* Effect.logInfo(`EXAMPLE_EXIT_AFTER_MS=${ms} reached: shutting down`)
+  yield* Supervisor.shutdown("fast")
+}).pipe(Effect.annotateLogs({ worker: "main" }))
+
+// --- Logging ---
+
+/** `12:00:01.234 INFO  [worker_spi] message`: the source in brackets (backend type, session, or module). */
+const logger = Logger.make(({ cause, date, fiber, logLevel, message }) => {
+  const annotations = fiber.getRef(References.CurrentLogAnnotations)
+  const source = typeof annotations["module"] === "string"
+    ? annotations["module"].replace(/^effect-bgworker\//, "")
+    : String(annotations["worker"] ?? "main")
+  const text = (Array.isArray(message) ? message : [message]).map(String).join(" ")
+  const time = date.toISOString().slice(11, 23)
+  const detail = cause.reasons.length > 0 ? `\n${Cause.pretty(cause)}` : ""
+  console.log(`${time} ${logLevel.toUpperCase().padEnd(5)} [${source}] ${text}${detail}`)
+})
+
+// --- The program ---
+
+const app = Layer.effectDiscard(
+  Effect.andThen(howTo, Effect.andThen(Effect.forkScoped(session), Effect.forkScoped(exitAfter)))
+).pipe(
+  // CREATE EXTENSION worker_spi: the SQL procedure, over the control plane's schema.
+  Layer.provideMerge(Layer.effectDiscard(WorkerSpi.install())),
+  Layer.provideMerge(ControlPlane.layer()),
+  Layer.provideMerge(supervisor),
+  // The registry is in the supervisor's context: SIGHUP re-reads the file before waking the workers.
+  Layer.provideMerge(NodeSupervisor.layerGucs({ configFile })),
+  Layer.provideMerge(WorkerConnection.layer()),
+  Layer.provideMerge(DatabaseProbe.layer()),
+  Layer.provideMerge(EmbeddedPostgres.clientLayer({ applicationName: "worker_spi example" })),
+  Layer.provideMerge(EmbeddedPostgres.layer()),
+  // provideMerge, not provide: the logger must also reach the registry's and NodeSupervisor's log lines.
+  Layer.provideMerge(Logger.layer([logger]))
+)
+
+NodeSupervisor.runMain(app)

@@ -1,0 +1,644 @@
+/**
+ * worker_spi: PostgreSQL's sample background worker, as a library for this project's supervisor.
+ *
+ * PostgreSQL: src/test/modules/worker_spi/worker_spi.c and worker_spi--1.0.sql (PG 17/18). The sample
+ * demonstrates the patterns a database worker needs: connecting to a database, starting and committing
+ * transactions, reading parameters that change on SIGHUP, sleeping on the process latch, and reporting
+ * what it does in the activity view.
+ *
+ * What a worker does: it owns table `schema<N>.counted (type text, value integer)`, creating it if its
+ * schema does not exist, and every `worker_spi.naptime` seconds folds the table's `'delta'` rows into its
+ * `'total'` row, in one statement:
+ *
+ * ```sql
+ * INSERT INTO schema1.counted VALUES ('total', 0), ('delta', 1), ('delta', 41);
+ * -- one cycle later (or at once after a reload): schema1.counted holds total | 42
+ * ```
+ *
+ * | PostgreSQL | here |
+ * |---|---|
+ * | `_PG_init` (when preloaded) | {@link init}: a preload for `Supervisor.layer({ preload })` |
+ * | `DefineCustomIntVariable("worker_spi.naptime", ...)` and the other three | {@link Naptime}, {@link Database}, {@link Role}, {@link TotalWorkers} |
+ * | `MarkGUCPrefixReserved("worker_spi")` | `Guc.reservePrefix("worker_spi")` in {@link init} |
+ * | `RegisterBackgroundWorker` x `worker_spi.total_workers` | static workers `worker_spi worker N` (type `worker_spi`) |
+ * | `bgw_library_name = "worker_spi"`, `bgw_function_name = "worker_spi_main"` | entry point `{ library: "worker_spi", function: "worker_spi_main" }` ({@link entryPoints}) |
+ * | `worker_spi_launch(index, dboid, roleoid, flags)` | {@link launch} in TypeScript; `CALL worker_spi_launch(index, database, role, flags)` in SQL ({@link install}) |
+ * | `bgw_main_arg` (the index) + `bgw_extra` (dboid, roleoid, flags) | one Schema-typed {@link Argument}: `{ index, database?, role?, flags? }` |
+ * | `worker_spi_main` | {@link worker_spi_main} |
+ * | `WaitEventExtensionNew("WorkerSpiMain")` | `ProcLatch.wait({ waitEvent: "WorkerSpiMain" })` |
+ *
+ * **Deliberate differences**
+ *
+ * - Databases and roles are passed by name, not by oid. A missing `database` or `role` falls back to
+ *   `worker_spi.database` / `worker_spi.role` as the worker starts (PostgreSQL's static workers do the same;
+ *   `worker_spi_launch` resolves the parameters in the launching session, which reads the same values).
+ * - The workers are clients of the server, through the `WorkerConnector` (`src/pg/WorkerConnection.ts`):
+ *   the session's `application_name` is the worker's name; a role without a password is taken with
+ *   `SET SESSION AUTHORIZATION` after PostgreSQL's login check, so `pg_stat_activity.usename` shows the login
+ *   role; `ALLOWCONN` (`BGWORKER_BYPASS_ALLOWCONN`) cannot be honoured by a client and the worker fails at
+ *   start saying so.
+ * - The wait event `WorkerSpiMain` shows in this project's activity view (`Activity.snapshot`,
+ *   `bgworker.activity`) and catalogue (`Activity.waitEvents`), not in the server's `pg_stat_activity`,
+ *   where an idle client session always waits on `Client`/`ClientRead`.
+ * - In SQL, `worker_spi_launch` is a procedure (`CALL worker_spi_launch(5)`): a launch through the control
+ *   plane takes effect at commit, so it commits before it waits (see {@link install}).
+ * - {@link Argument} has one field PostgreSQL lacks, `schemaPrefix` (default `"schema"`), so that a schema
+ *   name that needs quoting can be exercised.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
+import { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
+import * as Activity from "../../src/Activity.ts"
+import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
+import * as Guc from "../../src/Guc.ts"
+import * as Interrupts from "../../src/Interrupts.ts"
+import * as Preload from "../../src/Preload.ts"
+import * as ProcLatch from "../../src/ProcLatch.ts"
+import * as Spi from "../../src/Spi.ts"
+import * as Supervisor from "../../src/Supervisor.ts"
+import type * as SupervisorError from "../../src/SupervisorError.ts"
+
+// --- Parameters (_PG_init's DefineCustom*Variable calls) ---
+
+/**
+ * `worker_spi.naptime`: seconds between two cycles. A plain integer without a unit, as in PostgreSQL.
+ *
+ * @category parameters
+ * @since 0.1.0
+ */
+export const Naptime: Guc.Parameter<number> = Guc.int("worker_spi.naptime", {
+  context: "sighup",
+  description: "Duration between each check (in seconds).",
+  default: 10,
+  min: 1,
+  max: 2_147_483_647
+})
+
+/**
+ * `worker_spi.database`: the database of workers launched without one.
+ *
+ * @category parameters
+ * @since 0.1.0
+ */
+export const Database: Guc.Parameter<string> = Guc.string("worker_spi.database", {
+  context: "sighup",
+  description: "Database to connect to.",
+  default: "postgres"
+})
+
+/**
+ * `worker_spi.role`: the role of workers launched without one; `null` (unset) means the connector's own
+ * login role (PostgreSQL: the bootstrap superuser).
+ *
+ * @category parameters
+ * @since 0.1.0
+ */
+export const Role: Guc.Parameter<string | null> = Guc.string("worker_spi.role", {
+  context: "sighup",
+  description: "Role to connect with.",
+  default: null
+})
+
+/**
+ * `worker_spi.total_workers`: how many static workers {@link init} registers. Read once, at start.
+ *
+ * @category parameters
+ * @since 0.1.0
+ */
+export const TotalWorkers: Guc.Parameter<number> = Guc.int("worker_spi.total_workers", {
+  context: "postmaster",
+  description: "Number of workers.",
+  default: 2,
+  min: 1,
+  max: 100
+})
+
+// --- Names ---
+
+/**
+ * `bgw_library_name`.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const library = "worker_spi"
+
+/**
+ * `bgw_function_name`.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const mainFunction = "worker_spi_main"
+
+/**
+ * The custom wait event shown while a worker naps.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const waitEvent = "WorkerSpiMain"
+
+// --- The argument (bgw_main_arg + bgw_extra) ---
+
+/**
+ * `"ALLOWCONN"` (`BGWORKER_BYPASS_ALLOWCONN`) or `"ROLELOGINCHECK"` (`BGWORKER_BYPASS_ROLELOGINCHECK`).
+ * Anything else is refused with PostgreSQL's `incorrect flag value found in array`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const Flag = Schema.Literals(["ALLOWCONN", "ROLELOGINCHECK"]).annotate({
+  message: "incorrect flag value found in array"
+})
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type Flag = typeof Flag.Type
+
+/**
+ * What a worker is started with: PostgreSQL's `bgw_main_arg` (the index) and `bgw_extra` (database, role,
+ * flags) in one value. Its JSON form is what `bgworker.launch('worker_spi', 'worker_spi_main', arg)` takes.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const Argument = Schema.Struct({
+  /** The table is `<schemaPrefix><index>.counted`. */
+  index: Schema.Int.check(Schema.isInt32()),
+  /** Database name; `worker_spi.database` at start when absent. */
+  database: Schema.optionalKey(Schema.String),
+  /** Role name; `worker_spi.role` at start when absent. */
+  role: Schema.optionalKey(Schema.String),
+  flags: Schema.optionalKey(Schema.Array(Flag)),
+  /** Not in PostgreSQL (always `"schema"`): lets a test use a schema name that needs quoting. */
+  schemaPrefix: Schema.optionalKey(Schema.String.check(Schema.isMinLength(1)))
+})
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type Argument = typeof Argument.Type
+
+// --- SQL texts ---
+
+/**
+ * The words `quote_identifier` must quote: PostgreSQL 18's keywords that are not unreserved
+ * (`SELECT word FROM pg_get_keywords() WHERE catcode <> 'U'`).
+ */
+const keywords = new Set([
+  "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization", "between",
+  "bigint", "binary", "bit", "boolean", "both", "case", "cast", "char", "character", "check", "coalesce",
+  "collate", "collation", "column", "concurrently", "constraint", "create", "cross", "current_catalog",
+  "current_date", "current_role", "current_schema", "current_time", "current_timestamp", "current_user", "dec",
+  "decimal", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "exists", "extract",
+  "false", "fetch", "float", "for", "foreign", "freeze", "from", "full", "grant", "greatest", "group",
+  "grouping", "having", "ilike", "in", "initially", "inner", "inout", "int", "integer", "intersect", "interval",
+  "into", "is", "isnull", "join", "json", "json_array", "json_arrayagg", "json_exists", "json_object",
+  "json_objectagg", "json_query", "json_scalar", "json_serialize", "json_table", "json_value", "lateral",
+  "leading", "least", "left", "like", "limit", "localtime", "localtimestamp", "merge_action", "national",
+  "natural", "nchar", "none", "normalize", "not", "notnull", "null", "nullif", "numeric", "offset", "on",
+  "only", "or", "order", "out", "outer", "overlaps", "overlay", "placing", "position", "precision", "primary",
+  "real", "references", "returning", "right", "row", "select", "session_user", "setof", "similar", "smallint",
+  "some", "substring", "symmetric", "system_user", "table", "tablesample", "then", "time", "timestamp", "to",
+  "trailing", "treat", "trim", "true", "union", "unique", "user", "using", "values", "varchar", "variadic",
+  "verbose", "when", "where", "window", "with", "xmlattributes", "xmlconcat", "xmlelement", "xmlexists",
+  "xmlforest", "xmlnamespaces", "xmlparse", "xmlpi", "xmlroot", "xmlserialize", "xmltable"
+])
+
+/**
+ * PostgreSQL's `quote_identifier`: the name as is when it is a lowercase identifier that is not a
+ * reserved word (`schema4`, `counted`), else in double quotes with inner quotes doubled (`"My Schema7"`).
+ *
+ * @category sql
+ * @since 0.1.0
+ */
+export const quoteIdentifier = (name: string): string =>
+  /^[a-z_][a-z0-9_]*$/.test(name) && !keywords.has(name) ? name : `"${name.replaceAll("\"", "\"\"")}"`
+
+/** `'text'` with inner quotes doubled (worker_spi splices the schema name in unescaped). */
+const literal = (text: string) => `'${text.replaceAll("'", "''")}'`
+
+/** worker_spi's own `"%s"`: always quoted (and, unlike worker_spi, with inner quotes doubled). */
+const quoted = (name: string) => `"${name.replaceAll("\"", "\"\"")}"`
+
+/**
+ * The statements of one worker, exactly as worker_spi builds them for `schema`.`table`.
+ *
+ * @category sql
+ * @since 0.1.0
+ */
+export interface Statements {
+  /** `initialize_worker_spi`'s check (read-only). */
+  readonly count: string
+  /** `initialize_worker_spi`'s creation, with the C source's tabs and the missing space before the index. */
+  readonly create: string
+  /** The cycle's statement: deletes the deltas and adds their sum to the total, atomically. */
+  readonly summary: string
+}
+
+/**
+ * Builds {@link Statements}.
+ *
+ * @category sql
+ * @since 0.1.0
+ */
+export const statements = (schema: string, table: string): Statements => {
+  const s = quoteIdentifier(schema)
+  const t = quoteIdentifier(table)
+  return {
+    count: `select count(*) from pg_namespace where nspname = ${literal(schema)}`,
+    create: `CREATE SCHEMA ${quoted(schema)} ` +
+      `CREATE TABLE ${quoted(table)} (` +
+      `\t\ttype text CHECK (type IN ('total', 'delta')), ` +
+      `\t\tvalue\tinteger)` +
+      `CREATE UNIQUE INDEX ${quoted(`${table}_unique_total`)} ON ${quoted(table)} (type) ` +
+      `WHERE type = 'total'`,
+    summary: `WITH deleted AS (DELETE ` +
+      `FROM ${s}.${t} ` +
+      `WHERE type = 'delta' RETURNING value), ` +
+      `total AS (SELECT coalesce(sum(value), 0) as sum ` +
+      `FROM deleted) ` +
+      `UPDATE ${s}.${t} ` +
+      `SET value = ${t}.value + total.sum ` +
+      `FROM total WHERE type = 'total' ` +
+      `RETURNING ${t}.value`
+  }
+}
+
+// --- Errors ---
+
+/**
+ * What worker_spi reports with `ereport(FATAL)` or `ERROR`: the worker ends, as failed.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class WorkerSpiError extends Schema.TaggedError<WorkerSpiError>()("WorkerSpiError", {
+  message: Schema.String,
+  hint: Schema.optionalKey(Schema.String)
+}) {}
+
+// --- The worker ---
+
+/** `initialize_worker_spi`: creates the schema and table unless the schema exists, in its own transaction. */
+const initialize = (texts: Statements) =>
+  Spi.transaction(Effect.gen(function*() {
+    const sql = yield* SqlClient
+    // pgstat_report_activity(STATE_RUNNING, "initializing worker_spi schema"): the statements below run
+    // through the client directly, so the activity keeps this text rather than theirs.
+    yield* Activity.report("active", "initializing worker_spi schema")
+    const rows = yield* sql.unsafe<{ count: string | number | bigint | null }>(texts.count)
+    if (rows.length !== 1) return yield* new WorkerSpiError({ message: "not a singleton result" })
+    const count = rows[0]!.count
+    if (count === null) return yield* new WorkerSpiError({ message: "null result" })
+    // A schema that exists is left as it is, even without the table: the first cycle then fails.
+    if (Number(count) === 0) yield* sql.unsafe(texts.create)
+  }))
+
+/** The body of {@link worker_spi_main}, for the worker `me`. */
+const run = (me: BackgroundWorker.WorkerInfo, argument: Argument) =>
+  Effect.gen(function*() {
+    const schema = `${argument.schemaPrefix ?? "schema"}${argument.index}`
+    const table = "counted"
+    yield* Effect.logInfo(`${me.name} initialized with ${schema}.${table}`)
+    const texts = statements(schema, table)
+    yield* initialize(texts)
+    // worker_spi quotes the identifiers after initialize_worker_spi, and logs them quoted from then on.
+    const target = `${quoteIdentifier(schema)}.${quoteIdentifier(table)}`
+    let settings = yield* Guc.snapshot
+    while (true) {
+      // Background workers mustn't sleep any other way: the latch wakes them for a reload, a terminate
+      // request, or the supervisor's death.
+      yield* ProcLatch.wait({
+        timeout: Duration.seconds(settings.get(Naptime)),
+        onPostmasterDeath: "exit",
+        waitEvent
+      })
+      yield* ProcLatch.reset
+      yield* Interrupts.check
+      // ProcessConfigFile(PGC_SIGHUP): the supervisor has re-read the configuration; take the new values.
+      if (yield* Interrupts.reloadPending) settings = yield* Guc.snapshot
+      const rows = yield* Spi.transaction(Spi.unsafe<{ value: number | null }>(texts.summary))
+      const value = rows[0]?.value
+      if (value !== undefined && value !== null) {
+        yield* Effect.logInfo(`${me.name}: count in ${target} is now ${value}`)
+      }
+    }
+  })
+
+/**
+ * `worker_spi_main(Datum main_arg)`: the worker's whole life.
+ *
+ * **Details**
+ *
+ * Logs `<name> initialized with <schema>.counted`, creates the schema and table if needed (activity
+ * `initializing worker_spi schema`), builds the summary statement once, then loops forever: wait on the
+ * latch for `worker_spi.naptime` seconds (wait event `WorkerSpiMain`) — it waits first and works second —,
+ * reset the latch, check for a terminate request, take a fresh parameter snapshot when a reload was
+ * requested (`ProcessConfigFile(PGC_SIGHUP)`), then run the summary in one transaction and, when a total
+ * row exists, log `<name>: count in <schema>.counted is now <value>`.
+ *
+ * **Gotchas**
+ *
+ * The `DELETE` runs even without a `total` row: deltas inserted before the total exists are consumed and
+ * lost, and nothing is logged. A SQL error (the table dropped, the session terminated) ends the worker as
+ * failed; its restart policy applies (worker_spi's is never).
+ *
+ * @category workers
+ * @since 0.1.0
+ */
+export const worker_spi_main = (argument: Argument) =>
+  Effect.flatMap(BackgroundWorker.current, (me) =>
+    // Log lines carry the backend type, as PostgreSQL's `%b` in log_line_prefix.
+    Effect.annotateLogs(run(me, argument), { worker: me.type }))
+
+/** `BackgroundWorkerInitializeConnection(ByOid)`: the argument's database and role, else the parameters now. */
+const connection = (gucs: Guc.GucsApi, argument: Argument): BackgroundWorker.DatabaseOptions => {
+  const settings = gucs.currentSnapshot()
+  const flags = argument.flags ?? []
+  return {
+    database: argument.database ?? settings.get(Database),
+    user: argument.role ?? settings.get(Role) ?? undefined,
+    bypassAllowConn: flags.includes("ALLOWCONN"),
+    bypassRoleLoginCheck: flags.includes("ROLELOGINCHECK")
+  }
+}
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export interface MakeOptions {
+  /** `bgw_name`: `worker_spi worker N` (static) or `worker_spi dynamic worker N` (launched). */
+  readonly name: string
+  /** `bgw_type`: `worker_spi` or `worker_spi dynamic`. */
+  readonly type: string
+  /** Default `"never"` (`BGW_NEVER_RESTART`), as worker_spi. */
+  readonly restart?: BackgroundWorker.RestartPolicy | undefined
+}
+
+/**
+ * A worker_spi worker definition: database connection (from the argument, else the parameters read
+ * through `gucs` at each start), start time `recoveryFinished`, entry point `worker_spi.worker_spi_main`.
+ *
+ * **When to use**
+ *
+ * {@link init} and {@link entryPoints} call it; call it yourself for a variant, such as a restartable one.
+ *
+ * @category workers
+ * @since 0.1.0
+ */
+export const make = (
+  gucs: Guc.GucsApi,
+  options: MakeOptions
+): BackgroundWorker.BackgroundWorker<Argument, SqlError | WorkerSpiError, Guc.Gucs> =>
+  BackgroundWorker.make({
+    name: options.name,
+    type: options.type,
+    startTime: "recoveryFinished",
+    restart: options.restart ?? "never",
+    argument: Argument,
+    entryPoint: { library, function: mainFunction },
+    database: {},
+    databaseFor: (argument) => connection(gucs, argument),
+    main: worker_spi_main
+  })
+
+/**
+ * `_PG_init` of a preloaded worker_spi: defines the four parameters, reserves the `worker_spi` prefix, and
+ * registers `worker_spi.total_workers` static workers `worker_spi worker 1..N` (type `worker_spi`,
+ * argument `{ index: N }`, never restarted), which connect to `worker_spi.database` as `worker_spi.role`.
+ *
+ * **Gotchas**
+ *
+ * Needs a `Gucs` registry in the supervisor's context, and must be listed in `preload`: {@link entryPoints}
+ * reads the parameters it defines.
+ *
+ * @category preload
+ * @since 0.1.0
+ */
+export const init: Effect.Effect<void, Guc.GucError, Preload.Preload | Guc.Gucs> = Effect.gen(function*() {
+  yield* Guc.define(Naptime)
+  yield* Guc.define(Database)
+  yield* Guc.define(Role)
+  yield* Guc.define(TotalWorkers)
+  yield* Guc.reservePrefix("worker_spi")
+  const gucs = yield* Guc.Gucs
+  const total = yield* Guc.get(TotalWorkers)
+  for (let i = 1; i <= total; i++) {
+    yield* Preload.register(make(gucs, { name: `worker_spi worker ${i}`, type: "worker_spi" }), { index: i })
+  }
+})
+
+/**
+ * The library's launchable functions, for `Supervisor.layer({ entryPoints })`: `worker_spi_main`, as the
+ * dynamic worker `worker_spi dynamic worker` of type `worker_spi dynamic` ({@link launch} names each one
+ * after its index).
+ *
+ * @category workers
+ * @since 0.1.0
+ */
+export const entryPoints = Guc.Gucs.useSync((gucs) => [
+  make(gucs, { name: "worker_spi dynamic worker", type: "worker_spi dynamic" })
+])
+
+// --- worker_spi_launch ---
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export interface LaunchOptions {
+  readonly index: number
+  readonly database?: string | undefined
+  readonly role?: string | undefined
+  readonly flags?: ReadonlyArray<string> | undefined
+  readonly schemaPrefix?: string | undefined
+}
+
+const launchArgument = (options: LaunchOptions): Effect.Effect<Argument, WorkerSpiError> =>
+  Effect.gen(function*() {
+    const flags: Array<Flag> = []
+    for (const flag of options.flags ?? []) {
+      if (flag !== "ALLOWCONN" && flag !== "ROLELOGINCHECK") {
+        return yield* new WorkerSpiError({ message: "incorrect flag value found in array" })
+      }
+      flags.push(flag)
+    }
+    return {
+      index: options.index,
+      ...(options.database === undefined ? {} : { database: options.database }),
+      ...(options.role === undefined ? {} : { role: options.role }),
+      ...(flags.length === 0 ? {} : { flags }),
+      ...(options.schemaPrefix === undefined ? {} : { schemaPrefix: options.schemaPrefix })
+    }
+  })
+
+/**
+ * `worker_spi_launch(index, dboid, roleoid, flags)` in TypeScript: launches `worker_spi dynamic worker
+ * <index>` (type `worker_spi dynamic`) and waits until it runs.
+ *
+ * **Details**
+ *
+ * Returns the worker's pid, or `null` when no slot was free (PostgreSQL returns NULL then, without an
+ * error). Fails with `incorrect flag value found in array` for a flag other than `ALLOWCONN` and
+ * `ROLELOGINCHECK`, with `could not start background process` (hint `More details may be available in
+ * the server log.`) when the worker stopped before it was seen running, and with `cannot start background
+ * processes without postmaster` when the supervisor died. Other refusals (shutdown, an argument that does
+ * not decode) are the supervisor's `SupervisorError`.
+ *
+ * @category launching
+ * @since 0.1.0
+ */
+export const launch = (
+  options: LaunchOptions
+): Effect.Effect<number | null, WorkerSpiError | SupervisorError.SupervisorError, Supervisor.Supervisor> =>
+  Effect.gen(function*() {
+    const argument = yield* launchArgument(options)
+    const handle = yield* Supervisor.launch({
+      library,
+      function: mainFunction,
+      argument: Schema.encodeSync(Argument)(argument),
+      name: `worker_spi dynamic worker ${options.index}`,
+      type: "worker_spi dynamic"
+    }).pipe(
+      Effect.map((h) => h as typeof h | null),
+      Effect.catchIf((e) => e.reason._tag === "NoFreeSlot", () => Effect.succeed(null))
+    )
+    if (handle === null) return null
+    const status = yield* Supervisor.awaitStartup(handle)
+    switch (status._tag) {
+      case "Started":
+        return status.pid
+      case "PostmasterDied":
+        return yield* new WorkerSpiError({
+          message: "cannot start background processes without postmaster",
+          hint: "Kill all remaining database processes and restart the database."
+        })
+      default:
+        return yield* new WorkerSpiError({
+          message: "could not start background process",
+          hint: "More details may be available in the server log."
+        })
+    }
+  })
+
+// --- SQL: worker_spi--1.0.sql ---
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export interface InstallOptions {
+  /** The control plane's schema (`ControlPlane.layer({ schema })`). Default `"bgworker"`. */
+  readonly controlPlane?: string | undefined
+  /** Where the procedure goes. Default `"public"`. */
+  readonly schema?: string | undefined
+}
+
+/**
+ * The text of `worker_spi_launch` for SQL, a procedure over the control plane. See {@link install}.
+ *
+ * @category sql
+ * @since 0.1.0
+ */
+export const launchProcedure = (options: InstallOptions = {}): string => {
+  const cp = quoteIdentifier(options.controlPlane ?? "bgworker")
+  const schema = quoteIdentifier(options.schema ?? "public")
+  return `CREATE OR REPLACE PROCEDURE ${schema}.worker_spi_launch(
+  index int4,
+  database text DEFAULT NULL,
+  role text DEFAULT NULL,
+  flags text[] DEFAULT '{}',
+  INOUT pid int4 DEFAULT NULL)
+LANGUAGE plpgsql
+AS $worker_spi$
+DECLARE
+  flag text;
+  handle bigint;
+BEGIN
+  pid := NULL;
+  -- worker_spi_launch is STRICT: a NULL index or flags array gives NULL without launching anything.
+  IF index IS NULL OR flags IS NULL THEN
+    RETURN;
+  END IF;
+  IF pg_catalog.array_ndims(flags) > 1 THEN
+    RAISE EXCEPTION 'flags array must be one-dimensional' USING ERRCODE = 'array_subscript_error';
+  END IF;
+  IF pg_catalog.array_position(flags, NULL) IS NOT NULL THEN
+    RAISE EXCEPTION 'flags array must not contain nulls' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  FOREACH flag IN ARRAY flags LOOP
+    IF flag NOT IN ('ALLOWCONN', 'ROLELOGINCHECK') THEN
+      RAISE EXCEPTION 'incorrect flag value found in array' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+  END LOOP;
+  -- worker_spi takes oids, so a missing database or role fails in the caller's cast ('x'::regdatabase).
+  IF database IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_database d WHERE d.datname = database) THEN
+    RAISE EXCEPTION 'database "%" does not exist', database USING ERRCODE = '3D000';
+  END IF;
+  IF role IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = role) THEN
+    RAISE EXCEPTION 'role "%" does not exist', role USING ERRCODE = 'undefined_object';
+  END IF;
+  handle := ${cp}.launch('${library}', '${mainFunction}', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+    'index', index,
+    'database', database,
+    'role', role,
+    'flags', CASE WHEN pg_catalog.cardinality(flags) = 0 THEN NULL ELSE pg_catalog.to_jsonb(flags) END)));
+  -- The launch takes effect at commit: commit it, then wait in a new transaction.
+  COMMIT;
+  pid := ${cp}.wait_for_startup(handle);
+END
+$worker_spi$`
+}
+
+/**
+ * Installs `worker_spi_launch` in the database (worker_spi's `CREATE EXTENSION worker_spi`), idempotently:
+ * `CREATE OR REPLACE`, under a transaction-scoped advisory lock so that concurrent installs queue.
+ *
+ * ```sql
+ * CALL worker_spi_launch(5);                                   -- pid | 4321
+ * CALL worker_spi_launch(10, 'mydb', 'myrole');                -- names, not oids
+ * CALL worker_spi_launch(13, 'mydb', 'nologrole', '{ROLELOGINCHECK}');
+ * ```
+ *
+ * **Details**
+ *
+ * A procedure, not a function: a launch through the control plane (`bgworker.launch`) takes effect when
+ * its transaction commits, so a function could never wait for its own worker. The procedure launches,
+ * `COMMIT`s, then waits with `bgworker.wait_for_startup`, and returns the pid in its `pid` column, NULL
+ * when no slot was free; it raises `could not start background process` when the worker stopped first.
+ * It validates like worker_spi (`flags array must be one-dimensional`, `flags array must not contain
+ * nulls`, `incorrect flag value found in array`, and the missing database or role that worker_spi's
+ * callers meet in their `regdatabase`/`regrole` casts).
+ *
+ * **Gotchas**
+ *
+ * - `CALL` must run outside an explicit transaction block (`BEGIN; CALL ...` fails with `invalid
+ *   transaction termination`), as any procedure that commits.
+ * - Workers launched this way are named `worker_spi dynamic worker`, without their index: the control
+ *   plane's `bgworker.launch(library, function, arg)` takes no name, where PostgreSQL's launcher sets
+ *   `bgw_name` (and {@link launch} passes one to `Supervisor.launch`).
+ * - The caller needs `EXECUTE` on `bgworker.launch`, that is membership in `bgworker_launcher`
+ *   (worker_spi_launch has no such check).
+ * - Needs the control plane's schema, installed by `ControlPlane.layer()`.
+ *
+ * @category sql
+ * @since 0.1.0
+ */
+export const install = (options: InstallOptions = {}): Effect.Effect<void, SqlError, SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('worker_spi install'))`
+      yield* sql.unsafe(launchProcedure(options))
+    }))
+  })

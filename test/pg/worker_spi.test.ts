@@ -1,0 +1,547 @@
+/**
+ * worker_spi against a real PostgreSQL: the library in examples/worker_spi/worker_spi.ts, driven the way
+ * PostgreSQL's TAP test t/001_worker_spi.pl drives the C module, plus the behaviour worker_spi.c implies
+ * (lost deltas, restarts, quoting) and the SQL `worker_spi_launch` procedure over the control plane.
+ *
+ * Databases and roles carry a per-run suffix (`mydb_<suffix>`): roles are cluster-wide, and a shared
+ * `DATABASE_URL` server may run other suites at the same time.
+ *
+ * Not mirrored: the TAP test's `pg_stat_activity.wait_event = 'WorkerSpiMain'` and `pg_wait_events` checks
+ * read this project's activity view and wait-event catalogue instead (a client session idles on
+ * `Client`/`ClientRead`); `ALLOWCONN` cannot be honoured by a client connection and is asserted to be refused.
+ */
+import { assert, describe, it, layer } from "@effect/vitest"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
+import { randomUUID } from "node:crypto"
+import * as WorkerSpi from "../../examples/worker_spi/worker_spi.ts"
+import * as Activity from "../../src/Activity.ts"
+import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
+import * as Guc from "../../src/Guc.ts"
+import * as ControlPlane from "../../src/pg/ControlPlane.ts"
+import { PgServer } from "../../src/pg/EmbeddedPostgres.ts"
+import * as WorkerConnection from "../../src/pg/WorkerConnection.ts"
+import * as Supervisor from "../../src/Supervisor.ts"
+import { captureLogs } from "../fixtures.ts"
+import * as PgTest from "./support.ts"
+
+// --- names, roles, logs ---
+
+const suffix = randomUUID().slice(0, 8)
+const mydb = `mydb_${suffix}`
+const noconndb = `noconndb_${suffix}`
+const myrole = `myrole_${suffix}`
+const nologrole = `nologrole_${suffix}`
+const outsider = `wspi_outsider_${suffix}`
+const myrolePassword = Redacted.make(randomUUID())
+
+const logs = captureLogs()
+
+/** Clusterwide objects of this run, dropped when the suite ends (databases first: they hold the grants). */
+const cleanup = Layer.effectDiscard(Effect.addFinalizer(() =>
+  SqlClient.use((sql) =>
+    Effect.gen(function*() {
+      for (const db of [mydb, noconndb]) yield* sql.unsafe(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
+      // What the roles' workers created in the suite's database (schema11 is myrole's) goes with them.
+      const roles = yield* sql<{ rolname: string }>`
+        SELECT rolname FROM pg_roles WHERE rolname IN (${myrole}, ${nologrole}, ${outsider})`
+      if (roles.length > 0) yield* sql.unsafe(`DROP OWNED BY ${roles.map((r) => r.rolname).join(", ")}`)
+      yield* sql.unsafe(`DROP ROLE IF EXISTS ${myrole}, ${nologrole}, ${outsider}`)
+    })
+  ).pipe(Effect.orDie)
+))
+
+const Suite = cleanup.pipe(Layer.provideMerge(PgTest.layer({ prefix: "wspi" })))
+
+// --- helpers ---
+
+/**
+ * Runs `body` with a supervisor of its own: worker_spi preloaded (`_PG_init`), its entry point, the
+ * control plane, the worker connector, and these parameter values over the defaults below (naptime 1 s,
+ * one static worker, the suite's database). The supervisor dies when `body` ends.
+ */
+const withWorkerSpi = (settings: Readonly<Record<string, unknown>> = {}) =>
+<A, E, R>(body: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const server = yield* PgServer
+    const overrides = {
+      "worker_spi.database": server.database,
+      "worker_spi.naptime": 1,
+      "worker_spi.total_workers": 1,
+      ...settings
+    }
+    const supervisor = Layer.unwrap(Effect.map(WorkerSpi.entryPoints, (entryPoints) =>
+      Supervisor.layer({ preload: [WorkerSpi.init], entryPoints, shutdownTimeout: "2 seconds" })))
+    const stack = ControlPlane.layer({ pollInterval: "200 millis" }).pipe(
+      Layer.provideMerge(supervisor),
+      Layer.provideMerge(Guc.layer({ overrides })),
+      Layer.provide(WorkerConnection.layer({ passwords: { [myrole]: myrolePassword } })),
+      Layer.provide(logs.layer)
+    )
+    return yield* body.pipe(Effect.provide(stack), Effect.scoped)
+  })
+
+/** Re-runs `check` every 20 ms until it holds; dies after `ms`. */
+const eventually = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, ms = 8000) =>
+  Effect.gen(function*() {
+    const deadline = (yield* Clock.currentTimeMillis) + ms
+    while (!(yield* check)) {
+      if ((yield* Clock.currentTimeMillis) > deadline) return yield* Effect.die(new Error(`timed out waiting for: ${what}`))
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+const logged = (text: string) => Effect.sync(() => logs.lines.some((line) => line.includes(text)))
+
+/** Rows of one query run on `database` (default: the suite's), in a session of its own. */
+const queryOn = (database: string | undefined, text: string) => PgTest.query(text, database === undefined ? {} : { database })
+
+/** Whether `<schema>.counted` exists in `database`. */
+const tableExists = (schema: string, database?: string) =>
+  Effect.map(
+    queryOn(
+      database,
+      `SELECT 1 FROM information_schema.tables WHERE table_schema = '${schema}' AND table_name = 'counted'`
+    ),
+    (rows) => rows.length === 1
+  )
+
+/** `SELECT type, value FROM <table> ORDER BY type, value` as `type|value` strings. */
+const contents = (table: string) =>
+  SqlClient.use((sql) =>
+    Effect.map(
+      sql.unsafe<{ type: string; value: number }>(`SELECT type, value FROM ${table} ORDER BY type, value`),
+      (rows) => rows.map((r) => `${r.type}|${r.value}`)
+    )
+  )
+
+const deltasLeft = (table: string) =>
+  SqlClient.use((sql) =>
+    Effect.map(
+      sql.unsafe<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE type = 'delta'`),
+      (rows) => rows[0]!.n
+    )
+  )
+
+/** The activity row of the worker named `name`, if registered. */
+const activityOf = (name: string) =>
+  Effect.map(Activity.snapshot, (rows) => Option.fromNullishOr(rows.find((r) => r.name === name)))
+
+/** The activity row of the worker with pid `pid` (our pid, not the server's). */
+const activityOfPid = (pid: number) =>
+  Effect.map(Activity.snapshot, (rows) => Option.fromNullishOr(rows.find((r) => r.pid === pid)))
+
+const napping = (row: Option.Option<Activity.ActivityRow>) =>
+  Option.isSome(row) && row.value.waitEvent === WorkerSpi.waitEvent && row.value.waitEventType === "Extension"
+
+/** The server's sessions named `applicationName` (`pg_stat_activity`). */
+const sessionsNamed = (applicationName: string) =>
+  SqlClient.use((sql) =>
+    sql<{ datname: string; usename: string; pid: number; wait_event: string | null }>`
+      SELECT datname, usename, pid, wait_event FROM pg_stat_activity WHERE application_name = ${applicationName}
+      ORDER BY datname`
+  )
+
+/** PostgreSQL's message, code, detail and hint of a failed statement. */
+const pgFailure = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
+  Effect.map(Effect.flip(effect), (error) => {
+    const cause = (error.reason as { readonly cause?: unknown }).cause as {
+      readonly message?: string
+      readonly code?: string
+      readonly hint?: string
+      readonly detail?: string
+    }
+    return { message: cause.message, code: cause.code, hint: cause.hint, detail: cause.detail }
+  })
+
+/** `CALL worker_spi_launch(...)`: the pid column. */
+const callLaunch = (args: string) =>
+  SqlClient.use((sql) =>
+    Effect.map(sql.unsafe<{ pid: number | null }>(`CALL worker_spi_launch(${args})`), (rows) => rows[0]!.pid)
+  )
+
+const ensureDatabase = (name: string, options = "") =>
+  SqlClient.use((sql) =>
+    Effect.gen(function*() {
+      const rows = yield* sql`SELECT 1 FROM pg_database WHERE datname = ${name}`
+      if (rows.length === 0) yield* sql.unsafe(`CREATE DATABASE ${name}${options === "" ? "" : ` ${options}`}`)
+    })
+  )
+
+const ensureRole = (name: string, options: string) =>
+  SqlClient.use((sql) =>
+    sql.unsafe(`DO $$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${name}') THEN CREATE ROLE ${name} ${options}; END IF;
+    END $$`)
+  )
+
+// --- pure parts ---
+
+describe("worker_spi definitions", () => {
+  it("builds worker_spi's statements exactly, tabs and missing space included", () => {
+    const texts = WorkerSpi.statements("schema4", "counted")
+    assert.strictEqual(texts.count, "select count(*) from pg_namespace where nspname = 'schema4'")
+    assert.strictEqual(
+      texts.create,
+      "CREATE SCHEMA \"schema4\" CREATE TABLE \"counted\" (\t\ttype text CHECK (type IN ('total', 'delta')), " +
+        "\t\tvalue\tinteger)CREATE UNIQUE INDEX \"counted_unique_total\" ON \"counted\" (type) WHERE type = 'total'"
+    )
+    assert.strictEqual(
+      texts.summary,
+      "WITH deleted AS (DELETE FROM schema4.counted WHERE type = 'delta' RETURNING value), total AS " +
+        "(SELECT coalesce(sum(value), 0) as sum FROM deleted) UPDATE schema4.counted SET value = counted.value + " +
+        "total.sum FROM total WHERE type = 'total' RETURNING counted.value"
+    )
+  })
+
+  it("quotes identifiers only when PostgreSQL's quote_identifier would", () => {
+    assert.strictEqual(WorkerSpi.quoteIdentifier("schema4"), "schema4")
+    assert.strictEqual(WorkerSpi.quoteIdentifier("_x1"), "_x1")
+    assert.strictEqual(WorkerSpi.quoteIdentifier("My Schema7"), "\"My Schema7\"")
+    assert.strictEqual(WorkerSpi.quoteIdentifier("select"), "\"select\"")
+    assert.strictEqual(WorkerSpi.quoteIdentifier("name"), "name") // unreserved keyword
+    assert.strictEqual(WorkerSpi.quoteIdentifier("1abc"), "\"1abc\"")
+    assert.strictEqual(WorkerSpi.quoteIdentifier("a\"b"), "\"a\"\"b\"")
+  })
+
+  it.effect("defines the four parameters of _PG_init with their types, bounds, contexts and descriptions", () =>
+    Effect.gen(function*() {
+      const rows = (yield* Guc.settings).filter((row) => row.name.startsWith("worker_spi."))
+      const shown = rows.map((r) =>
+        [r.name, r.vartype, r.boot_val, r.min_val, r.max_val, r.unit, r.context, r.short_desc].join(" | ")
+      )
+      assert.deepStrictEqual(shown, [
+        "worker_spi.database | string | postgres |  |  |  | sighup | Database to connect to.",
+        "worker_spi.naptime | integer | 10 | 1 | 2147483647 |  | sighup | Duration between each check (in seconds).",
+        "worker_spi.role | string |  |  |  |  | sighup | Role to connect with.",
+        "worker_spi.total_workers | integer | 2 | 1 | 100 |  | postmaster | Number of workers."
+      ])
+    }).pipe(Effect.provide(Guc.layer({
+      parameters: [WorkerSpi.Naptime, WorkerSpi.Database, WorkerSpi.Role, WorkerSpi.TotalWorkers]
+    }))))
+})
+
+// --- against the server ---
+
+layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
+  it.effect("a launched worker creates schema4.counted, and a reload folds the deltas into exactly total|1", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const pid = yield* WorkerSpi.launch({ index: 4 })
+      assert.isNumber(pid)
+      yield* eventually("schema4.counted", tableExists("schema4"))
+      assert.isTrue(yield* logged("INFO worker_spi dynamic worker 4 initialized with schema4.counted"))
+      yield* sql`INSERT INTO schema4.counted VALUES ('total', 0), ('delta', 1)`
+      yield* Supervisor.reload // $node->reload: forces the worker to loop once
+      yield* eventually("the delta to be folded", Effect.map(deltasLeft("schema4.counted"), (n) => n === 0))
+      assert.deepStrictEqual(yield* contents("schema4.counted"), ["total|1"])
+      yield* eventually("the count line", logged("INFO worker_spi dynamic worker 4: count in schema4.counted is now 1"))
+      // The static worker of the preload (total_workers = 1) runs beside it.
+      yield* eventually("schema1.counted", tableExists("schema1"))
+    })))
+
+  it.effect("without a reload the worker wakes every worker_spi.naptime seconds and folds what it finds", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const pid = (yield* WorkerSpi.launch({ index: 6 }))!
+      yield* eventually("schema6.counted", tableExists("schema6"))
+      yield* eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
+      yield* sql`INSERT INTO schema6.counted VALUES ('total', 0), ('delta', 7)`
+      const start = yield* Clock.currentTimeMillis
+      yield* eventually("a timed cycle", Effect.map(contents("schema6.counted"), (rows) => rows[0] === "total|7"), 3000)
+      assert.isBelow((yield* Clock.currentTimeMillis) - start, 2500) // naptime is 1 second
+    })))
+
+  it.effect("while idle a worker waits on WorkerSpiMain (type Extension), listed in the wait-event catalogue", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      const pid = (yield* WorkerSpi.launch({ index: 5 }))!
+      yield* eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
+      const row = Option.getOrThrow(yield* activityOfPid(pid))
+      assert.strictEqual(row.backendType, "worker_spi dynamic")
+      assert.strictEqual(row.state, "idle")
+      const events = yield* Activity.waitEvents
+      assert.isTrue(events.some((e) => e.type === "Extension" && e.name === "WorkerSpiMain"))
+      // The server itself sees an idle client: its wait event is ClientRead, not the custom one.
+      const server = yield* sessionsNamed("worker_spi dynamic worker 5")
+      assert.deepStrictEqual(server.map((r) => r.wait_event), ["ClientRead"])
+    })))
+
+  it.effect("total_workers=3 and database=mydb start three static workers of type worker_spi on mydb", () =>
+    Effect.gen(function*() {
+      yield* ensureDatabase(mydb)
+      yield* withWorkerSpi({ "worker_spi.total_workers": 3, "worker_spi.database": mydb })(Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const sessions = () =>
+          sql<{ application_name: string }>`
+            SELECT application_name FROM pg_stat_activity
+            WHERE datname = ${mydb} AND application_name LIKE 'worker_spi worker %' ORDER BY application_name`
+        yield* eventually("three sessions on mydb", Effect.map(sessions(), (rows) => rows.length === 3))
+        assert.deepStrictEqual((yield* sessions()).map((r) => r.application_name), [
+          "worker_spi worker 1",
+          "worker_spi worker 2",
+          "worker_spi worker 3"
+        ])
+        const rows = (yield* Activity.snapshot).filter((r) => r.backendType === "worker_spi")
+        assert.deepStrictEqual(rows.map((r) => [r.name, r.origin]), [
+          ["worker_spi worker 1", "static"],
+          ["worker_spi worker 2", "static"],
+          ["worker_spi worker 3", "static"]
+        ])
+        yield* eventually("all three to nap", Effect.map(Activity.snapshot, (all) =>
+          all.filter((r) => r.backendType === "worker_spi" && napping(Option.some(r))).length === 3))
+        for (const i of [1, 2, 3]) assert.isTrue(yield* tableExists(`schema${i}`, mydb))
+      }))
+    }))
+
+  it.effect("dynamic workers on two databases with a role connect as that role, named after their index", () =>
+    Effect.gen(function*() {
+      const server = yield* PgServer
+      yield* ensureDatabase(mydb)
+      yield* ensureRole(myrole, `SUPERUSER LOGIN PASSWORD '${Redacted.value(myrolePassword)}'`)
+      yield* withWorkerSpi()(Effect.gen(function*() {
+        const first = (yield* WorkerSpi.launch({ index: 10, database: mydb, role: myrole }))!
+        const second = (yield* WorkerSpi.launch({ index: 11, database: server.database, role: myrole }))!
+        yield* eventually("both to nap", Effect.map(
+          Effect.all([activityOfPid(first), activityOfPid(second)]),
+          (rows) => rows.every(napping)
+        ))
+        const seen = [
+          ...(yield* sessionsNamed("worker_spi dynamic worker 10")),
+          ...(yield* sessionsNamed("worker_spi dynamic worker 11"))
+        ].map((r) => `${r.datname}|${r.usename}`)
+        assert.deepStrictEqual(seen, [`${mydb}|${myrole}`, `${server.database}|${myrole}`])
+      }))
+    }))
+
+  it.effect("a database that does not accept connections stops the worker with PostgreSQL's message; ALLOWCONN is refused", () =>
+    Effect.gen(function*() {
+      yield* ensureDatabase(noconndb, "ALLOW_CONNECTIONS false")
+      yield* withWorkerSpi()(Effect.gen(function*() {
+        // Like the TAP test's plain psql call: the worker may already be seen stopped.
+        yield* Effect.exit(WorkerSpi.launch({ index: 12, database: noconndb }))
+        yield* eventually(
+          "the refusal in the log",
+          logged(`database "${noconndb}" is not currently accepting connections`)
+        )
+        yield* Effect.exit(WorkerSpi.launch({ index: 12, database: noconndb, flags: ["ALLOWCONN"] }))
+        yield* eventually("the bypass refusal in the log", logged("BGWORKER_BYPASS_ALLOWCONN is not available"))
+        assert.isTrue(Option.isNone(yield* activityOf("worker_spi dynamic worker 12")))
+      }))
+    }))
+
+  it.effect("a NOLOGIN role is not permitted to log in, unless the worker is launched with ROLELOGINCHECK", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      yield* ensureDatabase(mydb)
+      yield* ensureRole(nologrole, "NOLOGIN")
+      yield* sql.unsafe(`GRANT CREATE ON DATABASE ${mydb} TO ${nologrole}`)
+      yield* withWorkerSpi()(Effect.gen(function*() {
+        // The worker may already be seen stopped by the launch, which then fails as worker_spi_launch does.
+        const refused = yield* Effect.result(WorkerSpi.launch({ index: 13, database: mydb, role: nologrole }))
+        if (Result.isFailure(refused)) assert.strictEqual(refused.failure.message, "could not start background process")
+        yield* eventually("the refusal in the log", logged(`role "${nologrole}" is not permitted to log in`))
+        const pid = (yield* WorkerSpi.launch({ index: 13, database: mydb, role: nologrole, flags: ["ROLELOGINCHECK"] }))!
+        yield* eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
+        // The session logs in as the administrator and becomes the role: the schema it created is the role's.
+        const owner = yield* queryOn(
+          mydb,
+          `SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'schema13'`
+        )
+        assert.deepStrictEqual(owner, [[nologrole]])
+        const sessions = yield* sessionsNamed("worker_spi dynamic worker 13")
+        assert.deepStrictEqual(sessions.map((r) => r.datname), [mydb])
+      }))
+    }))
+
+  it.effect("an unknown flag is refused with PostgreSQL's message and nothing is launched", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      const before = (yield* Activity.snapshot).length
+      const failure = yield* Effect.flip(WorkerSpi.launch({ index: 14, flags: ["ALLOWCONN", "BOGUS"] }))
+      assert.strictEqual(failure.message, "incorrect flag value found in array")
+      // The argument schema refuses it too, for launches that bypass the helper.
+      const direct = yield* Effect.flip(Supervisor.launch({
+        library: WorkerSpi.library,
+        function: WorkerSpi.mainFunction,
+        argument: { index: 14, flags: ["BOGUS"] }
+      }))
+      assert.include(direct.message, "incorrect flag value found in array")
+      assert.strictEqual((yield* Activity.snapshot).length, before)
+    })))
+
+  it.effect("deltas inserted before a total exists are consumed and lost, and nothing is logged", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      const sql = yield* SqlClient
+      yield* WorkerSpi.launch({ index: 15 })
+      yield* eventually("schema15.counted", tableExists("schema15"))
+      yield* sql`INSERT INTO schema15.counted VALUES ('delta', 5), ('delta', 6)`
+      yield* Supervisor.reload
+      yield* eventually("the deltas to be consumed", Effect.map(deltasLeft("schema15.counted"), (n) => n === 0))
+      assert.deepStrictEqual(yield* contents("schema15.counted"), [])
+      assert.isFalse(yield* logged("count in schema15.counted"))
+      // A total inserted afterwards starts from what it is given: the lost deltas stay lost.
+      yield* sql`INSERT INTO schema15.counted VALUES ('total', 0), ('delta', 2)`
+      yield* Supervisor.reload
+      yield* eventually("the next delta", Effect.map(deltasLeft("schema15.counted"), (n) => n === 0))
+      assert.deepStrictEqual(yield* contents("schema15.counted"), ["total|2"])
+    })))
+
+  it.effect("pg_terminate_backend on a restartable worker's session restarts it, and no delta is lost", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const gucs = yield* Guc.Gucs
+      const name = "worker_spi restartable worker 16"
+      const worker = WorkerSpi.make(gucs, {
+        name,
+        type: "worker_spi",
+        restart: BackgroundWorker.restartAfter("100 millis")
+      })
+      const handle = yield* Supervisor.register(worker, { index: 16 })
+      yield* eventually("schema16.counted", tableExists("schema16"))
+      yield* sql`INSERT INTO schema16.counted VALUES ('total', 0), ('delta', 1), ('delta', 2)`
+      yield* Supervisor.reload
+      yield* eventually("the first deltas", Effect.map(deltasLeft("schema16.counted"), (n) => n === 0))
+      const [session] = yield* sessionsNamed(name)
+      yield* sql`SELECT pg_terminate_backend(${session!.pid})`
+      yield* sql`INSERT INTO schema16.counted VALUES ('delta', 10), ('delta', 20)`
+      // The worker notices at its next statement, fails, and comes back with a new session.
+      yield* Supervisor.reload
+      yield* eventually("a restart", Effect.map(Supervisor.info(handle), (row) =>
+        Option.isSome(row) && row.value.restartCount === 1 && row.value.registration === "running"))
+      const row = Option.getOrThrow(yield* Supervisor.info(handle))
+      assert.strictEqual(row.lastExit?.kind, "failed")
+      yield* eventually("the new session to nap", Effect.map(activityOf(name), napping))
+      yield* Supervisor.reload
+      yield* eventually("every delta folded", Effect.map(contents("schema16.counted"), (rows) =>
+        rows.length === 1 && rows[0] === "total|33"))
+      yield* eventually("one session, a new one", Effect.map(sessionsNamed(name), (rows) =>
+        rows.length === 1 && rows[0]!.pid !== session!.pid))
+    })))
+
+  it.effect("a schema name that needs quoting is quoted in every statement", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const pid = (yield* WorkerSpi.launch({ index: 17, schemaPrefix: "My Schema" }))!
+      yield* eventually("\"My Schema17\".counted", tableExists("My Schema17"))
+      yield* sql`INSERT INTO "My Schema17".counted VALUES ('total', 0), ('delta', 3)`
+      yield* Supervisor.reload
+      yield* eventually(
+        "the count line",
+        logged("INFO worker_spi dynamic worker 17: count in \"My Schema17\".counted is now 3")
+      )
+      assert.isTrue(yield* logged("INFO worker_spi dynamic worker 17 initialized with My Schema17.counted"))
+      const row = Option.getOrThrow(yield* activityOfPid(pid))
+      assert.strictEqual(row.query, WorkerSpi.statements("My Schema17", "counted").summary)
+      assert.include(row.query, "UPDATE \"My Schema17\".counted SET value = counted.value + total.sum")
+    })))
+
+  it.effect("with every slot taken a launch returns null, without an error", () =>
+    withWorkerSpi({ max_worker_processes: 2, "worker_spi.total_workers": 2 })(Effect.gen(function*() {
+      yield* WorkerSpi.install()
+      assert.isNull(yield* WorkerSpi.launch({ index: 18 }))
+      assert.isNull(yield* callLaunch("18"))
+    })))
+
+  it.effect("the reserved prefix removes unknown worker_spi.* settings with a warning", () =>
+    withWorkerSpi({ "worker_spi.bogus": 1 })(Effect.gen(function*() {
+      assert.isTrue(
+        yield* logged(
+          "invalid configuration parameter name \"worker_spi.bogus\", removing it; \"worker_spi\" is now a reserved prefix."
+        )
+      )
+      assert.isTrue(Result.isFailure(yield* Effect.result(Guc.show("worker_spi.bogus"))))
+      assert.strictEqual(yield* Guc.show("worker_spi.naptime"), "1")
+    })))
+
+  // --- SQL: CALL worker_spi_launch over the control plane ---
+
+  it.effect("CALL worker_spi_launch(index) returns the pid of a running worker, which folds deltas", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      const sql = yield* SqlClient
+      yield* WorkerSpi.install()
+      yield* WorkerSpi.install() // idempotent
+      const pid = yield* callLaunch("20")
+      assert.isNumber(pid)
+      const row = Option.getOrThrow(yield* activityOfPid(pid!))
+      assert.strictEqual(row.backendType, "worker_spi dynamic")
+      yield* eventually("schema20.counted", tableExists("schema20"))
+      yield* sql`INSERT INTO schema20.counted VALUES ('total', 0), ('delta', 1)`
+      yield* sql`SELECT bgworker.reload()`
+      yield* eventually("the delta to be folded", Effect.map(deltasLeft("schema20.counted"), (n) => n === 0))
+      assert.deepStrictEqual(yield* contents("schema20.counted"), ["total|1"])
+      // Named arguments, a database and a role by name.
+      const other = yield* callLaunch(`21, database => current_database(), flags => '{ROLELOGINCHECK}'`)
+      assert.isNumber(other)
+    })))
+
+  it.effect("CALL worker_spi_launch validates like worker_spi: flags, dimensions, nulls, unknown names", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      yield* WorkerSpi.install()
+      const before = (yield* Activity.snapshot).length
+      const flag = yield* pgFailure(callLaunch(`22, NULL, NULL, '{BOGUS}'`))
+      assert.deepStrictEqual([flag.message, flag.code], ["incorrect flag value found in array", "22023"])
+      const dims = yield* pgFailure(callLaunch(`22, NULL, NULL, '{{ALLOWCONN},{ALLOWCONN}}'`))
+      assert.deepStrictEqual([dims.message, dims.code], ["flags array must be one-dimensional", "2202E"])
+      const nulls = yield* pgFailure(callLaunch(`22, NULL, NULL, ARRAY[NULL]::text[]`))
+      assert.deepStrictEqual([nulls.message, nulls.code], ["flags array must not contain nulls", "22004"])
+      const db = yield* pgFailure(callLaunch(`22, 'no_such_db_${suffix}'`))
+      assert.deepStrictEqual([db.message, db.code], [`database "no_such_db_${suffix}" does not exist`, "3D000"])
+      const role = yield* pgFailure(callLaunch(`22, NULL, 'no_such_role_${suffix}'`))
+      assert.deepStrictEqual([role.message, role.code], [`role "no_such_role_${suffix}" does not exist`, "42704"])
+      assert.isNull(yield* callLaunch("NULL")) // STRICT
+      assert.strictEqual((yield* Activity.snapshot).length, before)
+    })))
+
+  it.effect("an unknown entry point or an argument that does not decode is refused through SQL, and nothing starts", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const before = (yield* Activity.snapshot).length
+      const launchRaw = (fn: string, arg: string) =>
+        Effect.flatMap(
+          sql<{ handle: string }>`SELECT bgworker.launch('worker_spi', ${fn}, ${arg}::jsonb) AS handle`,
+          (rows) => sql`SELECT bgworker.wait_for_startup(${rows[0]!.handle})`
+        )
+      const unknown = yield* pgFailure(launchRaw("worker_spi_nope", `{"index": 1}`))
+      assert.strictEqual(unknown.message, "could not start background process")
+      assert.strictEqual(unknown.detail, `could not find function "worker_spi_nope" in library "worker_spi"`)
+      const bad = yield* pgFailure(launchRaw("worker_spi_main", `{"index": "one"}`))
+      assert.strictEqual(bad.message, "could not start background process")
+      assert.include(bad.detail, "invalid argument")
+      const flags = yield* pgFailure(launchRaw("worker_spi_main", `{"index": 1, "flags": ["BOGUS"]}`))
+      assert.include(flags.detail, "incorrect flag value found in array")
+      assert.strictEqual((yield* Activity.snapshot).length, before)
+    })))
+
+  it.effect("CALL worker_spi_launch without the bgworker_launcher role is denied", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      const sql = yield* SqlClient
+      yield* WorkerSpi.install()
+      yield* ensureRole(outsider, "NOLOGIN")
+      const denied = yield* pgFailure(Effect.scoped(Effect.gen(function*() {
+        const conn = yield* sql.reserve
+        yield* conn.executeUnprepared(`SET ROLE ${outsider}`, [], undefined)
+        return yield* Effect.ensuring(
+          conn.executeUnprepared(`CALL worker_spi_launch(23)`, [], undefined),
+          Effect.ignore(conn.executeUnprepared(`RESET ROLE`, [], undefined))
+        )
+      })))
+      assert.deepStrictEqual([denied.message, denied.code], ["permission denied for function launch", "42501"])
+      // Granted the launcher role, the same caller may launch.
+      yield* sql.unsafe(`GRANT ${ControlPlane.launcherRole()} TO ${outsider}`)
+      const pid = yield* Effect.scoped(Effect.gen(function*() {
+        const conn = yield* sql.reserve
+        yield* conn.executeUnprepared(`SET ROLE ${outsider}`, [], undefined)
+        const rows = yield* Effect.ensuring(
+          conn.executeUnprepared(`CALL worker_spi_launch(23)`, [], undefined),
+          Effect.ignore(conn.executeUnprepared(`RESET ROLE`, [], undefined))
+        )
+        return (rows[0] as { pid: number | null }).pid
+      }))
+      assert.isNumber(pid)
+    })))
+})
