@@ -592,7 +592,8 @@ BEGIN
     'index', index,
     'database', database,
     'role', role,
-    'flags', CASE WHEN pg_catalog.cardinality(flags) = 0 THEN NULL ELSE pg_catalog.to_jsonb(flags) END)));
+    'flags', CASE WHEN pg_catalog.cardinality(flags) = 0 THEN NULL ELSE pg_catalog.to_jsonb(flags) END)),
+    'worker_spi dynamic worker ' || index, 'worker_spi dynamic');
   -- The launch takes effect at commit: commit it, then wait in a new transaction.
   COMMIT;
   pid := ${cp}.wait_for_startup(handle);
@@ -624,9 +625,8 @@ $worker_spi$`
  *
  * - `CALL` must run outside an explicit transaction block (`BEGIN; CALL ...` fails with `invalid
  *   transaction termination`), as any procedure that commits.
- * - Workers launched this way are named `worker_spi dynamic worker`, without their index: the control
- *   plane's `bgworker.launch(library, function, arg)` takes no name, where PostgreSQL's launcher sets
- *   `bgw_name` (and {@link launch} passes one to `Supervisor.launch`).
+ * - Workers launched this way are named `worker_spi dynamic worker N` through `bgworker.launch`'s `name`
+ *   argument, as PostgreSQL's launcher sets `bgw_name`.
  * - The caller needs `EXECUTE` on `bgworker.launch`, that is membership in `bgworker_launcher`
  *   (worker_spi_launch has no such check).
  * - Needs the control plane's schema, installed by `ControlPlane.layer()`.

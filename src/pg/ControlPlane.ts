@@ -10,7 +10,7 @@
  *
  * | function | does |
  * |---|---|
- * | `bgworker.launch(library text, function text, arg jsonb DEFAULT NULL) RETURNS bigint` | asks for a launch; returns the handle |
+ * | `bgworker.launch(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL, type text DEFAULT NULL) RETURNS bigint` | asks for a launch (`name`/`type` are `bgw_name`/`bgw_type`, else the entry point's); returns the handle |
  * | `bgworker.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer` | the pid; NULL when no slot was free |
  * | `bgworker.terminate(handle bigint) RETURNS void` | `Supervisor.terminate` |
  * | `bgworker.set_latch(handle bigint) RETURNS void` | `Supervisor.setLatch` |

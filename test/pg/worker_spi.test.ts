@@ -469,6 +469,7 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       assert.isNumber(pid)
       const row = Option.getOrThrow(yield* activityOfPid(pid!))
       assert.strictEqual(row.backendType, "worker_spi dynamic")
+      assert.strictEqual(row.name, "worker_spi dynamic worker 20")
       yield* eventually("schema20.counted", tableExists("schema20"))
       yield* sql`INSERT INTO schema20.counted VALUES ('total', 0), ('delta', 1)`
       yield* sql`SELECT bgworker.reload()`

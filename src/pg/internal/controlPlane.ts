@@ -99,6 +99,9 @@ interface PendingRow {
   readonly function: string | null
   readonly arg: unknown
   readonly no_arg: boolean
+  /** `bgw_name` / `bgw_type` given to `launch`, else the entry point's. */
+  readonly name: string | null
+  readonly type: string | null
   readonly requested_by: string
   readonly target: bigint | null
   readonly target_state: string | null
@@ -255,7 +258,9 @@ export const make = (
         const result = yield* Effect.result(supervisor.launch({
           library: row.library!,
           function: row.function!,
-          argument: row.no_arg ? undefined : row.arg
+          argument: row.no_arg ? undefined : row.arg,
+          name: row.name ?? undefined,
+          type: row.type ?? undefined
         }))
         if (result._tag === "Failure") {
           const error = result.failure
@@ -309,7 +314,7 @@ export const make = (
 
     const pending = (after: bigint) =>
       sql<PendingRow>`
-        SELECT r.id, r.kind, r.library, r.function, r.arg, r.arg IS NULL AS no_arg, r.requested_by,
+        SELECT r.id, r.kind, r.library, r.function, r.arg, r.arg IS NULL AS no_arg, r.name, r.type, r.requested_by,
                t.id AS target, t.state AS target_state, t.supervisor_id AS target_supervisor,
                t.handle AS target_handle
         FROM ${table("_requests")} r LEFT JOIN ${table("_requests")} t ON t.id = r.target

@@ -83,6 +83,8 @@ $do$`,
   library text,
   function text,
   arg jsonb,
+  name text,
+  type text,
   target bigint REFERENCES ${s}._requests (id),
   requested_by text NOT NULL,
   requested_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -186,7 +188,8 @@ END
 $$`,
 
     // --- the API ---
-    `CREATE FUNCTION ${s}.launch(library text, function text, arg jsonb DEFAULT NULL) RETURNS bigint
+    `CREATE FUNCTION ${s}.launch(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
+  type text DEFAULT NULL) RETURNS bigint
 ${definer}
 AS $$
 DECLARE
@@ -195,8 +198,8 @@ BEGIN
   IF $1 IS NULL OR $2 IS NULL THEN
     RAISE EXCEPTION 'library and function must not be null' USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  INSERT INTO ${s}._requests (kind, library, function, arg, requested_by)
-    VALUES ('launch', $1, $2, $3, ${s}._caller())
+  INSERT INTO ${s}._requests (kind, library, function, arg, name, type, requested_by)
+    VALUES ('launch', $1, $2, $3, $4, $5, ${s}._caller())
     RETURNING id INTO request;
   PERFORM ${s}._notify(request);
   RETURN request;
@@ -297,7 +300,7 @@ ORDER BY g.name`,
 
     // --- privileges ---
     `REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ${s} FROM PUBLIC`,
-    `GRANT EXECUTE ON FUNCTION ${s}.launch(text, text, jsonb), ${s}.wait_for_startup(bigint, interval),
+    `GRANT EXECUTE ON FUNCTION ${s}.launch(text, text, jsonb, text, text), ${s}.wait_for_startup(bigint, interval),
   ${s}.terminate(bigint), ${s}.set_latch(bigint), ${s}.reload() TO ${role}`,
     `GRANT SELECT ON ${s}.activity TO ${role}, pg_read_all_stats`,
     `GRANT SELECT ON ${s}.settings TO ${role}, pg_read_all_settings`
