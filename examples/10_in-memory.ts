@@ -24,12 +24,10 @@
  * PostgreSQL: src/test/modules/worker_spi (the worker loop), src/backend/postmaster/bgworker.c (registration,
  * handles) and postmaster.c (crash restart, shutdown).
  */
-import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
-import * as References from "effect/References"
 import * as Schema from "effect/Schema"
 import * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
@@ -39,6 +37,7 @@ import * as Preload from "../src/Preload.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Shmem from "../src/Shmem.ts"
 import * as Supervisor from "../src/Supervisor.ts"
+import { logger } from "./support.ts"
 
 // --- Shared state ---
 
@@ -217,18 +216,6 @@ const session = Effect.gen(function*() {
 
 // --- Logging ---
 
-/** `12:00:01.234 INFO  [ticker] message`: one line per event, who logged it in brackets (a worker, the session, or
- * the supervisor's own modules). */
-const logger = Logger.make(({ cause, date, fiber, logLevel, message }) => {
-  const annotations = fiber.getRef(References.CurrentLogAnnotations)
-  const source = typeof annotations["module"] === "string"
-    ? annotations["module"].replace(/^effect-bgworker\//, "")
-    : String(annotations["worker"] ?? "main")
-  const text = (Array.isArray(message) ? message : [message]).map(String).join(" ")
-  const time = date.toISOString().slice(11, 23)
-  const detail = cause.reasons.length > 0 ? `\n${Cause.pretty(cause)}` : ""
-  console.log(`${time} ${logLevel.toUpperCase().padEnd(5)} [${source}] ${text}${detail}`)
-})
 
 const supervisor = Supervisor.layer({
   maxWorkerProcesses: 8,

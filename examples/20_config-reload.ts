@@ -27,12 +27,10 @@
  * PostgreSQL: src/test/modules/worker_spi (`_PG_init`, the SIGHUP handling in the main loop),
  * src/backend/utils/misc/guc-file.l (`ProcessConfigFile`) and guc.c (`pg_settings`).
  */
-import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
-import * as References from "effect/References"
 import * as Schema from "effect/Schema"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -43,6 +41,7 @@ import { NodeSupervisor } from "../src/node/index.ts"
 import * as Preload from "../src/Preload.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
+import { logger, exitAfter } from "./support.ts"
 
 /** `argv[2]`, else `DEMO_CONFIG`, else the file beside this one. */
 const configFile = path.resolve(
@@ -159,28 +158,8 @@ const printSettings = Effect.gen(function*() {
   )
 }).pipe(Effect.annotateLogs({ worker: "main" }))
 
-/** `EXAMPLE_EXIT_AFTER_MS`: shut down by itself after that long (exit code 0), as CI runs examples. */
-const exitAfter = Effect.gen(function*() {
-  const ms = Number(process.env["EXAMPLE_EXIT_AFTER_MS"] ?? "")
-  if (!Number.isFinite(ms) || ms <= 0) return
-  yield* Effect.sleep(Duration.millis(ms))
-  yield* Effect.logInfo(`EXAMPLE_EXIT_AFTER_MS=${ms} reached: shutting down`)
-  yield* Supervisor.shutdown("fast")
-}).pipe(Effect.annotateLogs({ worker: "main" }))
-
 // --- Logging ---
 
-/** `12:00:01.234 INFO  [ticker 1] message`: who logged it in brackets (a worker, or the library's modules). */
-const logger = Logger.make(({ cause, date, fiber, logLevel, message }) => {
-  const annotations = fiber.getRef(References.CurrentLogAnnotations)
-  const source = typeof annotations["module"] === "string"
-    ? annotations["module"].replace(/^effect-bgworker\//, "")
-    : String(annotations["worker"] ?? "main")
-  const text = (Array.isArray(message) ? message : [message]).map(String).join(" ")
-  const time = date.toISOString().slice(11, 23)
-  const detail = cause.reasons.length > 0 ? `\n${Cause.pretty(cause)}` : ""
-  console.log(`${time} ${logLevel.toUpperCase().padEnd(5)} [${source}] ${text}${detail}`)
-})
 
 // The registry is in the supervisor's context: SIGHUP re-reads the file before waking the workers, and
 // max_worker_processes and shutdown_timeout come from the file.

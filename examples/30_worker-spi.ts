@@ -37,13 +37,10 @@
  *
  * PostgreSQL: src/test/modules/worker_spi (worker_spi.c, worker_spi--1.0.sql, t/001_worker_spi.pl).
  */
-import * as Cause from "effect/Cause"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Redacted from "effect/Redacted"
-import * as References from "effect/References"
 import * as Schedule from "effect/Schedule"
 import { SqlClient } from "effect/sql/SqlClient"
 import * as path from "node:path"
@@ -55,6 +52,7 @@ import * as EmbeddedPostgres from "../src/pg/EmbeddedPostgres.ts"
 import * as WorkerConnection from "../src/pg/WorkerConnection.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import * as WorkerSpi from "./worker_spi/worker_spi.ts"
+import { logger, exitAfter } from "./support.ts"
 
 /** `argv[2]`, else `WORKER_SPI_CONFIG`, else none (defaults and `BGW_*` variables only). */
 const configArgument = process.argv[2] ?? process.env["WORKER_SPI_CONFIG"]
@@ -107,28 +105,8 @@ const session = Effect.gen(function*() {
   Effect.annotateLogs({ worker: "session" })
 )
 
-/** `EXAMPLE_EXIT_AFTER_MS`: shut down by itself after that long (exit code 0), as CI runs examples. */
-const exitAfter = Effect.gen(function*() {
-  const ms = Number(process.env["EXAMPLE_EXIT_AFTER_MS"] ?? "")
-  if (!Number.isFinite(ms) || ms <= 0) return
-  yield* Effect.sleep(Duration.millis(ms))
-  yield* Effect.logInfo(`EXAMPLE_EXIT_AFTER_MS=${ms} reached: shutting down`)
-  yield* Supervisor.shutdown("fast")
-}).pipe(Effect.annotateLogs({ worker: "main" }))
-
 // --- Logging ---
 
-/** `12:00:01.234 INFO  [worker_spi] message`: the source in brackets (backend type, session, or module). */
-const logger = Logger.make(({ cause, date, fiber, logLevel, message }) => {
-  const annotations = fiber.getRef(References.CurrentLogAnnotations)
-  const source = typeof annotations["module"] === "string"
-    ? annotations["module"].replace(/^effect-bgworker\//, "")
-    : String(annotations["worker"] ?? "main")
-  const text = (Array.isArray(message) ? message : [message]).map(String).join(" ")
-  const time = date.toISOString().slice(11, 23)
-  const detail = cause.reasons.length > 0 ? `\n${Cause.pretty(cause)}` : ""
-  console.log(`${time} ${logLevel.toUpperCase().padEnd(5)} [${source}] ${text}${detail}`)
-})
 
 // --- The program ---
 
