@@ -9,7 +9,6 @@ import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import { SqlClient } from "effect/sql/SqlClient"
-import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
 import * as Activity from "../../src/Activity.ts"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
@@ -126,17 +125,6 @@ const request = (handle: bigint, schema = "bgworker") =>
     }>`SELECT state, handle, pid, status, requested_by, error FROM ${sql(`${schema}._requests`)} WHERE id = ${handle}`
       .pipe(Effect.map((rows) => rows[0]!)))
 
-/** The fields PostgreSQL reported with a failed statement. */
-const pgFailure = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
-  Effect.map(Effect.flip(effect), (error) => {
-    const cause = (error.reason as { readonly cause?: unknown }).cause as {
-      readonly message?: string
-      readonly code?: string
-      readonly hint?: string
-      readonly detail?: string
-    }
-    return { message: cause.message, code: cause.code, hint: cause.hint, detail: cause.detail }
-  })
 
 /** Re-runs `effect` every 5 ms until `done` holds; dies after `withinMs`. Returns the value and the time taken. */
 const pollUntil = <A, E, R>(effect: Effect.Effect<A, E, R>, done: (a: A) => boolean, withinMs = 5000) =>
@@ -211,7 +199,7 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
         )
         assert.strictEqual((yield* Activity.snapshot).length, 0)
         assert.strictEqual((yield* request(handle)).state, "requested")
-        const failure = yield* pgFailure(sql.withTransaction(waitForStartup(handle)))
+        const failure = yield* PgTest.pgFailure(sql.withTransaction(waitForStartup(handle)))
         assert.strictEqual(failure.code, "25001")
         assert.strictEqual(failure.message, "cannot wait for a background worker launched in the same transaction")
         return handle
@@ -225,7 +213,7 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
   it.effect("an unknown entry point makes wait_for_startup raise could not start background process; nothing starts", () =>
     Effect.gen(function*() {
       const handle = yield* launch("nope", "{}")
-      const failure = yield* pgFailure(waitForStartup(handle))
+      const failure = yield* PgTest.pgFailure(waitForStartup(handle))
       assert.deepStrictEqual(failure, {
         message: "could not start background process",
         code: "53000",
@@ -242,7 +230,7 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
   it.effect("an argument that fails the entry point's schema is refused the same way; nothing starts", () =>
     Effect.gen(function*() {
       const handle = yield* launch("napper", JSON.stringify({ naptimeMs: "soon" }))
-      const failure = yield* pgFailure(waitForStartup(handle))
+      const failure = yield* PgTest.pgFailure(waitForStartup(handle))
       assert.strictEqual(failure.message, "could not start background process")
       assert.strictEqual(failure.code, "53000")
       assert.match(failure.detail ?? "", /^background worker "napper": invalid argument/)
@@ -306,7 +294,7 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       const running = yield* launch("napper")
       const pid = yield* waitForStartup(running)
       const waiting = yield* launch("gated", null)
-      const failure = yield* pgFailure(waitForStartup(waiting, "200 milliseconds"))
+      const failure = yield* PgTest.pgFailure(waitForStartup(waiting, "200 milliseconds"))
       assert.strictEqual(failure.code, "57014")
       assert.strictEqual(failure.detail, "The worker is registered but not yet started.")
 
@@ -370,7 +358,7 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
   it.effect("a role without bgworker_launcher gets permission denied on launch", () =>
     Effect.gen(function*() {
       yield* ensureRole(nobody)
-      const failure = yield* pgFailure(asRole(nobody, launch("napper")))
+      const failure = yield* PgTest.pgFailure(asRole(nobody, launch("napper")))
       assert.strictEqual(failure.code, "42501")
       assert.strictEqual(failure.message, "permission denied for function launch")
     }))
@@ -383,7 +371,7 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       const handle = yield* asRole(alice, launch("napper"))
       assert.isNumber(yield* asRole(alice, waitForStartup(handle)))
       assert.strictEqual((yield* request(handle)).requested_by, alice)
-      const refused = yield* pgFailure(asRole(bob, call("terminate", handle)))
+      const refused = yield* PgTest.pgFailure(asRole(bob, call("terminate", handle)))
       assert.strictEqual(refused.code, "42501")
       assert.strictEqual(refused.message, "permission denied to terminate background worker")
       yield* asRole(alice, call("terminate", handle))
@@ -400,11 +388,11 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       yield* ensureRole(alice, "bgworker_launcher")
       for (const table of ["_requests", "_activity", "_settings", "_config", "_migrations"]) {
         for (const role of [nobody, alice]) {
-          const failure = yield* pgFailure(asRole(role, sql.unsafe(`SELECT * FROM bgworker.${table}`)))
+          const failure = yield* PgTest.pgFailure(asRole(role, sql.unsafe(`SELECT * FROM bgworker.${table}`)))
           assert.strictEqual(failure.message, `permission denied for table ${table}`)
         }
       }
-      const viewDenied = yield* pgFailure(asRole(nobody, sql`SELECT * FROM bgworker.activity`))
+      const viewDenied = yield* PgTest.pgFailure(asRole(nobody, sql`SELECT * FROM bgworker.activity`))
       assert.strictEqual(viewDenied.message, "permission denied for view activity")
       yield* asRole(alice, sql`SELECT * FROM bgworker.activity`)
       yield* asRole(alice, sql`SELECT * FROM bgworker.settings`)
@@ -419,7 +407,7 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       // Install, then detach.
       yield* Effect.scoped(Layer.build(plane))
       const early = yield* launch("napper", sleepy, schema)
-      const detached = yield* pgFailure(waitForStartup(early, "1 second", schema))
+      const detached = yield* PgTest.pgFailure(waitForStartup(early, "1 second", schema))
       assert.strictEqual(detached.message, "cannot start background processes without postmaster")
       assert.strictEqual(detached.code, "53000")
 

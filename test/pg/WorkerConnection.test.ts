@@ -19,15 +19,6 @@ const withSupervisor = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.scoped
   )
 
-/** Polls `check` every 20 ms until it holds, for at most `ms`. */
-const eventually = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, ms = 5000) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + ms
-    while (!(yield* check)) {
-      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out waiting for: ${what}`))
-      yield* Effect.sleep("20 millis")
-    }
-  })
 
 const lastExit = (h: WorkerHandle) =>
   Effect.map(Supervisor.info(h), (row) => Option.match(row, { onNone: () => undefined, onSome: (r) => r.lastExit }))
@@ -59,7 +50,7 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
       assert.strictEqual(row.query, "SELECT pg_backend_pid() AS pid")
       yield* Supervisor.terminate(h)
       yield* Supervisor.awaitShutdown(h)
-      yield* eventually("the session to end", Effect.map(
+      yield* PgTest.eventually("the session to end", Effect.map(
         sql`SELECT 1 FROM pg_stat_activity WHERE pid = ${backend}`,
         (rows) => rows.length === 0
       ))
@@ -109,7 +100,7 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
       })
       const h = yield* Supervisor.register(worker)
       yield* Supervisor.awaitShutdown(h)
-      yield* eventually("the failure to be recorded", Effect.map(lastExit(h), (e) => e?.kind === "failed"))
+      yield* PgTest.eventually("the failure to be recorded", Effect.map(lastExit(h), (e) => e?.kind === "failed"))
       assert.deepStrictEqual((yield* sql<{ v: number }>`SELECT v FROM spi_test`).map((r) => r.v), [1])
       const exit = yield* lastExit(h)
       assert.strictEqual(exit?.query, "SELECT 1/0")
@@ -128,7 +119,7 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
         main: () => ProcLatch.wait({ onPostmasterDeath: "exit" })
       })
       const h = yield* Supervisor.register(worker)
-      yield* eventually("the worker to be given up", Effect.map(Supervisor.info(h), (r) =>
+      yield* PgTest.eventually("the worker to be given up", Effect.map(Supervisor.info(h), (r) =>
         Option.isSome(r) && r.value.registration === "given up"))
       const row = Option.getOrThrow(yield* Supervisor.info(h))
       assert.strictEqual(row.lastExit?.message, `database "no_such_db" does not exist`)
@@ -149,7 +140,7 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
         })
       const plain = yield* Supervisor.register(make("plain", false))
       const bypass = yield* Supervisor.register(make("bypass", true))
-      yield* eventually("both to fail", Effect.map(
+      yield* PgTest.eventually("both to fail", Effect.map(
         Effect.all([Supervisor.status(plain), Supervisor.status(bypass)]),
         (ss) => ss.every((s) => s._tag === "Stopped")
       ))
@@ -178,7 +169,7 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
             })
         })
       const refused = yield* Supervisor.register(make("refused", false))
-      yield* eventually("the refusal", Effect.map(lastExit(refused), (e) => e != null))
+      yield* PgTest.eventually("the refusal", Effect.map(lastExit(refused), (e) => e != null))
       assert.strictEqual((yield* lastExit(refused))?.message, `role "nologrole" is not permitted to log in`)
       yield* Supervisor.register(make("bypassing", true))
       assert.strictEqual(yield* Deferred.await(sessionUser), "nologrole")
@@ -204,9 +195,9 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
           })
       })
       const h = yield* Supervisor.register(worker)
-      yield* eventually("the first backend", Effect.sync(() => backends.length === 1))
+      yield* PgTest.eventually("the first backend", Effect.sync(() => backends.length === 1))
       yield* sql`SELECT pg_terminate_backend(${backends[0]!})`
-      yield* eventually("a second backend", Effect.sync(() => backends.length === 2))
+      yield* PgTest.eventually("a second backend", Effect.sync(() => backends.length === 2))
       const row = Option.getOrThrow(yield* Supervisor.info(h))
       assert.strictEqual(row.lastExit?.kind, "failed")
       assert.strictEqual(row.restartCount, 1)

@@ -12,6 +12,7 @@
  */
 import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as Config from "effect/Config"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as SqlClient from "effect/sql/SqlClient"
@@ -77,3 +78,25 @@ export const query = (
   options: EmbeddedPostgres.ClientOptions = {}
 ): Effect.Effect<ReadonlyArray<ReadonlyArray<unknown>>, SqlError.SqlError, EmbeddedPostgres.PgServer> =>
   Effect.scoped(Effect.flatMap(EmbeddedPostgres.connect(options), (connection) => connection.queryValues(text)))
+
+/** Re-runs `check` every 20 ms until it holds; dies after `ms` (real time: these suites use a live clock). */
+export const eventually = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, ms = 8000) =>
+  Effect.gen(function*() {
+    const deadline = (yield* Clock.currentTimeMillis) + ms
+    while (!(yield* check)) {
+      if ((yield* Clock.currentTimeMillis) > deadline) return yield* Effect.die(new Error(`timed out waiting for: ${what}`))
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+/** PostgreSQL's message, code, detail and hint of a statement that failed. */
+export const pgFailure = <A, R>(effect: Effect.Effect<A, SqlError.SqlError, R>) =>
+  Effect.map(Effect.flip(effect), (error) => {
+    const cause = (error.reason as { readonly cause?: unknown }).cause as {
+      readonly message?: string
+      readonly code?: string
+      readonly hint?: string
+      readonly detail?: string
+    }
+    return { message: cause.message, code: cause.code, hint: cause.hint, detail: cause.detail }
+  })

@@ -18,7 +18,6 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
 import { SqlClient } from "effect/sql/SqlClient"
-import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
 import * as WorkerSpi from "../../examples/worker_spi/worker_spi.ts"
 import * as Activity from "../../src/Activity.ts"
@@ -87,15 +86,6 @@ const withWorkerSpi = (settings: Readonly<Record<string, unknown>> = {}) =>
     return yield* body.pipe(Effect.provide(stack), Effect.scoped)
   })
 
-/** Re-runs `check` every 20 ms until it holds; dies after `ms`. */
-const eventually = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, ms = 8000) =>
-  Effect.gen(function*() {
-    const deadline = (yield* Clock.currentTimeMillis) + ms
-    while (!(yield* check)) {
-      if ((yield* Clock.currentTimeMillis) > deadline) return yield* Effect.die(new Error(`timed out waiting for: ${what}`))
-      yield* Effect.sleep("20 millis")
-    }
-  })
 
 const logged = (text: string) => Effect.sync(() => logs.lines.some((line) => line.includes(text)))
 
@@ -148,17 +138,6 @@ const sessionsNamed = (applicationName: string) =>
       ORDER BY datname`
   )
 
-/** PostgreSQL's message, code, detail and hint of a failed statement. */
-const pgFailure = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
-  Effect.map(Effect.flip(effect), (error) => {
-    const cause = (error.reason as { readonly cause?: unknown }).cause as {
-      readonly message?: string
-      readonly code?: string
-      readonly hint?: string
-      readonly detail?: string
-    }
-    return { message: cause.message, code: cause.code, hint: cause.hint, detail: cause.detail }
-  })
 
 /** `CALL worker_spi_launch(...)`: the pid column. */
 const callLaunch = (args: string) =>
@@ -235,33 +214,33 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       const sql = yield* SqlClient
       const pid = yield* WorkerSpi.launch({ index: 4 })
       assert.isNumber(pid)
-      yield* eventually("schema4.counted", tableExists("schema4"))
+      yield* PgTest.eventually("schema4.counted", tableExists("schema4"))
       assert.isTrue(yield* logged("INFO worker_spi dynamic worker 4 initialized with schema4.counted"))
       yield* sql`INSERT INTO schema4.counted VALUES ('total', 0), ('delta', 1)`
       yield* Supervisor.reload // $node->reload: forces the worker to loop once
-      yield* eventually("the delta to be folded", Effect.map(deltasLeft("schema4.counted"), (n) => n === 0))
+      yield* PgTest.eventually("the delta to be folded", Effect.map(deltasLeft("schema4.counted"), (n) => n === 0))
       assert.deepStrictEqual(yield* contents("schema4.counted"), ["total|1"])
-      yield* eventually("the count line", logged("INFO worker_spi dynamic worker 4: count in schema4.counted is now 1"))
+      yield* PgTest.eventually("the count line", logged("INFO worker_spi dynamic worker 4: count in schema4.counted is now 1"))
       // The static worker of the preload (total_workers = 1) runs beside it.
-      yield* eventually("schema1.counted", tableExists("schema1"))
+      yield* PgTest.eventually("schema1.counted", tableExists("schema1"))
     })))
 
   it.effect("without a reload the worker wakes every worker_spi.naptime seconds and folds what it finds", () =>
     withWorkerSpi()(Effect.gen(function*() {
       const sql = yield* SqlClient
       const pid = (yield* WorkerSpi.launch({ index: 6 }))!
-      yield* eventually("schema6.counted", tableExists("schema6"))
-      yield* eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
+      yield* PgTest.eventually("schema6.counted", tableExists("schema6"))
+      yield* PgTest.eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
       yield* sql`INSERT INTO schema6.counted VALUES ('total', 0), ('delta', 7)`
       const start = yield* Clock.currentTimeMillis
-      yield* eventually("a timed cycle", Effect.map(contents("schema6.counted"), (rows) => rows[0] === "total|7"), 3000)
+      yield* PgTest.eventually("a timed cycle", Effect.map(contents("schema6.counted"), (rows) => rows[0] === "total|7"), 3000)
       assert.isBelow((yield* Clock.currentTimeMillis) - start, 2500) // naptime is 1 second
     })))
 
   it.effect("while idle a worker waits on WorkerSpiMain (type Extension), listed in the wait-event catalogue", () =>
     withWorkerSpi()(Effect.gen(function*() {
       const pid = (yield* WorkerSpi.launch({ index: 5 }))!
-      yield* eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
+      yield* PgTest.eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
       const row = Option.getOrThrow(yield* activityOfPid(pid))
       assert.strictEqual(row.backendType, "worker_spi dynamic")
       assert.strictEqual(row.state, "idle")
@@ -281,7 +260,7 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
           sql<{ application_name: string }>`
             SELECT application_name FROM pg_stat_activity
             WHERE datname = ${mydb} AND application_name LIKE 'worker_spi worker %' ORDER BY application_name`
-        yield* eventually("three sessions on mydb", Effect.map(sessions(), (rows) => rows.length === 3))
+        yield* PgTest.eventually("three sessions on mydb", Effect.map(sessions(), (rows) => rows.length === 3))
         assert.deepStrictEqual((yield* sessions()).map((r) => r.application_name), [
           "worker_spi worker 1",
           "worker_spi worker 2",
@@ -293,7 +272,7 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
           ["worker_spi worker 2", "static"],
           ["worker_spi worker 3", "static"]
         ])
-        yield* eventually("all three to nap", Effect.map(Activity.snapshot, (all) =>
+        yield* PgTest.eventually("all three to nap", Effect.map(Activity.snapshot, (all) =>
           all.filter((r) => r.backendType === "worker_spi" && napping(Option.some(r))).length === 3))
         for (const i of [1, 2, 3]) assert.isTrue(yield* tableExists(`schema${i}`, mydb))
       }))
@@ -307,7 +286,7 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       yield* withWorkerSpi()(Effect.gen(function*() {
         const first = (yield* WorkerSpi.launch({ index: 10, database: mydb, role: myrole }))!
         const second = (yield* WorkerSpi.launch({ index: 11, database: server.database, role: myrole }))!
-        yield* eventually("both to nap", Effect.map(
+        yield* PgTest.eventually("both to nap", Effect.map(
           Effect.all([activityOfPid(first), activityOfPid(second)]),
           (rows) => rows.every(napping)
         ))
@@ -325,12 +304,12 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       yield* withWorkerSpi()(Effect.gen(function*() {
         // Like the TAP test's plain psql call: the worker may already be seen stopped.
         yield* Effect.exit(WorkerSpi.launch({ index: 12, database: noconndb }))
-        yield* eventually(
+        yield* PgTest.eventually(
           "the refusal in the log",
           logged(`database "${noconndb}" is not currently accepting connections`)
         )
         yield* Effect.exit(WorkerSpi.launch({ index: 12, database: noconndb, flags: ["ALLOWCONN"] }))
-        yield* eventually("the bypass refusal in the log", logged("BGWORKER_BYPASS_ALLOWCONN is not available"))
+        yield* PgTest.eventually("the bypass refusal in the log", logged("BGWORKER_BYPASS_ALLOWCONN is not available"))
         assert.isTrue(Option.isNone(yield* activityOf("worker_spi dynamic worker 12")))
       }))
     }))
@@ -345,9 +324,9 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
         // The worker may already be seen stopped by the launch, which then fails as worker_spi_launch does.
         const refused = yield* Effect.result(WorkerSpi.launch({ index: 13, database: mydb, role: nologrole }))
         if (Result.isFailure(refused)) assert.strictEqual(refused.failure.message, "could not start background process")
-        yield* eventually("the refusal in the log", logged(`role "${nologrole}" is not permitted to log in`))
+        yield* PgTest.eventually("the refusal in the log", logged(`role "${nologrole}" is not permitted to log in`))
         const pid = (yield* WorkerSpi.launch({ index: 13, database: mydb, role: nologrole, flags: ["ROLELOGINCHECK"] }))!
-        yield* eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
+        yield* PgTest.eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
         // The session logs in as the administrator and becomes the role: the schema it created is the role's.
         const owner = yield* queryOn(
           mydb,
@@ -378,16 +357,16 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
     withWorkerSpi()(Effect.gen(function*() {
       const sql = yield* SqlClient
       yield* WorkerSpi.launch({ index: 15 })
-      yield* eventually("schema15.counted", tableExists("schema15"))
+      yield* PgTest.eventually("schema15.counted", tableExists("schema15"))
       yield* sql`INSERT INTO schema15.counted VALUES ('delta', 5), ('delta', 6)`
       yield* Supervisor.reload
-      yield* eventually("the deltas to be consumed", Effect.map(deltasLeft("schema15.counted"), (n) => n === 0))
+      yield* PgTest.eventually("the deltas to be consumed", Effect.map(deltasLeft("schema15.counted"), (n) => n === 0))
       assert.deepStrictEqual(yield* contents("schema15.counted"), [])
       assert.isFalse(yield* logged("count in schema15.counted"))
       // A total inserted afterwards starts from what it is given: the lost deltas stay lost.
       yield* sql`INSERT INTO schema15.counted VALUES ('total', 0), ('delta', 2)`
       yield* Supervisor.reload
-      yield* eventually("the next delta", Effect.map(deltasLeft("schema15.counted"), (n) => n === 0))
+      yield* PgTest.eventually("the next delta", Effect.map(deltasLeft("schema15.counted"), (n) => n === 0))
       assert.deepStrictEqual(yield* contents("schema15.counted"), ["total|2"])
     })))
 
@@ -402,24 +381,24 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
         restart: BackgroundWorker.restartAfter("100 millis")
       })
       const handle = yield* Supervisor.register(worker, { index: 16 })
-      yield* eventually("schema16.counted", tableExists("schema16"))
+      yield* PgTest.eventually("schema16.counted", tableExists("schema16"))
       yield* sql`INSERT INTO schema16.counted VALUES ('total', 0), ('delta', 1), ('delta', 2)`
       yield* Supervisor.reload
-      yield* eventually("the first deltas", Effect.map(deltasLeft("schema16.counted"), (n) => n === 0))
+      yield* PgTest.eventually("the first deltas", Effect.map(deltasLeft("schema16.counted"), (n) => n === 0))
       const [session] = yield* sessionsNamed(name)
       yield* sql`SELECT pg_terminate_backend(${session!.pid})`
       yield* sql`INSERT INTO schema16.counted VALUES ('delta', 10), ('delta', 20)`
       // The worker notices at its next statement, fails, and comes back with a new session.
       yield* Supervisor.reload
-      yield* eventually("a restart", Effect.map(Supervisor.info(handle), (row) =>
+      yield* PgTest.eventually("a restart", Effect.map(Supervisor.info(handle), (row) =>
         Option.isSome(row) && row.value.restartCount === 1 && row.value.registration === "running"))
       const row = Option.getOrThrow(yield* Supervisor.info(handle))
       assert.strictEqual(row.lastExit?.kind, "failed")
-      yield* eventually("the new session to nap", Effect.map(activityOf(name), napping))
+      yield* PgTest.eventually("the new session to nap", Effect.map(activityOf(name), napping))
       yield* Supervisor.reload
-      yield* eventually("every delta folded", Effect.map(contents("schema16.counted"), (rows) =>
+      yield* PgTest.eventually("every delta folded", Effect.map(contents("schema16.counted"), (rows) =>
         rows.length === 1 && rows[0] === "total|33"))
-      yield* eventually("one session, a new one", Effect.map(sessionsNamed(name), (rows) =>
+      yield* PgTest.eventually("one session, a new one", Effect.map(sessionsNamed(name), (rows) =>
         rows.length === 1 && rows[0]!.pid !== session!.pid))
     })))
 
@@ -427,10 +406,10 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
     withWorkerSpi()(Effect.gen(function*() {
       const sql = yield* SqlClient
       const pid = (yield* WorkerSpi.launch({ index: 17, schemaPrefix: "My Schema" }))!
-      yield* eventually("\"My Schema17\".counted", tableExists("My Schema17"))
+      yield* PgTest.eventually("\"My Schema17\".counted", tableExists("My Schema17"))
       yield* sql`INSERT INTO "My Schema17".counted VALUES ('total', 0), ('delta', 3)`
       yield* Supervisor.reload
-      yield* eventually(
+      yield* PgTest.eventually(
         "the count line",
         logged("INFO worker_spi dynamic worker 17: count in \"My Schema17\".counted is now 3")
       )
@@ -470,10 +449,10 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       const row = Option.getOrThrow(yield* activityOfPid(pid!))
       assert.strictEqual(row.backendType, "worker_spi dynamic")
       assert.strictEqual(row.name, "worker_spi dynamic worker 20")
-      yield* eventually("schema20.counted", tableExists("schema20"))
+      yield* PgTest.eventually("schema20.counted", tableExists("schema20"))
       yield* sql`INSERT INTO schema20.counted VALUES ('total', 0), ('delta', 1)`
       yield* sql`SELECT bgworker.reload()`
-      yield* eventually("the delta to be folded", Effect.map(deltasLeft("schema20.counted"), (n) => n === 0))
+      yield* PgTest.eventually("the delta to be folded", Effect.map(deltasLeft("schema20.counted"), (n) => n === 0))
       assert.deepStrictEqual(yield* contents("schema20.counted"), ["total|1"])
       // Named arguments, a database and a role by name.
       const other = yield* callLaunch(`21, database => current_database(), flags => '{ROLELOGINCHECK}'`)
@@ -484,15 +463,15 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
     withWorkerSpi()(Effect.gen(function*() {
       yield* WorkerSpi.install()
       const before = (yield* Activity.snapshot).length
-      const flag = yield* pgFailure(callLaunch(`22, NULL, NULL, '{BOGUS}'`))
+      const flag = yield* PgTest.pgFailure(callLaunch(`22, NULL, NULL, '{BOGUS}'`))
       assert.deepStrictEqual([flag.message, flag.code], ["incorrect flag value found in array", "22023"])
-      const dims = yield* pgFailure(callLaunch(`22, NULL, NULL, '{{ALLOWCONN},{ALLOWCONN}}'`))
+      const dims = yield* PgTest.pgFailure(callLaunch(`22, NULL, NULL, '{{ALLOWCONN},{ALLOWCONN}}'`))
       assert.deepStrictEqual([dims.message, dims.code], ["flags array must be one-dimensional", "2202E"])
-      const nulls = yield* pgFailure(callLaunch(`22, NULL, NULL, ARRAY[NULL]::text[]`))
+      const nulls = yield* PgTest.pgFailure(callLaunch(`22, NULL, NULL, ARRAY[NULL]::text[]`))
       assert.deepStrictEqual([nulls.message, nulls.code], ["flags array must not contain nulls", "22004"])
-      const db = yield* pgFailure(callLaunch(`22, 'no_such_db_${suffix}'`))
+      const db = yield* PgTest.pgFailure(callLaunch(`22, 'no_such_db_${suffix}'`))
       assert.deepStrictEqual([db.message, db.code], [`database "no_such_db_${suffix}" does not exist`, "3D000"])
-      const role = yield* pgFailure(callLaunch(`22, NULL, 'no_such_role_${suffix}'`))
+      const role = yield* PgTest.pgFailure(callLaunch(`22, NULL, 'no_such_role_${suffix}'`))
       assert.deepStrictEqual([role.message, role.code], [`role "no_such_role_${suffix}" does not exist`, "42704"])
       assert.isNull(yield* callLaunch("NULL")) // STRICT
       assert.strictEqual((yield* Activity.snapshot).length, before)
@@ -507,13 +486,13 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
           sql<{ handle: string }>`SELECT bgworker.launch('worker_spi', ${fn}, ${arg}::jsonb) AS handle`,
           (rows) => sql`SELECT bgworker.wait_for_startup(${rows[0]!.handle})`
         )
-      const unknown = yield* pgFailure(launchRaw("worker_spi_nope", `{"index": 1}`))
+      const unknown = yield* PgTest.pgFailure(launchRaw("worker_spi_nope", `{"index": 1}`))
       assert.strictEqual(unknown.message, "could not start background process")
       assert.strictEqual(unknown.detail, `could not find function "worker_spi_nope" in library "worker_spi"`)
-      const bad = yield* pgFailure(launchRaw("worker_spi_main", `{"index": "one"}`))
+      const bad = yield* PgTest.pgFailure(launchRaw("worker_spi_main", `{"index": "one"}`))
       assert.strictEqual(bad.message, "could not start background process")
       assert.include(bad.detail, "invalid argument")
-      const flags = yield* pgFailure(launchRaw("worker_spi_main", `{"index": 1, "flags": ["BOGUS"]}`))
+      const flags = yield* PgTest.pgFailure(launchRaw("worker_spi_main", `{"index": 1, "flags": ["BOGUS"]}`))
       assert.include(flags.detail, "incorrect flag value found in array")
       assert.strictEqual((yield* Activity.snapshot).length, before)
     })))
@@ -523,7 +502,7 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       const sql = yield* SqlClient
       yield* WorkerSpi.install()
       yield* ensureRole(outsider, "NOLOGIN")
-      const denied = yield* pgFailure(Effect.scoped(Effect.gen(function*() {
+      const denied = yield* PgTest.pgFailure(Effect.scoped(Effect.gen(function*() {
         const conn = yield* sql.reserve
         yield* conn.executeUnprepared(`SET ROLE ${outsider}`, [], undefined)
         return yield* Effect.ensuring(
