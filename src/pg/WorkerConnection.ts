@@ -7,7 +7,9 @@
  *
  * - Every incarnation gets one session of its own (not a pool), opened before `main` runs and closed when
  *   the incarnation ends. Its `application_name` is the worker's name (63 characters at most), so the
- *   worker shows up in the server's own `pg_stat_activity`.
+ *   worker shows up in the server's own `pg_stat_activity`. There `backend_type` reads `client backend`, as
+ *   for any client, and `wait_event` shows the session's own waits (`ClientRead` while the worker naps): the
+ *   worker's type and its custom wait events are in `bgworker.activity` (the `ControlPlane`'s view).
  * - The database is the worker's `database.database`, else this layer's `defaultDatabase`, else the
  *   server's database.
  * - The role: with a password for it in `passwords`, the session logs in as that role. Otherwise it logs in
