@@ -664,7 +664,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private crashRestart(crashed: Reg): void {
     if (!this.options.restartAfterCrash()) {
       this.log("Error", "terminating any other active server processes; restartAfterCrash is off: the supervisor ends")
-      this.fork(this.die(new CrashedError({ worker: crashed.def.name, message: crashed.lastExit?.message ?? "" })))
+      this.fork(this.die(new CrashedError({ worker: crashed.def.name, detail: crashed.lastExit?.message ?? "" })))
       return
     }
     this.state = "recovering"
@@ -1093,8 +1093,15 @@ export interface StaticRegistration {
  */
 export class CrashedError extends Schema.TaggedError<CrashedError>()("SupervisorCrashed", {
   worker: Schema.String,
-  message: Schema.String
-}) {}
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `background worker "${this.worker}" crashed and restart_after_crash is off: ${this.detail}`
+  }
+  get hint(): string {
+    return "Turn restart_after_crash on to restart every worker after a crash instead."
+  }
+}
 
 /** An error's message, followed by its root cause's when that says more (an `SqlError` keeps the server's text there). */
 const errorMessage = (error: unknown): string => {

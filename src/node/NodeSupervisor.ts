@@ -67,8 +67,10 @@
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Runtime from "effect/Runtime"
 import * as Guc from "../Guc.ts"
@@ -189,8 +191,10 @@ export const launch = <E>(
  *
  * `NodeRuntime.runMain` over {@link launch}. SIGINT and SIGTERM interrupt the main fiber; the layers are
  * released in reverse order of construction, so {@link layerSignals} shuts the workers down fast (their
- * finalizers run) before the supervisor's own layer closes. A failure is logged (pass
- * `disableErrorReporting: true` to log it yourself) before the process exits with code 1.
+ * finalizers run) before the supervisor's own layer closes. A failure is logged before the process exits
+ * with code 1: an expected error (an invalid configuration file, a crash with `restartAfterCrash` off) as
+ * one `FATAL:` line with its hint, a defect with its whole cause. Pass `disableErrorReporting: true` to log
+ * it yourself.
  *
  * **Gotchas**
  *
@@ -205,14 +209,30 @@ export const runMain = <E>(
   layer: Layer.Layer<Supervisor.Supervisor, E>,
   options?: { readonly disableErrorReporting?: boolean | undefined }
 ): void =>
-  NodeRuntime.runMain(launch(layer), {
-    disableErrorReporting: options?.disableErrorReporting === true,
+  NodeRuntime.runMain(options?.disableErrorReporting === true ? launch(layer) : reportFailure(launch(layer)), {
+    // Failures are reported by `reportFailure`: an expected error as its message and hint, like PostgreSQL's
+    // FATAL lines, and only a defect with its whole cause.
+    disableErrorReporting: true,
     // runMain exits by itself after a signal or a failure; a clean end would wait for the event loop to drain.
     teardown: (exit, onExit) =>
       Runtime.defaultTeardown(exit, (code) => {
         onExit(code)
         process.exit(code)
       })
+  })
+
+/** Logs why the program failed: a typed error's message and hint, or a defect's whole cause. */
+const reportFailure = <A, E, R>(program: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.tapCause(program, (cause) => {
+    if (Cause.hasInterruptsOnly(cause)) return Effect.void
+    const error = Cause.findErrorOption(cause)
+    if (Option.isSome(error) && !Cause.hasDies(cause)) {
+      const e = error.value as { readonly message?: unknown; readonly hint?: unknown }
+      const message = typeof e.message === "string" && e.message !== "" ? e.message : String(error.value)
+      const hint = typeof e.hint === "string" ? `\nHINT: ${e.hint}` : ""
+      return Effect.logError(`FATAL: ${message}${hint}`).pipe(Effect.annotateLogs(logAnnotations))
+    }
+    return Effect.logError("the supervisor failed", cause).pipe(Effect.annotateLogs(logAnnotations))
   })
 
 /**

@@ -142,7 +142,7 @@ describe("NodeSupervisor.runMain (child process)", () => {
       const exit = yield* child.awaitExit("5 seconds")
       assert.deepStrictEqual(exit, { code: 1 })
       yield* assertLine(child, "fixture crash")
-      yield* assertLine(child, "SupervisorCrashed")
+      yield* assertLine(child, "crashed and restart_after_crash is off")
       yield* assertLine(child, "sleeper: finalizer ran")
     }).pipe(Effect.provide(NodeServices.layer)), 15_000)
 })
