@@ -42,6 +42,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { ActivityEvent, ActivityRow, WaitEventInfo } from "./Activity.ts"
 import * as BackgroundWorker from "./BackgroundWorker.ts"
@@ -291,7 +292,7 @@ export const make = <E = never, R = never>(
     }
     postmaster.run()
     return Supervisor.of(postmaster)
-  }) as Effect.Effect<Supervisor["Service"], E | Errors.SupervisorError, Exclude<R, Preload> | import("effect/Scope").Scope>
+  }) as Effect.Effect<Supervisor["Service"], E | Errors.SupervisorError, Exclude<R, Preload> | Scope.Scope>
 
 /**
  * Registers a dynamic worker (`RegisterDynamicBackgroundWorker`) and returns its handle.

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Stream } from "effect"
+import { Effect, Exit, Fiber, Layer, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
@@ -100,6 +100,20 @@ describe("Activity", () => {
         "removed"
       ])
     }).pipe(withSupervisor()))
+
+  it.effect("the change stream ends when the supervisor's scope closes", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(Supervisor.layer(), scope)
+      const events = yield* Effect.provide(Activity.changes, context)
+      const collected = yield* Effect.forkChild(Stream.runCollect(events))
+      yield* settle
+      yield* Effect.provide(Supervisor.register(BackgroundWorker.make({ name: "last", main: () => napForever() })), context)
+      yield* settle
+      yield* Scope.close(scope, Exit.void)
+      const all = yield* Fiber.join(collected)
+      assert.isAbove(all.length, 0)
+    }))
 
   it.effect("the table rendering lists every row with its registration and last exit", () =>
     Effect.gen(function*() {

@@ -4,7 +4,8 @@
  *
  * Protocol: every change goes through `plan` then `commit`. `plan` computes, for each parameter, what its
  * value would be from the current candidates (session > override > environment > files > default) and
- * whether the context allows the change, without touching anything; `commit` applies all planned changes at
+ * whether the context allows the change, without changing any value (it only keeps two pieces of
+ * bookkeeping up to date: `pending_restart` and the reset value); `commit` applies all planned changes at
  * once, publishes one new snapshot, then runs the assign hooks. So a reload either validates everything
  * before applying anything, or (on a syntax error) never gets to `plan` at all.
  *
@@ -347,7 +348,7 @@ export const make = (options: Guc.Options) =>
           // A value given before the definition that does not fit is refused with a warning (PG-42).
           logErrors(errors),
           errors.length === 0 || phase !== "start"
-            ? Effect.andThen(commit(plans), publish)
+            ? plans.length === 0 ? publish : Effect.asVoid(commit(plans)) // a commit publishes
             : Effect.fail(errors[0]!)
         )
       })

@@ -123,7 +123,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private nextPid = 1
   private readonly live = new Set<Fiber.Fiber<unknown, unknown>>()
   private readonly timers = new Set<Fiber.Fiber<unknown, unknown>>()
-  private readonly activityListeners = new Set<(event: ActivityEvent) => void>()
+  /** The queues of open `activityChanges` streams: offered every event, ended at death. */
+  private readonly activityListeners = new Set<Queue.Queue<ActivityEvent, Cause.Done>>()
   private readonly waitEventIds = new Map<string, number>()
   private shutdownDone: Deferred.Deferred<void> | undefined = undefined
   readonly terminated = Deferred.makeUnsafe<void, Errors.SupervisorError | CrashedError>()
@@ -214,7 +215,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
     const event: ActivityEvent = removed
       ? { _tag: "Removed", slot: reg.slot, generation: reg.generation, name: reg.def.name }
       : { _tag: "Updated", row: this.row(reg) }
-    for (const listener of this.activityListeners) listener(event)
+    for (const queue of this.activityListeners) Queue.offerUnsafe(queue, event)
   }
 
   activityChanged(proc: Proc): void {
@@ -907,12 +908,10 @@ export class Postmaster implements SupervisorApi, ProcHost {
   readonly activityChanges: Stream.Stream<ActivityEvent> = Stream.callback<ActivityEvent>((queue) =>
     Effect.acquireRelease(
       Effect.sync(() => {
-        const listener = (event: ActivityEvent) => void Queue.offerUnsafe(queue, event)
         if (this.state === "dead") Queue.endUnsafe(queue)
-        else this.activityListeners.add(listener)
-        return listener
+        else this.activityListeners.add(queue)
       }),
-      (listener) => Effect.sync(() => this.activityListeners.delete(listener))
+      () => Effect.sync(() => this.activityListeners.delete(queue))
     )
   , { bufferSize: 4096, strategy: "sliding" })
 
@@ -1010,7 +1009,6 @@ export class Postmaster implements SupervisorApi, ProcHost {
         for (const listener of Array.from(reg.listeners)) listener(Handle.PostmasterDied, true)
         reg.listeners = undefined
       }
-      for (const listener of this.activityListeners) void listener
       return Effect.gen({ self: this }, function*() {
         if (returning.length > 0) {
           const ended = yield* Effect.timeoutOption(Fiber.awaitAll(returning), this.options.shutdownTimeout())
@@ -1018,6 +1016,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
         }
         yield* Fiber.awaitAll(Array.from(this.live))
         yield* Fiber.awaitAll(Array.from(this.timers))
+        // Every worker has ended and published its last change: the activity streams end here.
+        for (const queue of this.activityListeners) Queue.endUnsafe(queue)
         this.activityListeners.clear()
         yield* Scope.close(this.shmemScope, Exit.void)
         if (error !== undefined) Deferred.doneUnsafe(this.terminated, Exit.fail(error))
