@@ -32,8 +32,9 @@
  *   'mydb', 'myrole')`) where PostgreSQL takes oids, and it must run outside `BEGIN ... COMMIT`.
  * - The workers are clients: `pg_stat_activity` lists their sessions under `application_name`, and the wait
  *   event `WorkerSpiMain` is in `bgworker.activity`, not in `pg_stat_activity.wait_event`.
- * - Workers launched from SQL are named `worker_spi dynamic worker` (without the index): `bgworker.launch`
- *   cannot name the worker it launches (PostgreSQL's launcher sets `bgw_name`).
+ * - Workers launched from SQL are named `worker_spi dynamic worker N` after their index, as PostgreSQL's
+ *   launcher sets `bgw_name`; they run as the role that called `worker_spi_launch` unless it names another
+ *   role that caller could `SET ROLE` to (see the README's Security section).
  *
  * PostgreSQL: src/test/modules/worker_spi (worker_spi.c, worker_spi--1.0.sql, t/001_worker_spi.pl).
  */

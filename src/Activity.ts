@@ -87,6 +87,12 @@ export interface ActivityRow {
   readonly nextRestartAt: number | null
   /** Why a `given up` worker was given up. */
   readonly givenUpReason: string | null
+  /**
+   * The database role the worker's session runs as (`pg_stat_activity.usename`): the role a launch for a
+   * caller resolved, else the one its definition named at its last start; `null` for a worker without a
+   * database or one that runs as the connector's own login.
+   */
+  readonly role: string | null
 }
 
 /**

@@ -120,6 +120,15 @@ export interface LaunchRequest extends BackgroundWorker.EntryPointName {
    * unknown name or an argument that does not decode fails the launch and nothing is registered.
    */
   readonly resolveAtStart?: boolean | undefined
+  /**
+   * The role on whose behalf the worker is launched: set it whenever the request comes from outside this
+   * program (SQL, HTTP, a CLI, another process). A database worker launched for a caller runs as a role the
+   * caller could become itself (the caller's own role when the definition names none), on a database that
+   * role may connect to; the `WorkerConnector` checks this before anything is registered, and the launch
+   * fails with `PermissionDenied` otherwise. The resolved role and database are kept for every restart.
+   * Without a caller the launch is trusted, like a registration from code.
+   */
+  readonly caller?: string | undefined
 }
 
 /**
@@ -323,6 +332,20 @@ export const register = <A, E, R>(
 
 /**
  * Launches a registered entry point by name with an encoded argument.
+ *
+ * **Details**
+ *
+ * Only entry points listed in `Supervisor.layer({ entryPoints })` can be launched, and the argument must
+ * decode with the entry point's schema. With a `caller`, a database worker's role and database are resolved
+ * and checked by the `WorkerConnector` first ({@link LaunchRequest.caller}). Names and types that come from
+ * outside are stored with their control characters escaped (`\n`, `\x1b`), so they cannot forge log
+ * lines.
+ *
+ * **Gotchas**
+ *
+ * A worker without `database` runs in this process with this program's rights whoever the caller is: an
+ * entry point that reaches the database through the supervisor's own services (rather than its own
+ * session) acts with the supervisor's role, not the caller's.
  *
  * @category registration
  * @since 0.1.0

@@ -117,6 +117,41 @@ export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()("ShuttingDo
 }
 
 /**
+ * The caller of a launch may not have what it asked for: the role the worker would run as, or the database
+ * it would connect to (PostgreSQL: `SET ROLE`'s and `CONNECT`'s privilege checks, SQLSTATE 42501). Also used,
+ * with its own SQLSTATE, when what the launch names does not exist (`42704` for a role, `3D000` for a
+ * database), and when the rights could not be checked at all (`08000`): a launch is refused whenever its
+ * caller's rights are not established.
+ *
+ * `message`, `detail` and `hint` follow PostgreSQL's error fields; `caller` is the role that asked.
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export class PermissionDenied extends Schema.TaggedError<PermissionDenied>()("PermissionDenied", {
+  caller: Schema.String,
+  worker: Schema.String,
+  /** PostgreSQL's primary message, e.g. `permission denied to set role "postgres"`. */
+  problem: Schema.String,
+  detail: Schema.optionalKey(Schema.String),
+  /** `42501` (insufficient privilege) unless said otherwise. */
+  sqlstate: Schema.optionalKey(Schema.String),
+  hint
+}) {
+  override get message(): string {
+    return this.problem
+  }
+  /** The SQLSTATE an SQL surface raises this with. */
+  get code(): string {
+    return this.sqlstate ?? "42501"
+  }
+  /** Only a failed check (`08000`) can succeed on a retry; a denial stands until the grants change. */
+  get isRetryable(): boolean {
+    return this.code === "08000"
+  }
+}
+
+/**
  * The reasons a `SupervisorError` can carry.
  *
  * @category errors
@@ -127,7 +162,8 @@ export const SupervisorErrorReason = Schema.Union([
   InvalidDefinition,
   InvalidArgument,
   UnknownEntryPoint,
-  ShuttingDown
+  ShuttingDown,
+  PermissionDenied
 ])
 
 /**

@@ -13,6 +13,12 @@
  * A connection that fails (missing database, one that does not accept connections, a role that cannot log
  * in) ends the incarnation as failed, with the server's error text; its restart policy applies.
  *
+ * **Launches on someone's behalf.** A launch that carries a `caller` (from SQL, from another process) is
+ * checked by {@link WorkerConnectorApi.authorize} before anything is registered: the connector resolves the
+ * role and database the worker will use (the caller's own role when none is named) and checks them against
+ * the caller's rights, as PostgreSQL checks `SET ROLE` and `CONNECT`. The registration keeps the resolved
+ * pair for every restart, so a later change of a parameter cannot move the worker to another role.
+ *
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
@@ -21,6 +27,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { DatabaseOptions, WorkerInfo } from "./BackgroundWorker.ts"
+import type { PermissionDenied } from "./SupervisorError.ts"
 
 /**
  * The connection could not be made. `message` is the server's error text.
@@ -31,18 +38,53 @@ import type { DatabaseOptions, WorkerInfo } from "./BackgroundWorker.ts"
 export class WorkerConnectionError extends Schema.TaggedError<WorkerConnectionError>()("WorkerConnectionError", {
   message: Schema.String,
   database: Schema.optionalKey(Schema.String),
-  user: Schema.optionalKey(Schema.String)
+  user: Schema.optionalKey(Schema.String),
+  /** What to do about it, when the connector knows. */
+  hint: Schema.optionalKey(Schema.String)
 }) {}
 
 /**
- * Opens a worker's own session; the session ends when the scope closes.
+ * What {@link WorkerConnectorApi.authorize} is asked.
  *
- * @category services
- * @since 0.1.0
+ * @category models
+ * @since 0.2.0
  */
-export class WorkerConnector extends Context.Service<WorkerConnector, {
+export interface AuthorizeRequest {
+  /** The role on whose behalf the worker is launched (PostgreSQL: the calling session's role). */
+  readonly caller: string
+  /** The worker's name, for messages. */
+  readonly worker: string
+  /** What the definition asks for; a missing `user` means the caller's own role. */
+  readonly options: DatabaseOptions
+}
+
+/**
+ * The service's shape.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface WorkerConnectorApi {
+  /** Opens a worker's own session; the session ends when the scope closes. */
   readonly connect: (
     worker: WorkerInfo,
     options: DatabaseOptions
   ) => Effect.Effect<Context.Context<SqlClient>, WorkerConnectionError, Scope.Scope>
-}>()("effect-bgworker/WorkerConnector") {}
+  /**
+   * Resolves and checks what a launch on `caller`'s behalf may use: returns the options with `database`
+   * and `user` filled in (the caller's role when none is named), or fails with `PermissionDenied` when the
+   * caller could not itself become that role, the role may not connect to that database, or the rights
+   * could not be checked.
+   */
+  readonly authorize: (request: AuthorizeRequest) => Effect.Effect<DatabaseOptions, PermissionDenied>
+}
+
+/**
+ * Opens workers' sessions, and checks launches made on someone's behalf.
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export class WorkerConnector extends Context.Service<WorkerConnector, WorkerConnectorApi>()(
+  "effect-bgworker/WorkerConnector"
+) {}

@@ -33,10 +33,12 @@
  *   `worker_spi.database` / `worker_spi.role` as the worker starts (PostgreSQL's static workers do the same;
  *   `worker_spi_launch` resolves the parameters in the launching session, which reads the same values).
  * - The workers are clients of the server, through the `WorkerConnector` (`src/pg/WorkerConnection.ts`):
- *   the session's `application_name` is the worker's name; a role without a password is taken with
- *   `SET SESSION AUTHORIZATION` after PostgreSQL's login check, so `pg_stat_activity.usename` shows the login
- *   role; `ALLOWCONN` (`BGWORKER_BYPASS_ALLOWCONN`) cannot be honoured by a client and the worker fails at
- *   start saying so.
+ *   the session's `application_name` is the worker's name, and it logs in as the worker's role, so
+ *   `pg_stat_activity.usename` shows that role. `ROLELOGINCHECK` (a `NOLOGIN` role) needs the connector's
+ *   explicit `allowSetSessionAuthorization` opt-in; `ALLOWCONN` (`BGWORKER_BYPASS_ALLOWCONN`) cannot be
+ *   honoured by a client and the worker fails at start saying so.
+ * - A worker launched from SQL runs as the role that launched it, or as the role its argument names if
+ *   that caller could `SET ROLE` to it; PostgreSQL's `worker_spi_launch` runs it as any role it is given.
  * - The wait event `WorkerSpiMain` shows in this project's activity view (`Activity.snapshot`,
  *   `bgworker.activity`) and catalogue (`Activity.waitEvents`), not in the server's `pg_stat_activity`,
  *   where an idle client session always waits on `Client`/`ClientRead`.
@@ -92,7 +94,8 @@ export const Database: Guc.Parameter<string> = Guc.string("worker_spi.database",
 
 /**
  * `worker_spi.role`: the role of workers launched without one; `null` (unset) means the connector's own
- * login role (PostgreSQL: the bootstrap superuser).
+ * login role for the static workers (PostgreSQL: the bootstrap superuser) and the caller's own role for a
+ * worker launched from SQL, which may never run as a role its caller could not become itself.
  *
  * @category parameters
  * @since 0.1.0

@@ -42,6 +42,7 @@ import * as Errors from "../SupervisorError.ts"
 import * as Handle from "../WorkerHandle.ts"
 import { CurrentWorker, Preload, Shmem, Supervisor } from "./context.ts"
 import { WorkerConnector } from "../WorkerConnector.ts"
+import { escape, escapeBounded } from "./logText.ts"
 import { Proc, type ProcHost } from "./proc.ts"
 
 type Phase = "pending" | "running" | "restartWait" | "givenUp"
@@ -59,6 +60,8 @@ class Reg {
   lastExit: LastExit | undefined = undefined
   nextRestartAt: number | undefined = undefined
   givenUpReason: string | undefined = undefined
+  /** The database role of the worker's session: pinned at a launch for a caller, else resolved at each start. */
+  role: string | undefined = undefined
   timer: Fiber.Fiber<void> | undefined = undefined
   step: ((now: number, input: BackgroundWorker.WorkerFailure) => Pull.Pull<[unknown, Duration.Duration], never, unknown>) | undefined =
     undefined
@@ -269,7 +272,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
       restartCount: reg.restartCount,
       lastExit: reg.lastExit ?? null,
       nextRestartAt: reg.nextRestartAt ?? null,
-      givenUpReason: reg.givenUpReason ?? null
+      givenUpReason: reg.givenUpReason ?? null,
+      role: reg.role ?? reg.def.database?.user ?? null
     }
   }
 
@@ -369,34 +373,38 @@ export class Postmaster implements SupervisorApi, ProcHost {
 
   launch(request: LaunchRequest): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
     return Effect.suspend(() => {
+      // Names from outside are logged and shown: escape their control characters once, here.
+      const name = request.name === undefined ? undefined : escape(request.name)
+      const type = request.type === undefined ? undefined : escape(request.type)
       const key = BackgroundWorker.entryPointKey(request)
       const entry = this.options.entryPoints.get(key)
       if (entry === undefined) {
         if (request.resolveAtStart !== true) {
           return Effect.fail(Errors.fail(
             new Errors.UnknownEntryPoint({
-              library: request.library,
-              function: request.function,
+              library: escapeBounded(request.library),
+              function: escapeBounded(request.function),
               hint: "Only entry points listed in Supervisor.layer({ entryPoints }) can be launched."
             })
           ))
         }
         // PostgreSQL's late binding: the registration is accepted, its start fails (exit 1).
         const placeholder = BackgroundWorker.make({
-          name: request.name ?? `${request.library}.${request.function}`,
-          type: request.type,
+          name: name ?? escape(`${request.library}.${request.function}`),
+          type,
           restart: request.restart,
           main: () => Effect.void
         })
+        const lazy = { library: escape(request.library), function: escape(request.function) }
         return Effect.flatMap(
           this.prepare(placeholder, undefined, request.extra),
-          () => this.registerPrepared(placeholder, request.argument, request.extra, this.context, request)
+          () => this.registerPrepared(placeholder, request.argument, request.extra, this.context, lazy)
         )
       }
       const def: BackgroundWorker.Any = {
         ...entry,
-        name: request.name ?? entry.name,
-        type: request.type ?? entry.type,
+        name: name ?? entry.name,
+        type: type ?? entry.type,
         restart: request.restart ?? entry.restart
       }
       // The argument arrives encoded (from SQL, from another process): it must decode before anything starts.
@@ -404,10 +412,45 @@ export class Postmaster implements SupervisorApi, ProcHost {
         ? Effect.void
         : Effect.mapError(
           Schema.decodeUnknownEffect(def.argument)(request.argument),
-          (error) => Errors.fail(new Errors.InvalidArgument({ worker: def.name, detail: error.message }))
+          // The message quotes the argument, which came from outside: escaped, and bounded.
+          (error) =>
+            Errors.fail(new Errors.InvalidArgument({ worker: def.name, detail: escapeBounded(error.message, 1000) }))
         )
-      return Effect.flatMap(decoded, (argument) => this.register(def, argument, { extra: request.extra }, this.context))
+      return Effect.flatMap(decoded, (argument) =>
+        Effect.flatMap(
+          this.authorize(def, argument, request.caller),
+          (authorized) => this.register(authorized, argument, { extra: request.extra }, this.context)
+        ))
     })
+  }
+
+  /**
+   * A database worker launched for a caller: the connector resolves its role and database (the caller's
+   * own role when it names none) and checks the caller's rights; the definition keeps the resolved pair,
+   * so every restart uses it whatever the parameters say by then.
+   */
+  private authorize(
+    def: BackgroundWorker.Any,
+    argument: unknown,
+    caller: string | undefined
+  ): Effect.Effect<BackgroundWorker.Any, Errors.SupervisorError> {
+    if (caller === undefined || def.database === undefined) return Effect.succeed(def)
+    const connector = Context.getOrUndefined(this.context, WorkerConnector)
+    if (connector === undefined) {
+      return Effect.fail(Errors.fail(
+        new Errors.InvalidDefinition({
+          worker: def.name,
+          field: "database",
+          detail: "database connection requested, but no WorkerConnector is installed",
+          hint: "Provide a connector to the supervisor layer, e.g. WorkerConnection.layer() from effect-bgworker/pg."
+        })
+      ))
+    }
+    const options = def.databaseFor === undefined ? def.database : { ...def.database, ...def.databaseFor(argument) }
+    return connector.authorize({ caller, worker: def.name, options }).pipe(
+      Effect.map((pinned): BackgroundWorker.Any => ({ ...def, database: pinned, databaseFor: undefined })),
+      Effect.mapError(Errors.fail)
+    )
   }
 
   // --- starting ---
@@ -462,6 +505,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
       const database = worker.database === undefined || worker.databaseFor === undefined
         ? worker.database
         : { ...worker.database, ...worker.databaseFor(argument) }
+      if (database?.user !== undefined) reg.role = database.user
       if (database === undefined) {
         proc.report("active", undefined)
         return Effect.scoped(worker.main(argument)) as Effect.Effect<void, unknown>
@@ -475,7 +519,11 @@ export class Postmaster implements SupervisorApi, ProcHost {
           )
         }
         return Effect.scoped(Effect.flatMap(
-          Effect.mapError(connector.connect(proc, database), (e) => new StartupFailure({ message: e.message })),
+          Effect.mapError(connector.connect(proc, database), (e) =>
+            new StartupFailure({
+              // The server's text may quote names that came from outside: one log line, whatever they hold.
+              message: escape(e.hint === undefined ? e.message : `${e.message} (hint: ${e.hint})`)
+            })),
           (session) => {
             proc.report("idle", undefined)
             return Effect.updateContext(worker.main(argument), (c: Context.Context<never>) => Context.merge(c, session))

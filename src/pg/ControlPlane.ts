@@ -14,13 +14,13 @@
  * | `bgworker.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer` | the pid; NULL when no slot was free |
  * | `bgworker.terminate(handle bigint) RETURNS void` | `Supervisor.terminate` |
  * | `bgworker.set_latch(handle bigint) RETURNS void` | `Supervisor.setLatch` |
- * | `bgworker.reload() RETURNS void` | `Supervisor.reload` (SIGHUP) |
+ * | `bgworker.reload() RETURNS void` | `Supervisor.reload` (SIGHUP); superusers only unless granted |
  * | view `bgworker.activity` | `Activity.snapshot`, with the SQL `handle` and `requested_by` |
  * | view `bgworker.settings` | `Guc.settings` (`pg_settings`' columns); empty without a `Gucs` registry |
  *
  * **How a request travels**
  *
- * Every call inserts a row into `bgworker._requests` and sends `NOTIFY bgworker, '<id>'`. The supervisor
+ * Every call inserts a row into `bgworker._requests` and sends a `NOTIFY` on the supervisor's channel. The supervisor
  * side processes every unprocessed row in id order: at start, on each notification, and every
  * `pollInterval` (1 second by default) in case a notification was missed (the listener reconnecting, a row
  * inserted by hand). The row records the outcome: `launched` (with the worker's `slot:generation` handle,
@@ -28,17 +28,35 @@
  * shutdown; with the message), `no_slot`, or `done` for signals. Delivery is at least once: a supervisor
  * that dies between launching and recording launches again when it comes back.
  *
- * **Who may call**
+ * **Who may call** (each row is tested in test/pg/Security.test.ts)
  *
- * `EXECUTE` on the functions is granted to the role `bgworker_launcher` (`<schema>_launcher`, created
- * `NOLOGIN` if missing) and revoked from `PUBLIC`; the private tables are closed to `PUBLIC`. The
- * functions are `SECURITY DEFINER` with `search_path = pg_catalog, pg_temp`. Only entry points registered
+ * | right | who, by default | as PostgreSQL |
+ * |---|---|---|
+ * | `launch` | members of `bgworker_launcher` (`<schema>_launcher`, created `NOLOGIN` if missing), superusers | `worker_spi_launch`'s EXECUTE |
+ * | the role a launched worker runs as | a role the caller could `SET ROLE` to itself (`pg_has_role(caller, role, 'SET')`; `'MEMBER'` before PostgreSQL 16); a superuser role only for a superuser; the caller's own role when the argument names none | `SET ROLE` |
+ * | the database it connects to | one its role may `CONNECT` to | login |
+ * | `wait_for_startup`, `terminate`, `set_latch` on a worker | roles with the privileges of the role the worker runs as, or of `pg_signal_backend`; a worker that runs as a superuser only by superusers | `pg_terminate_backend` |
+ * | `reload` | superusers, and roles explicitly granted `EXECUTE` on `bgworker.reload()` | `pg_reload_conf` |
+ * | read `bgworker.activity` | `bgworker_launcher`, `pg_read_all_stats` | `pg_stat_activity` (restricted) |
+ * | read `bgworker.settings` | `bgworker_launcher`, `pg_read_all_settings` | `pg_settings` (restricted) |
+ *
+ * The functions are `SECURITY DEFINER` with `search_path = pg_catalog, pg_temp`, revoked from `PUBLIC`; the
+ * private tables are closed to `PUBLIC`. "The caller" is the role the calling session acts as: `SET
+ * ROLE`'s role, else the session user (not the owner of a `SECURITY DEFINER` function the call is made
+ * from: do not call `launch` from such functions owned by less trusted roles). Only entry points registered
  * with `Supervisor.layer({ entryPoints })` can be launched, and the argument must decode with the entry
- * point's schema. `wait_for_startup`, `terminate` and `set_latch` need the privileges of the role that
- * launched the worker, or of `pg_signal_backend`, as `pg_terminate_backend` does. Every launch, refusal and
- * signal is logged with the role that asked (`requested_by`: the `SET ROLE` role, else the session user).
- * The views are readable by the launcher role and by `pg_read_all_stats` (activity) and
- * `pg_read_all_settings` (settings).
+ * point's schema. A refused launch (a permission, a role or database that does not exist) is recorded
+ * with its SQLSTATE, detail and hint, which `wait_for_startup` raises as PostgreSQL would (42501 for a
+ * permission). Every launch, refusal and signal is logged with the role that asked (`requested_by`), its
+ * text escaped.
+ *
+ * **Limits at the boundary.** `launch` fails at the call, before anything is stored: a `name`, `type` or
+ * `function` of 96 bytes or more (PostgreSQL's `BGW_MAXLEN`, SQLSTATE 22001), a `library` of 1024 bytes
+ * or more (`MAXPGPATH`), an argument over `maxArgumentBytes` of JSON text (1 MiB by default, SQLSTATE
+ * 54000). The consumer reads rows with their texts cut to those limits and large arguments one at a time,
+ * so a row stored around the functions cannot stall it: it is refused with the reason, and the requests
+ * after it are served. Notifications wake the consumer on a channel named at random by each supervisor and
+ * kept in the private `_config` table, so no other role can flood it.
  *
  * **Deliberate differences from `worker_spi_launch`**
  *
@@ -65,10 +83,11 @@
  *   `function`, `arg jsonb`, `target` (the launch a signal is for), `requested_by`, `requested_at`,
  *   `requested_xact`, `state` (`requested` | `launched` | `refused` | `no_slot` | `done`), `processed_at`,
  *   `supervisor_id`, `handle` (`"slot:generation"`), `pid`, `status` (`not yet started` | `started` |
- *   `stopped` | `postmaster died`), `error`.
+ *   `stopped` | `postmaster died`), `error`, and for a refusal `sqlstate`, `detail`, `hint`; `run_as`, the
+ *   role a launched worker runs as.
  * - `_activity`, `_settings`: the supervisor's rows, replaced on change (at most every `publishInterval`,
  *   50 ms by default, so the views are fresh within about 100 ms).
- * - `_config`: the notification channel and which supervisor session is attached.
+ * - `_config`: the notification channel, the argument limit, and which supervisor session is attached.
  * - `_migrations`: effect's `Migrator` table.
  *
  * **One supervisor per schema.** The supervisor side holds an advisory lock on a session of its own while
@@ -82,6 +101,7 @@ import type * as PgClient from "@effect/sql-pg/PgClient"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import { randomBytes } from "node:crypto"
 import type * as Migrator from "effect/sql/Migrator"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
@@ -99,24 +119,46 @@ export interface Options {
    * launcher role is `<schema>_launcher`. Default `"bgworker"`.
    */
   readonly schema?: string | undefined
-  /** The NOTIFY channel the functions wake the supervisor with. Default: the schema's name. */
+  /**
+   * The NOTIFY channel the functions wake the supervisor with. Default: a random name chosen by each
+   * supervisor when it attaches, kept in the private `_config` table, so that no other role can learn it
+   * and flood the supervisor with notifications. A fixed name is for tests and for tools that must know it.
+   */
   readonly channel?: string | undefined
+  /**
+   * The largest argument `launch` accepts, in bytes of its JSON text (`arg::text`); a larger one fails at
+   * the call with SQLSTATE 54000. At most 8 MiB. Default 1 MiB.
+   *
+   * @since 0.2.0
+   */
+  readonly maxArgumentBytes?: number | undefined
   /** How often unprocessed requests are looked for without a notification. Default 1 second. */
   readonly pollInterval?: Duration.Input | undefined
   /** The shortest time between two writes of a view (bursts of changes are coalesced). Default 50 ms. */
   readonly publishInterval?: Duration.Input | undefined
 }
 
-/** An invalid schema or channel name is a programming error: a defect. */
+/**
+ * The highest `maxArgumentBytes`: an argument is read in one message, and the driver's messages stop at
+ * 16 MiB; half of that leaves room for the row around it and for JSON's escapes.
+ */
+const maxArgumentLimit = 8 * 1024 * 1024
+
+/** An invalid schema, channel name or limit is a programming error: a defect. */
 const resolve = (options: Options): Effect.Effect<internal.ResolvedOptions> =>
   Effect.suspend(() => {
     const schema = options.schema ?? "bgworker"
-    const channel = options.channel ?? schema
-    const problem = Sql.checkSchema(schema) ?? Sql.checkChannel(channel)
+    const channel = options.channel ?? `bgw_${randomBytes(16).toString("hex")}`
+    const maxArgumentBytes = options.maxArgumentBytes ?? Sql.defaultMaxArgumentBytes
+    const problem = Sql.checkSchema(schema) ?? Sql.checkChannel(channel) ??
+      (Number.isInteger(maxArgumentBytes) && maxArgumentBytes > 0 && maxArgumentBytes <= maxArgumentLimit
+        ? undefined
+        : `invalid maxArgumentBytes ${maxArgumentBytes}: use a whole number from 1 to ${maxArgumentLimit}`)
     if (problem !== undefined) return Effect.die(new Error(problem))
     return Effect.succeed({
       schema,
       channel,
+      maxArgumentBytes,
       pollInterval: Duration.fromInputUnsafe(options.pollInterval ?? "1 second"),
       publishInterval: Duration.fromInputUnsafe(options.publishInterval ?? "50 millis")
     })

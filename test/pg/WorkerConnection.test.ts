@@ -171,8 +171,22 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
       const refused = yield* Supervisor.register(make("refused", false))
       yield* PgTest.eventually("the refusal", Effect.map(lastExit(refused), (e) => e != null))
       assert.strictEqual((yield* lastExit(refused))?.message, `role "nologrole" is not permitted to log in`)
-      yield* Supervisor.register(make("bypassing", true))
-      assert.strictEqual(yield* Deferred.await(sessionUser), "nologrole")
+      // A client cannot log in as a NOLOGIN role: without the opt-in, the bypass fails with a hint.
+      const hinted = yield* Supervisor.register(make("hinted", true))
+      yield* PgTest.eventually("the hinted refusal", Effect.map(lastExit(hinted), (e) => e != null))
+      assert.include((yield* lastExit(hinted))?.message, "allowSetSessionAuthorization")
+      // With the explicit opt-in the session logs in as the server's user and switches to the role.
+      yield* Effect.gen(function*() {
+        yield* Supervisor.register(make("bypassing", true))
+        assert.strictEqual(yield* Deferred.await(sessionUser), "nologrole")
+      }).pipe(
+        Effect.provide(
+          Supervisor.layer({ shutdownTimeout: "2 seconds" }).pipe(
+            Layer.provide(WorkerConnection.layer({ allowSetSessionAuthorization: true }))
+          )
+        ),
+        Effect.scoped
+      )
     })))
 
   it.effect("pg_terminate_backend on a worker's backend fails the worker, and its restart policy brings it back", () =>

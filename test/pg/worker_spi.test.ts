@@ -39,6 +39,7 @@ const myrole = `myrole_${suffix}`
 const nologrole = `nologrole_${suffix}`
 const outsider = `wspi_outsider_${suffix}`
 const myrolePassword = Redacted.make(randomUUID())
+const outsiderPassword = Redacted.make(randomUUID())
 
 const logs = captureLogs()
 
@@ -65,7 +66,10 @@ const Suite = cleanup.pipe(Layer.provideMerge(PgTest.layer({ prefix: "wspi" })))
  * control plane, the worker connector, and these parameter values over the defaults below (naptime 1 s,
  * one static worker, the suite's database). The supervisor dies when `body` ends.
  */
-const withWorkerSpi = (settings: Readonly<Record<string, unknown>> = {}) =>
+const withWorkerSpi = (
+  settings: Readonly<Record<string, unknown>> = {},
+  connection: WorkerConnection.Options = {}
+) =>
 <A, E, R>(body: Effect.Effect<A, E, R>) =>
   Effect.gen(function*() {
     const server = yield* PgServer
@@ -80,7 +84,10 @@ const withWorkerSpi = (settings: Readonly<Record<string, unknown>> = {}) =>
     const stack = ControlPlane.layer({ pollInterval: "200 millis" }).pipe(
       Layer.provideMerge(supervisor),
       Layer.provideMerge(Guc.layer({ overrides })),
-      Layer.provide(WorkerConnection.layer({ passwords: { [myrole]: myrolePassword } })),
+      Layer.provide(WorkerConnection.layer({
+        passwords: { [myrole]: myrolePassword, [outsider]: outsiderPassword },
+        ...connection
+      })),
       Layer.provide(logs.layer)
     )
     return yield* body.pipe(Effect.provide(stack), Effect.scoped)
@@ -320,7 +327,9 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       yield* ensureDatabase(mydb)
       yield* ensureRole(nologrole, "NOLOGIN")
       yield* sql.unsafe(`GRANT CREATE ON DATABASE ${mydb} TO ${nologrole}`)
-      yield* withWorkerSpi()(Effect.gen(function*() {
+      // A client cannot log in as a NOLOGIN role: bypassing the check needs the explicit opt-in to switching
+      // roles with SET SESSION AUTHORIZATION.
+      yield* withWorkerSpi({}, { allowSetSessionAuthorization: true })(Effect.gen(function*() {
         // The worker may already be seen stopped by the launch, which then fails as worker_spi_launch does.
         const refused = yield* Effect.result(WorkerSpi.launch({ index: 13, database: mydb, role: nologrole }))
         if (Result.isFailure(refused)) assert.strictEqual(refused.failure.message, "could not start background process")
@@ -501,7 +510,10 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
     withWorkerSpi()(Effect.gen(function*() {
       const sql = yield* SqlClient
       yield* WorkerSpi.install()
-      yield* ensureRole(outsider, "NOLOGIN")
+      // A role that can log in: a worker launched by it runs as it.
+      yield* ensureRole(outsider, `LOGIN PASSWORD '${Redacted.value(outsiderPassword)}'`)
+      const server = yield* PgServer
+      yield* sql.unsafe(`GRANT CREATE ON DATABASE ${server.database} TO ${outsider}`)
       const denied = yield* PgTest.pgFailure(Effect.scoped(Effect.gen(function*() {
         const conn = yield* sql.reserve
         yield* conn.executeUnprepared(`SET ROLE ${outsider}`, [], undefined)

@@ -24,11 +24,14 @@ import * as Guc from "../../Guc.ts"
 import { Supervisor } from "../../Supervisor.ts"
 import type { SupervisorApi } from "../../Supervisor.ts"
 import * as WorkerHandle from "../../WorkerHandle.ts"
+import { escapeBounded } from "../../internal/logText.ts"
 import * as Sql from "./controlPlaneSql.ts"
 
 export interface ResolvedOptions {
   readonly schema: string
+  /** This process's channel: random unless the options fixed one. */
   readonly channel: string
+  readonly maxArgumentBytes: number
   readonly pollInterval: Duration.Duration
   readonly publishInterval: Duration.Duration
 }
@@ -45,7 +48,7 @@ const survive = (what: string) => <A, E extends { readonly message: string }, R>
     if (Cause.hasInterruptsOnly(cause)) return Effect.void
     const error = Cause.findErrorOption(cause)
     return error._tag === "Some"
-      ? Effect.logWarning(`${what}: ${error.value.message}; retrying`)
+      ? Effect.logWarning(`${what}: ${escapeBounded(error.value.message, 500)}; retrying`)
       : Effect.logError(`${what}; retrying`, cause)
   })
 
@@ -59,7 +62,8 @@ export const migrate = (
     yield* sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${schema}`).pipe(Effect.retry({ times: 1 }))
     return yield* Migrator.make({})({
       loader: Migrator.fromRecord({
-        "0001_init": Effect.forEach(Sql.init(schema), (statement) => sql.unsafe(statement), { discard: true })
+        "0001_init": Effect.forEach(Sql.init(schema), (statement) => sql.unsafe(statement), { discard: true }),
+        "0002_security": Effect.forEach(Sql.security(schema), (statement) => sql.unsafe(statement), { discard: true })
       }),
       table: `${schema}._migrations`
     })
@@ -92,16 +96,27 @@ const statusText = (status: WorkerHandle.WorkerStatus): string => {
   }
 }
 
+/**
+ * A request as the consumer reads it: every text cut to its limit and the argument left out when large,
+ * so that no row, whatever was stored in it (by an older version, by hand), can make a page too big to
+ * read. The sizes say whether anything was cut.
+ */
 interface PendingRow {
   readonly id: bigint
   readonly kind: "launch" | "terminate" | "set_latch" | "reload"
   readonly library: string | null
+  readonly library_bytes: number | null
   readonly function: string | null
+  readonly function_bytes: number | null
+  /** Present when at most {@link inlineArgumentBytes}; fetched alone otherwise. */
   readonly arg: unknown
   readonly no_arg: boolean
+  readonly arg_bytes: number | null
   /** `bgw_name` / `bgw_type` given to `launch`, else the entry point's. */
   readonly name: string | null
+  readonly name_bytes: number | null
   readonly type: string | null
+  readonly type_bytes: number | null
   readonly requested_by: string
   readonly target: bigint | null
   readonly target_state: string | null
@@ -131,13 +146,19 @@ const activityRecord = (row: ActivityRow) => ({
   given_up_reason: row.givenUpReason
 })
 
+/** Arguments up to this size come with the page of requests; larger ones are read one at a time. */
+const inlineArgumentBytes = 64 * 1024
+
+/** Requests read per page. */
+const pageSize = 100
+
 const ms = (column: string) => `CASE WHEN x.${column} IS NULL THEN NULL ELSE to_timestamp(x.${column} / 1000.0) END`
 
 export const make = (
   options: ResolvedOptions
 ): Effect.Effect<void, SqlError | Migrator.MigrationError, Scope.Scope | Supervisor | PgClient.PgClient | SqlClient> =>
   Effect.gen(function*() {
-    const { channel, pollInterval, publishInterval, schema } = options
+    const { channel, maxArgumentBytes, pollInterval, publishInterval, schema } = options
     const sql = yield* SqlClient
     const pg = yield* PgClient.PgClient
     const supervisor = yield* Supervisor
@@ -146,7 +167,6 @@ export const make = (
     const table = (name: string) => sql(`${schema}.${name}`)
 
     yield* migrate(schema)
-    yield* sql`UPDATE ${table("_config")} SET channel = ${channel}`
 
     /** Open while this process holds the lock: only then are requests processed and views written. */
     const attached = yield* Latch.make(false)
@@ -218,6 +238,8 @@ export const make = (
       }
       yield* Effect.addFinalizer(() => Effect.ignore(run(Sql.unlock(schema))))
       yield* run(Sql.attach(schema), [me])
+      // Only now, holding the lock: a standby must not move the channel from under the attached supervisor.
+      yield* run(Sql.configure(schema), [channel, maxArgumentBytes])
       yield* takeOver
       yield* attached.open
       yield* Effect.all([signal(wake), signal(activityDirty), signal(settingsDirty)], { discard: true })
@@ -238,46 +260,120 @@ export const make = (
 
     // --- requests ---
 
+    /** The role that asked, as it can be logged: escaped and bounded (it came from SQL). */
+    const who = (row: PendingRow) => escapeBounded(row.requested_by, 64)
+
+    /** Records a refusal; `refusal` carries the SQLSTATE, detail and hint `wait_for_startup` raises with. */
+    const refuse = (
+      row: PendingRow,
+      refusal: {
+        readonly message: string
+        readonly sqlstate?: string
+        readonly detail?: string
+        readonly hint?: string
+      },
+      state: "refused" | "no_slot" = "refused"
+    ) =>
+      sql`UPDATE ${table("_requests")}
+        SET state = ${state}, processed_at = now(), supervisor_id = ${me}, error = ${refusal.message.slice(0, 2000)},
+            sqlstate = ${refusal.sqlstate ?? null}, detail = ${refusal.detail ?? null}, hint = ${refusal.hint ?? null}
+        WHERE id = ${row.id} AND state = 'requested'`
+
     const markLaunched = (row: PendingRow, handle: WorkerHandle.WorkerHandle) =>
       Effect.gen(function*() {
         const status = yield* supervisor.status(handle)
+        const info = yield* supervisor.info(handle)
+        const runAs = info._tag === "Some" ? info.value.role : null
         yield* sql`UPDATE ${table("_requests")}
           SET state = 'launched', processed_at = now(), supervisor_id = ${me},
               handle = ${WorkerHandle.format(handle)}, status = ${statusText(status)},
-              pid = ${status._tag === "Started" ? status.pid : null}
+              pid = ${status._tag === "Started" ? status.pid : null}, run_as = ${runAs}
           WHERE id = ${row.id}`
         unrecorded.delete(String(row.id))
         yield* follow(row.id, handle)
       })
 
+    /**
+     * Why a row cannot be launched as stored, if it cannot: the limits `launch` checks at the call, for rows
+     * that did not come through it (stored by hand, by an older version, or before a lower limit).
+     */
+    const overLimit = (row: PendingRow) => {
+      const long = (field: string, bytes: number | null, limit: number) =>
+        bytes !== null && bytes >= limit
+          ? {
+            message: `background worker ${field} is too long (${bytes} bytes)`,
+            sqlstate: "22001",
+            detail: `It holds at most ${limit - 1} bytes.`,
+            hint: "More details may be available in the server log."
+          }
+          : undefined
+      return long("library name", row.library_bytes, Sql.maxLibraryLen) ??
+        long("function name", row.function_bytes, Sql.bgwMaxLen) ??
+        long("name", row.name_bytes, Sql.bgwMaxLen) ??
+        long("type", row.type_bytes, Sql.bgwMaxLen) ??
+        (row.arg_bytes !== null && row.arg_bytes > maxArgumentBytes
+          ? {
+            message: `background worker argument is too large (${row.arg_bytes} bytes)`,
+            sqlstate: "54000",
+            detail: `The limit is ${maxArgumentBytes} bytes of JSON text (ControlPlane option maxArgumentBytes).`,
+            hint: "Pass a key to data the worker reads itself, rather than the data."
+          }
+          : undefined)
+    }
+
+    /** The row's argument: from the page when small, else read alone (its size is within the limit). */
+    const argumentOf = (row: PendingRow): Effect.Effect<unknown, SqlError> =>
+      row.no_arg
+        ? Effect.succeed(undefined)
+        : row.arg_bytes !== null && row.arg_bytes > inlineArgumentBytes
+        ? Effect.map(
+          sql<{ readonly arg: unknown }>`SELECT arg FROM ${table("_requests")} WHERE id = ${row.id}`,
+          (rows) => rows[0]?.arg
+        )
+        : Effect.succeed(row.arg)
+
     const launch = (row: PendingRow) =>
       Effect.gen(function*() {
         const known = unrecorded.get(String(row.id))
         if (known !== undefined) return yield* markLaunched(row, known)
-        const entry = `${row.library}.${row.function}`
+        const entry = escapeBounded(`${row.library}.${row.function}`)
+        const limit = overLimit(row)
+        if (limit !== undefined) {
+          yield* Effect.logWarning(
+            `refused request ${row.id} by role "${who(row)}" to launch "${entry}": ${limit.message}`
+          )
+          return yield* refuse(row, limit)
+        }
         const result = yield* Effect.result(supervisor.launch({
           library: row.library!,
           function: row.function!,
-          argument: row.no_arg ? undefined : row.arg,
+          argument: yield* argumentOf(row),
           name: row.name ?? undefined,
-          type: row.type ?? undefined
+          type: row.type ?? undefined,
+          caller: row.requested_by
         }))
         if (result._tag === "Failure") {
-          const error = result.failure
-          const state = error.reason._tag === "NoFreeSlot" ? "no_slot" : "refused"
+          const reason = result.failure.reason
           yield* Effect.logWarning(
-            `could not launch "${entry}" for request ${row.id} by role "${row.requested_by}": ${error.message}`
+            `could not launch "${entry}" for request ${row.id} by role "${who(row)}": ` +
+              escapeBounded(reason.message, 500)
           )
-          return yield* sql`UPDATE ${table("_requests")}
-            SET state = ${state}, processed_at = now(), supervisor_id = ${me}, error = ${error.message}
-            WHERE id = ${row.id}`
+          if (reason._tag === "PermissionDenied") {
+            return yield* refuse(row, {
+              message: reason.message,
+              sqlstate: reason.code,
+              detail: reason.detail ?? `Role "${reason.caller}" asked to launch background worker "${reason.worker}".`,
+              hint: reason.hint ?? "More details may be available in the server log."
+            })
+          }
+          return yield* refuse(row, { message: reason.message }, reason._tag === "NoFreeSlot" ? "no_slot" : "refused")
         }
         const handle = result.success
         unrecorded.set(String(row.id), handle)
         yield* Effect.logInfo(
-          `launched "${entry}" as background worker ${
-            WorkerHandle.format(handle)
-          } for request ${row.id} by role "${row.requested_by}"`
+          `launched "${entry}" as background worker ${WorkerHandle.format(handle)} for request ${row.id} by role "${
+            who(row)
+          }"`
         )
         yield* markLaunched(row, handle)
       })
@@ -294,7 +390,7 @@ export const make = (
           yield* action === "terminate" ? supervisor.terminate(handle) : supervisor.setLatch(handle)
         }
         yield* Effect.logInfo(
-          `${action} of background worker handle ${row.target} requested by role "${row.requested_by}"${
+          `${action} of background worker handle ${row.target} requested by role "${who(row)}"${
             handle === undefined ? " (no worker of this supervisor)" : ""
           }`
         )
@@ -306,7 +402,7 @@ export const make = (
 
     const reload = (row: PendingRow) =>
       Effect.gen(function*() {
-        yield* Effect.logInfo(`reload requested by role "${row.requested_by}"`)
+        yield* Effect.logInfo(`reload requested by role "${who(row)}"`)
         yield* supervisor.reload
         yield* sql`UPDATE ${table("_requests")} SET state = 'done', processed_at = now(), supervisor_id = ${me}
           WHERE id = ${row.id}`
@@ -314,13 +410,42 @@ export const make = (
 
     const pending = (after: bigint) =>
       sql<PendingRow>`
-        SELECT r.id, r.kind, r.library, r.function, r.arg, r.arg IS NULL AS no_arg, r.name, r.type, r.requested_by,
+        SELECT r.id, r.kind,
+               left(r.library, ${Sql.maxLibraryLen}) AS library, octet_length(r.library) AS library_bytes,
+               left(r.function, ${Sql.bgwMaxLen}) AS function, octet_length(r.function) AS function_bytes,
+               CASE WHEN octet_length(r.arg::text) <= ${inlineArgumentBytes} THEN r.arg END AS arg,
+               r.arg IS NULL AS no_arg, octet_length(r.arg::text) AS arg_bytes,
+               left(r.name, ${Sql.bgwMaxLen}) AS name, octet_length(r.name) AS name_bytes,
+               left(r.type, ${Sql.bgwMaxLen}) AS type, octet_length(r.type) AS type_bytes,
+               left(r.requested_by, 64) AS requested_by,
                t.id AS target, t.state AS target_state, t.supervisor_id AS target_supervisor,
                t.handle AS target_handle
         FROM ${table("_requests")} r LEFT JOIN ${table("_requests")} t ON t.id = r.target
         WHERE r.state = 'requested' AND r.id > ${after}
         ORDER BY r.id
-        LIMIT 100`
+        LIMIT ${pageSize}`
+
+    /**
+     * One request, never stalling the ones after it: a request that fails for its own content (an argument
+     * the driver cannot read, a value the database rejects) is marked refused with the reason. A lost
+     * connection is not the request's fault: it propagates, and the drain is tried again.
+     */
+    const processRow = (row: PendingRow) =>
+      (row.kind === "launch" ? launch(row) : row.kind === "reload" ? reload(row) : signalWorker(row)).pipe(
+        Effect.catch((error) =>
+          // A lost connection is retried; so is a launch that ran but is not yet recorded (never launched twice).
+          error.reason._tag === "ConnectionError" || unrecorded.has(String(row.id))
+            ? Effect.fail(error)
+            : Effect.andThen(
+              Effect.logWarning(
+                `refused request ${row.id} by role "${who(row)}": it could not be processed: ${
+                  escapeBounded(error.message, 500)
+                }`
+              ),
+              refuse(row, { message: `the request could not be processed: ${error.message.slice(0, 1000)}` })
+            )
+        )
+      )
 
     /** Every unprocessed request, in id order (one consumer: the lock holder). */
     const drain = Effect.gen(function*() {
@@ -328,12 +453,12 @@ export const make = (
       while (true) {
         const rows = yield* pending(after)
         for (const row of rows) {
-          yield* row.kind === "launch" ? launch(row) : row.kind === "reload" ? reload(row) : signalWorker(row)
+          yield* processRow(row)
           after = row.id
         }
         // A short page was the last one: rows committed meanwhile come with a notification (or the poll),
         // which wakes the consumer again, so asking once more would only cost a round trip.
-        if (rows.length < 100) return
+        if (rows.length < pageSize) return
       }
     })
 
@@ -349,7 +474,8 @@ export const make = (
       const notifications = yield* pg.listen(channel)
       yield* signal(wake)
       while (true) {
-        yield* Queue.take(notifications)
+        // Everything that arrived at once is one wake-up: a flood of notifications never piles up here.
+        yield* Queue.takeAll(notifications)
         yield* signal(wake)
       }
     })).pipe(

@@ -323,3 +323,153 @@ export const unlock = (s: string) =>
 /** Run on the lock's session once it holds the lock: records who is attached. `$1` is the supervisor id. */
 export const attach = (s: string) =>
   `UPDATE ${s}._config SET supervisor_id = $1, supervisor_pid = pg_catalog.pg_backend_pid(), attached_at = pg_catalog.now()`
+
+// --- migration 2: security ---
+
+/** `BGW_MAXLEN`: `bgw_name`, `bgw_type` and `bgw_function_name` hold fewer bytes than this. */
+export const bgwMaxLen = 96
+
+/** `MAXPGPATH`: `bgw_library_name` holds fewer bytes than this. */
+export const maxLibraryLen = 1024
+
+/** The default bound on a launch's argument, as text (`jsonb::text`): 1 MiB. */
+export const defaultMaxArgumentBytes = 1024 * 1024
+
+/** Whether `role` (a name) is a superuser; false for a role that does not exist. */
+const isSuper = (role: string) =>
+  `coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = ${role}), false)`
+
+/**
+ * The statements of migration 2: limits at the SQL boundary (the name, type, library and function as in
+ * PostgreSQL's `BackgroundWorker` struct, the argument by `_config.max_argument_bytes`), refusals that keep
+ * their SQLSTATE, detail and hint for `wait_for_startup`, the role each worker runs as, PostgreSQL's rules
+ * for signalling (`pg_signal_backend`, superusers' workers), and `reload()` taken from the launcher role.
+ */
+export const security = (s: string): ReadonlyArray<string> => {
+  const role = launcherRole(s)
+  const tooLong = (field: string, column: string, limit: number, what: string) =>
+    `IF octet_length(${column}) >= ${limit} THEN
+    RAISE EXCEPTION 'background worker ${field} is too long (% bytes)', octet_length(${column})
+      USING ERRCODE = 'string_data_right_truncation',
+            DETAIL = '${what} holds at most ${limit - 1} bytes.';
+  END IF;`
+  return [
+    `ALTER TABLE ${s}._config ADD COLUMN max_argument_bytes integer NOT NULL DEFAULT ${defaultMaxArgumentBytes}
+  CHECK (max_argument_bytes > 0)`,
+    `ALTER TABLE ${s}._requests ADD COLUMN sqlstate text, ADD COLUMN detail text, ADD COLUMN hint text,
+  ADD COLUMN run_as text`,
+    // Limits are checked in the calling session, before anything is stored: an oversized call fails at once.
+    `CREATE OR REPLACE FUNCTION ${s}.launch(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
+  type text DEFAULT NULL) RETURNS bigint
+${definer}
+AS $$
+DECLARE
+  request bigint;
+  arg_bytes integer;
+  max_bytes integer := (SELECT max_argument_bytes FROM ${s}._config);
+BEGIN
+  IF $1 IS NULL OR $2 IS NULL THEN
+    RAISE EXCEPTION 'library and function must not be null' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  ${tooLong("library name", "$1", maxLibraryLen, "bgw_library_name (MAXPGPATH)")}
+  ${tooLong("function name", "$2", bgwMaxLen, "bgw_function_name (BGW_MAXLEN)")}
+  ${tooLong("name", "$4", bgwMaxLen, "bgw_name (BGW_MAXLEN)")}
+  ${tooLong("type", "$5", bgwMaxLen, "bgw_type (BGW_MAXLEN)")}
+  arg_bytes := octet_length($3::text);
+  IF arg_bytes > max_bytes THEN
+    RAISE EXCEPTION 'background worker argument is too large (% bytes)', arg_bytes
+      USING ERRCODE = 'program_limit_exceeded',
+            DETAIL = format('The limit is %s bytes of JSON text (ControlPlane option maxArgumentBytes).', max_bytes),
+            HINT = 'Pass a key to data the worker reads itself, rather than the data.';
+  END IF;
+  INSERT INTO ${s}._requests (kind, library, function, arg, name, type, requested_by)
+    VALUES ('launch', $1, $2, $3, $4, $5, ${s}._caller())
+    RETURNING id INTO request;
+  PERFORM ${s}._notify(request);
+  RETURN request;
+END
+$$`,
+    // pg_terminate_backend's rules (signalfuncs.c, pg_signal_backend): a superuser's worker only by a
+    // superuser; others by roles with privileges of the worker's role, or of pg_signal_backend.
+    `CREATE OR REPLACE FUNCTION ${s}._handle(handle bigint, action text) RETURNS ${s}._requests
+${definer}
+AS $$
+DECLARE
+  r ${s}._requests;
+  caller text := ${s}._caller();
+  target text;
+BEGIN
+  SELECT * INTO r FROM ${s}._requests WHERE id = $1 AND kind = 'launch';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'background worker handle % does not exist', handle
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'A handle is the value returned by ${s}.launch.';
+  END IF;
+  target := coalesce(r.run_as, r.requested_by);
+  IF ${isSuper("target")} AND NOT ${isSuper("caller")} THEN
+    RAISE EXCEPTION 'permission denied to % background worker', action
+      USING ERRCODE = 'insufficient_privilege',
+            DETAIL = format('Only roles with the SUPERUSER attribute may %s background workers of roles with the SUPERUSER attribute.', action);
+  END IF;
+  IF NOT ((EXISTS (SELECT FROM pg_roles WHERE rolname = target) AND pg_has_role(caller, target, 'USAGE'))
+          OR pg_has_role(caller, 'pg_signal_backend', 'USAGE')) THEN
+    RAISE EXCEPTION 'permission denied to % background worker', action
+      USING ERRCODE = 'insufficient_privilege',
+            DETAIL = format('Only roles with privileges of the role "%s" that the worker runs as, or with privileges of the "pg_signal_backend" role, may %s it.', target, action);
+  END IF;
+  RETURN r;
+END
+$$`,
+    `CREATE OR REPLACE FUNCTION ${s}.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer
+${definer}
+AS $$
+DECLARE
+  r ${s}._requests;
+  deadline timestamptz := clock_timestamp() + timeout;
+BEGIN
+  r := ${s}._handle(handle, 'wait for');
+  IF r.state = 'requested' AND r.requested_xact = pg_current_xact_id_if_assigned() THEN
+    RAISE EXCEPTION 'cannot wait for a background worker launched in the same transaction'
+      USING ERRCODE = 'active_sql_transaction',
+            HINT = 'The launch takes effect when the transaction commits: call ${s}.wait_for_startup after COMMIT.';
+  END IF;
+  LOOP
+    SELECT * INTO r FROM ${s}._requests WHERE id = $1;
+    IF r.state = 'no_slot' THEN
+      RETURN NULL;
+    ELSIF r.state = 'refused' AND r.sqlstate IS NOT NULL THEN
+      -- A refusal with its own SQLSTATE (permission denied, limits): raised as PostgreSQL would raise it.
+      RAISE EXCEPTION USING MESSAGE = r.error, ERRCODE = r.sqlstate,
+        DETAIL = coalesce(r.detail, format('Background worker launch %s was refused.', handle)),
+        HINT = coalesce(r.hint, 'More details may be available in the server log.');
+    ELSIF r.state = 'refused' OR (r.state = 'launched' AND r.status = 'stopped') THEN
+      RAISE EXCEPTION 'could not start background process'
+        USING ERRCODE = 'insufficient_resources',
+              DETAIL = coalesce(r.error, 'The worker stopped before it was seen running.'),
+              HINT = 'More details may be available in the server log.';
+    ELSIF r.state = 'launched' AND r.status = 'started' THEN
+      RETURN r.pid;
+    ELSIF r.status = 'postmaster died' OR NOT ${s}._attached() THEN
+      RAISE EXCEPTION 'cannot start background processes without postmaster'
+        USING ERRCODE = 'insufficient_resources',
+              HINT = 'Kill all remaining database processes and restart the database.';
+    ELSIF clock_timestamp() >= deadline THEN
+      RAISE EXCEPTION 'background worker handle % did not start within %', handle, timeout
+        USING ERRCODE = 'query_canceled',
+              DETAIL = CASE WHEN r.state = 'requested' THEN 'The request has not been processed.'
+                            ELSE 'The worker is registered but not yet started.' END;
+    END IF;
+    PERFORM pg_sleep(0.005);
+  END LOOP;
+END
+$$`,
+    // pg_reload_conf is a superuser's right unless granted: so is reload().
+    `REVOKE EXECUTE ON FUNCTION ${s}.reload() FROM ${role}`,
+    `GRANT EXECUTE ON FUNCTION ${s}.wait_for_startup(bigint, interval), ${s}.terminate(bigint), ${s}.set_latch(bigint)
+  TO pg_signal_backend`
+  ]
+}
+
+/** Run on the lock's session with the lock held: the channel only this supervisor knows, and the limits. */
+export const configure = (s: string) =>
+  `UPDATE ${s}._config SET channel = $1, max_argument_bytes = $2`
