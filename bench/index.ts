@@ -3,15 +3,17 @@
  * (`node --expose-gc bench/index.ts`, on the Node 24 from node_modules).
  *
  * Order: launch cycles (figure 1), latch latency (figure 2), GUC reload and reads (figure 4), the SQL launch
- * (figure 5), worker_spi's summary transaction on an embedded PostgreSQL (figure 6), then memory (figure 3)
- * last, because it grows the heap to 100k workers. Everything runs under `Effect.runPromise` on the live clock
- * with the minimum log level at "Warn", so that no Info/Debug log is even built. Each benchmark measures its
- * raw-Effect baseline itself, in the same run, interleaved with ours where it can.
+ * (figure 5), worker_spi's summary transaction on an embedded PostgreSQL (figure 6), the control plane under
+ * abuse (figure 7: big arguments, a NOTIFY flood), then memory (figure 3) last, because it grows the heap to
+ * 100k workers. Everything runs under `Effect.runPromise` on the live clock with the minimum log level at
+ * "Warn", so that no Info/Debug log is even built. Each benchmark measures its raw-Effect baseline itself, in
+ * the same run, interleaved with ours where it can.
  *
- * Optional arguments select benchmarks: `npm run bench -- latch guc sql worker_spi memory`.
+ * Optional arguments select benchmarks: `npm run bench -- latch guc sql worker_spi abuse memory`.
  */
 import * as Effect from "effect/Effect"
 import * as References from "effect/References"
+import { runAbuse } from "./abuse.ts"
 import { runControlPlane } from "./controlPlane.ts"
 import { runGuc } from "./guc.ts"
 import { runLatch } from "./latch.ts"
@@ -20,7 +22,7 @@ import { runMemory } from "./memory.ts"
 import { runWorkerSpi } from "./worker_spi.ts"
 import { header, printTable, progress, type Row } from "./report.ts"
 
-const all = ["launch", "latch", "guc", "sql", "worker_spi", "memory"] as const
+const all = ["launch", "latch", "guc", "sql", "worker_spi", "abuse", "memory"] as const
 const selected = process.argv.slice(2).filter((a) => (all as ReadonlyArray<string>).includes(a))
 const wanted = (name: typeof all[number]) => selected.length === 0 || selected.includes(name)
 
@@ -50,6 +52,23 @@ const program = Effect.gen(function*() {
   }
   if (wanted("worker_spi")) {
     rows.push(...yield* timed("worker_spi", runWorkerSpi({ warmupMs: 500, roundMs: 1000, rounds: 5 })))
+  }
+  if (wanted("abuse")) {
+    rows.push(
+      ...yield* timed(
+        "abuse",
+        runAbuse({
+          bigArguments: 40,
+          maxArgumentBytes: 1024 * 1024,
+          notifications: 1_000_000,
+          perStatement: 10_000,
+          floodSessions: 2,
+          quietLaunches: 300,
+          rssBudgetMb: 50,
+          p99BudgetMs: 100
+        })
+      )
+    )
   }
   if (wanted("memory")) {
     rows.push(...yield* timed("memory", runMemory({ counts: [10_000, 100_000], targetKb: 5 })))

@@ -21,7 +21,7 @@ export interface Row {
   readonly ok: boolean | undefined
 }
 
-export type Unit = "cycles/s" | "ns" | "µs" | "KB" | "ms"
+export type Unit = "cycles/s" | "ns" | "µs" | "KB" | "MB" | "ms"
 
 /** Cost factor for a throughput (higher is better): raw / ours. */
 export const throughputRatio = (ours: number, raw: number): number => raw / ours
@@ -72,6 +72,8 @@ const formatValue = (value: number, unit: Unit): string => {
       return `${value < 10 ? value.toFixed(3) : value.toFixed(1)} µs`
     case "KB":
       return `${value.toFixed(2)} KB`
+    case "MB":
+      return `${value.toFixed(1)} MB`
     case "ms":
       return `${value < 100 ? value.toFixed(1) : value.toFixed(0)} ms`
   }

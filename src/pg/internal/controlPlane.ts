@@ -38,6 +38,21 @@ export interface ResolvedOptions {
 
 const logAnnotations = { module: "effect-bgworker/pg/ControlPlane" }
 
+/** The server's own text of a failure (`SqlError` keeps the driver's error, with PostgreSQL's message, as its cause). */
+const serverText = (error: { readonly message: string }): string => {
+  let current: unknown = error
+  let text = error.message
+  for (let i = 0; i < 5 && typeof current === "object" && current !== null; i++) {
+    const next = (current as { readonly cause?: unknown; readonly reason?: unknown }).cause ??
+      (current as { readonly reason?: unknown }).reason
+    if (typeof next !== "object" || next === null) break
+    const message = (next as { readonly message?: unknown }).message
+    if (typeof message === "string" && message !== "") text = message
+    current = next
+  }
+  return text
+}
+
 /**
  * Keeps a background loop alive: a SQL failure is logged as a warning and a defect as an error, and the
  * caller retries. An interruption-only cause (a listen queue closed under us) is retried silently; if this
@@ -48,7 +63,7 @@ const survive = (what: string) => <A, E extends { readonly message: string }, R>
     if (Cause.hasInterruptsOnly(cause)) return Effect.void
     const error = Cause.findErrorOption(cause)
     return error._tag === "Some"
-      ? Effect.logWarning(`${what}: ${escapeBounded(error.value.message, 500)}; retrying`)
+      ? Effect.logWarning(`${what}: ${escapeBounded(serverText(error.value), 500)}; retrying`)
       : Effect.logError(`${what}; retrying`, cause)
   })
 
@@ -148,6 +163,15 @@ const activityRecord = (row: ActivityRow) => ({
 
 /** Arguments up to this size come with the page of requests; larger ones are read one at a time. */
 const inlineArgumentBytes = 64 * 1024
+
+/**
+ * Large arguments are read in pieces of this many characters, so that the driver never grows its read
+ * buffer far: a large buffer, once freed, stays with the allocator and the process (measured by
+ * `npm run bench -- abuse`: 40 arguments of 1 MiB leave 2-5 MB of RSS in pieces of 64 Ki characters, 25-40 MB
+ * in pieces of 256 Ki or as bytes, up to 75 MB in one piece). The cost is time: `substr` scans UTF-8 text by
+ * character, about 80 ms for a 1 MiB argument.
+ */
+const argumentPieceChars = 64 * 1024
 
 /** Requests read per page. */
 const pageSize = 100
@@ -321,15 +345,30 @@ export const make = (
           : undefined)
     }
 
-    /** The row's argument: from the page when small, else read alone (its size is within the limit). */
+    /**
+     * The row's argument: from the page when small, else read alone, in pieces of `argumentPieceChars`
+     * characters of its JSON text. One large message would make the driver grow its read buffer to twice
+     * the message, memory the allocator keeps after it is freed; pieces keep every message small.
+     */
     const argumentOf = (row: PendingRow): Effect.Effect<unknown, SqlError> =>
       row.no_arg
         ? Effect.succeed(undefined)
         : row.arg_bytes !== null && row.arg_bytes > inlineArgumentBytes
-        ? Effect.map(
-          sql<{ readonly arg: unknown }>`SELECT arg FROM ${table("_requests")} WHERE id = ${row.id}`,
-          (rows) => rows[0]?.arg
-        )
+        ? Effect.gen(function*() {
+          // One conversion to text on the server, returned as rows of at most `argumentPieceChars` characters.
+          const pieces = yield* sql<{ readonly piece: string }>`
+            WITH x AS MATERIALIZED (SELECT arg::text AS t FROM ${table("_requests")} WHERE id = ${row.id})
+            SELECT substr(x.t, g, ${argumentPieceChars}) AS piece
+            FROM x, generate_series(1, length(x.t), ${argumentPieceChars}) g
+            ORDER BY g`
+          return yield* Effect.try({
+            try: () => JSON.parse(pieces.map((p) => p.piece).join("")) as unknown,
+            catch: (cause) =>
+              new SqlError({
+                reason: new UnknownError({ cause, message: `the stored argument is not valid JSON: ${String(cause)}` })
+              })
+          })
+        })
         : Effect.succeed(row.arg)
 
     const launch = (row: PendingRow) =>
@@ -413,17 +452,21 @@ export const make = (
         SELECT r.id, r.kind,
                left(r.library, ${Sql.maxLibraryLen}) AS library, octet_length(r.library) AS library_bytes,
                left(r.function, ${Sql.bgwMaxLen}) AS function, octet_length(r.function) AS function_bytes,
-               CASE WHEN octet_length(r.arg::text) <= ${inlineArgumentBytes} THEN r.arg END AS arg,
-               r.arg IS NULL AS no_arg, octet_length(r.arg::text) AS arg_bytes,
+               CASE WHEN r.arg_bytes <= ${inlineArgumentBytes} THEN r.arg END AS arg,
+               r.arg IS NULL AS no_arg, r.arg_bytes,
                left(r.name, ${Sql.bgwMaxLen}) AS name, octet_length(r.name) AS name_bytes,
                left(r.type, ${Sql.bgwMaxLen}) AS type, octet_length(r.type) AS type_bytes,
                left(r.requested_by, 64) AS requested_by,
                t.id AS target, t.state AS target_state, t.supervisor_id AS target_supervisor,
                t.handle AS target_handle
-        FROM ${table("_requests")} r LEFT JOIN ${table("_requests")} t ON t.id = r.target
-        WHERE r.state = 'requested' AND r.id > ${after}
-        ORDER BY r.id
-        LIMIT ${pageSize}`
+        FROM (
+          -- launch measured the argument once; a row stored otherwise is measured here
+          SELECT q.id, q.kind, q.library, q.function, q.arg, q.name, q.type, q.requested_by, q.target,
+                 coalesce(q.arg_bytes, octet_length(q.arg::text)) AS arg_bytes
+          FROM ${table("_requests")} q WHERE q.state = 'requested' AND q.id > ${after}
+          ORDER BY q.id LIMIT ${pageSize}
+        ) r LEFT JOIN ${table("_requests")} t ON t.id = r.target
+        ORDER BY r.id`
 
     /**
      * One request, never stalling the ones after it: a request that fails for its own content (an argument

@@ -356,8 +356,9 @@ export const security = (s: string): ReadonlyArray<string> => {
   return [
     `ALTER TABLE ${s}._config ADD COLUMN max_argument_bytes integer NOT NULL DEFAULT ${defaultMaxArgumentBytes}
   CHECK (max_argument_bytes > 0)`,
+    // arg_bytes: the argument's size as JSON text, measured once by launch (NULL for rows stored otherwise).
     `ALTER TABLE ${s}._requests ADD COLUMN sqlstate text, ADD COLUMN detail text, ADD COLUMN hint text,
-  ADD COLUMN run_as text`,
+  ADD COLUMN run_as text, ADD COLUMN arg_bytes integer`,
     // Limits are checked in the calling session, before anything is stored: an oversized call fails at once.
     `CREATE OR REPLACE FUNCTION ${s}.launch(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
   type text DEFAULT NULL) RETURNS bigint
@@ -382,8 +383,8 @@ BEGIN
             DETAIL = format('The limit is %s bytes of JSON text (ControlPlane option maxArgumentBytes).', max_bytes),
             HINT = 'Pass a key to data the worker reads itself, rather than the data.';
   END IF;
-  INSERT INTO ${s}._requests (kind, library, function, arg, name, type, requested_by)
-    VALUES ('launch', $1, $2, $3, $4, $5, ${s}._caller())
+  INSERT INTO ${s}._requests (kind, library, function, arg, arg_bytes, name, type, requested_by)
+    VALUES ('launch', $1, $2, $3, arg_bytes, $4, $5, ${s}._caller())
     RETURNING id INTO request;
   PERFORM ${s}._notify(request);
   RETURN request;
