@@ -12,6 +12,7 @@
  * |---|---|
  * | `bgworker.launch(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL, type text DEFAULT NULL) RETURNS bigint` | asks for a launch (`name`/`type` are `bgw_name`/`bgw_type`, else the entry point's); returns the handle |
  * | `bgworker.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer` | the pid; NULL when no slot was free |
+ * | `bgworker.cancel(handle bigint) RETURNS boolean` | withdraws a launch no supervisor has claimed yet: true when it will never start |
  * | `bgworker.terminate(handle bigint) RETURNS void` | `Supervisor.terminate` |
  * | `bgworker.set_latch(handle bigint) RETURNS void` | `Supervisor.setLatch` |
  * | `bgworker.reload() RETURNS void` | `Supervisor.reload` (SIGHUP); superusers only unless granted |
@@ -72,16 +73,37 @@
  * - `terminate` and `set_latch` are requests too: they take effect after commit, in id order, so a
  *   `terminate` in the launching transaction applies to the worker it launches.
  *
- * Errors raised by `wait_for_startup` follow PostgreSQL's: `could not start background process`
- * (SQLSTATE 53000, hint `More details may be available in the server log.`, the refusal in the detail)
- * when the worker was refused or stopped before it was seen running; `cannot start background processes
- * without postmaster` (53000) when no supervisor is attached; SQLSTATE 57014 when the timeout passes.
+ * Errors raised by `wait_for_startup` follow PostgreSQL's, and always agree with the request's fate:
+ *
+ * - `could not start background process` (SQLSTATE 53000, hint `More details may be available in the
+ *   server log.`, the refusal in the detail) when the worker was refused or stopped before it was seen
+ *   running; a refusal with its own SQLSTATE (42501, 22001, 54000, ...) is raised with it. It never starts.
+ * - `cannot start background processes without postmaster` (53000) when the supervisor that launched the
+ *   worker is gone, and the worker with it.
+ * - `background worker launch N is pending: no supervisor is attached` (53000), or `... did not start
+ *   within T: it is still pending` (57014) when the timeout passes before a supervisor claimed it: the
+ *   request is still queued and **will** start when a supervisor reaches it. The hint says how to withdraw
+ *   it: `SELECT bgworker.cancel(N)` returns true when it was withdrawn (it then never starts), false when a
+ *   supervisor has claimed it already (wait again). An error cannot withdraw it by itself: it would be
+ *   rolled back with the caller's transaction.
+ * - `... did not start within T: it is registered` (57014) when the worker is registered but waits for its
+ *   start time; `terminate` stops it.
+ *
+ * **One consumer, fenced.** A supervisor claims a page of requests in one statement (`state` becomes
+ * `processing`) only while it is the one recorded in `_config` and its session holds the lock, so a standby
+ * or a supervisor that lost its lock session claims nothing. Each supervisor also holds a liveness lock
+ * for its whole life: a supervisor that takes over treats another one's workers as dead, and queues again
+ * what it claimed but never launched, only once that one's liveness lock is free.
+ *
+ * **Retention.** Processed requests older than `retention` (24 hours by default) are deleted by the
+ * attached supervisor, except launches whose worker may still run.
  *
  * **Tables** (private; the views and functions are the interface)
  *
  * - `_requests`: `id bigserial`, `kind` (`launch` | `terminate` | `set_latch` | `reload`), `library`,
  *   `function`, `arg jsonb`, `target` (the launch a signal is for), `requested_by`, `requested_at`,
- *   `requested_xact`, `state` (`requested` | `launched` | `refused` | `no_slot` | `done`), `processed_at`,
+ *   `requested_xact`, `state` (`requested` | `processing` | `launched` | `refused` | `no_slot` | `done` |
+ *   `cancelled`), `processed_at`,
  *   `supervisor_id`, `handle` (`"slot:generation"`), `pid`, `status` (`not yet started` | `started` |
  *   `stopped` | `postmaster died`), `error`, and for a refusal `sqlstate`, `detail`, `hint`; `run_as`, the
  *   role a launched worker runs as.
@@ -132,6 +154,14 @@ export interface Options {
    * @since 0.2.0
    */
   readonly maxArgumentBytes?: number | undefined
+  /**
+   * How long processed requests stay in `_requests` (the audit trail of launches, refusals and signals)
+   * before the attached supervisor deletes them. A launch whose worker may still run is kept whatever its
+   * age. Default 24 hours.
+   *
+   * @since 0.2.0
+   */
+  readonly retention?: Duration.Input | undefined
   /** How often unprocessed requests are looked for without a notification. Default 1 second. */
   readonly pollInterval?: Duration.Input | undefined
   /** The shortest time between two writes of a view (bursts of changes are coalesced). Default 50 ms. */
@@ -159,6 +189,7 @@ const resolve = (options: Options): Effect.Effect<internal.ResolvedOptions> =>
       schema,
       channel,
       maxArgumentBytes,
+      retention: Duration.fromInputUnsafe(options.retention ?? "24 hours"),
       pollInterval: Duration.fromInputUnsafe(options.pollInterval ?? "1 second"),
       publishInterval: Duration.fromInputUnsafe(options.publishInterval ?? "50 millis")
     })
@@ -190,8 +221,9 @@ export const migrate = (
  * it keeps), and starts, in its scope: the request consumer (LISTEN on the channel, a poll every
  * `pollInterval`), one status follower per launched worker, and the publishers of `bgworker.activity`
  * (from `Activity.changes`) and `bgworker.settings` (from the `Gucs` registry's changes, when one is
- * provided). It holds two pooled connections for its lifetime (LISTEN and the lock), so size the pool for
- * them.
+ * provided), and the retention of processed requests. It holds three pooled connections for its lifetime
+ * (LISTEN, the attachment lock, and a liveness lock that tells other supervisors this one still runs), so
+ * size the pool for them.
  *
  * **Gotchas**
  *

@@ -296,7 +296,7 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       const waiting = yield* launch("gated", null)
       const failure = yield* PgTest.pgFailure(waitForStartup(waiting, "200 milliseconds"))
       assert.strictEqual(failure.code, "57014")
-      assert.strictEqual(failure.detail, "The worker is registered but not yet started.")
+      assert.strictEqual(failure.detail, "The worker is registered and starts when its start time is reached.")
 
       const view = sql<{
         readonly pid: number | null
@@ -407,13 +407,22 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       // Install, then detach.
       yield* Effect.scoped(Layer.build(plane))
       const early = yield* launch("napper", sleepy, schema)
+      // The error says the launch is still pending, and it does start later, as it says.
       const detached = yield* PgTest.pgFailure(waitForStartup(early, "1 second", schema))
-      assert.strictEqual(detached.message, "cannot start background processes without postmaster")
+      assert.strictEqual(detached.message, `background worker launch ${early} is pending: no supervisor is attached`)
       assert.strictEqual(detached.code, "53000")
+      assert.include(detached.hint, `${schema}.cancel(${early})`)
+      // A launch withdrawn with cancel never starts, and waiting for it says so.
+      const withdrawn = yield* launch("napper", sleepy, schema)
+      const [cancelled] = yield* sql<{ readonly c: boolean }>`SELECT ${sql(`${schema}.cancel`)}(${withdrawn}) AS c`
+      assert.isTrue(cancelled!.c)
 
       yield* Effect.scoped(Effect.gen(function*() {
         yield* Layer.build(plane)
         assert.isNumber(yield* waitForStartup(early, "10 seconds", schema))
+        const never = yield* PgTest.pgFailure(waitForStartup(withdrawn, "1 second", schema))
+        assert.strictEqual(never.message, `background worker launch ${withdrawn} was cancelled`)
+        assert.strictEqual((yield* request(withdrawn, schema)).state, "cancelled")
         // Past the wake-ups of attaching and of LISTEN.
         yield* Effect.sleep("300 millis")
         // Inserted by hand: no NOTIFY, so only the poll can find it.
@@ -431,7 +440,7 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       }))
     }))
 
-  it.effect("a second supervisor on the same schema waits as a standby and takes over when the first detaches", () =>
+  it.effect("a second supervisor on the same schema waits as a standby and takes over when the first detaches, leaving the first's live workers alone", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient
       const schema = "bgworker_standby"
@@ -462,12 +471,13 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       const standby = Context.get(yield* Layer.build(other), Supervisor.Supervisor)
       yield* pollUntil(waitingLocks, (n) => n === 1)
       yield* Scope.close(first, Exit.void)
-      // The new holder treats the first supervisor's workers as gone, and launches into its own.
-      yield* pollUntil(request(mine, schema), (row) => row.status === "postmaster died")
+      // The new holder launches into its own supervisor. The first supervisor detached but still runs (its
+      // liveness lock is held), so its worker is not marked dead.
       const theirs = yield* launch("napper", sleepy, schema)
       const theirPid = yield* waitForStartup(theirs, "10 seconds", schema)
       assert.deepStrictEqual(yield* standby.status(handleOf(yield* request(theirs, schema))), WorkerHandle.Started(theirPid!))
       assert.strictEqual((yield* Activity.snapshot).length, 1, "the first supervisor's worker still runs")
+      assert.strictEqual((yield* request(mine, schema)).status, "started")
       yield* stopAll
     }))
 })

@@ -32,6 +32,7 @@ export interface ResolvedOptions {
   /** This process's channel: random unless the options fixed one. */
   readonly channel: string
   readonly maxArgumentBytes: number
+  readonly retention: Duration.Duration
   readonly pollInterval: Duration.Duration
   readonly publishInterval: Duration.Duration
 }
@@ -134,9 +135,6 @@ interface PendingRow {
   readonly type_bytes: number | null
   readonly requested_by: string
   readonly target: bigint | null
-  readonly target_state: string | null
-  readonly target_supervisor: string | null
-  readonly target_handle: string | null
 }
 
 const activityRecord = (row: ActivityRow) => ({
@@ -173,6 +171,13 @@ const inlineArgumentBytes = 64 * 1024
  */
 const argumentPieceChars = 64 * 1024
 
+/** Requests deleted per statement by the retention. */
+const purgeBatch = 1000
+
+/** How often the retention runs: every half retention, between one poll interval and one minute. */
+const purgeEvery = (retention: Duration.Duration, pollInterval: Duration.Duration): Duration.Duration =>
+  Duration.max(pollInterval, Duration.min(Duration.minutes(1), Duration.divideUnsafe(retention, 2)))
+
 /** Requests read per page. */
 const pageSize = 100
 
@@ -182,7 +187,7 @@ export const make = (
   options: ResolvedOptions
 ): Effect.Effect<void, SqlError | Migrator.MigrationError, Scope.Scope | Supervisor | PgClient.PgClient | SqlClient> =>
   Effect.gen(function*() {
-    const { channel, maxArgumentBytes, pollInterval, publishInterval, schema } = options
+    const { channel, maxArgumentBytes, pollInterval, publishInterval, retention, schema } = options
     const sql = yield* SqlClient
     const pg = yield* PgClient.PgClient
     const supervisor = yield* Supervisor
@@ -200,6 +205,8 @@ export const make = (
     const followers = yield* FiberMap.make<string>()
     /** Launched, but the row could not be marked yet: never launch these twice. */
     const unrecorded = new Map<string, WorkerHandle.WorkerHandle>()
+    /** Whether rows claimed by this supervisor may be left unfinished (at attach, after a failed drain). */
+    let recoverClaims = true
     const written = { activity: undefined as string | undefined, settings: undefined as string | undefined }
     const signal = (queue: Queue.Queue<void>) => Queue.offer(queue, undefined)
 
@@ -226,12 +233,27 @@ export const make = (
 
     // --- attachment ---
 
-    /** What a newly attached supervisor finds: other supervisors' workers are gone, its own are followed again. */
+    /**
+     * What a newly attached supervisor finds. Another supervisor that is gone (its liveness lock is free)
+     * is dead, and so are its workers: their statuses say so, its views go, and what it claimed but never
+     * launched is queued again (at least once). Another that still lives (it lost its lock session, not its
+     * process) keeps its workers and its rows. Its own workers are followed again.
+     */
     const takeOver = Effect.gen(function*() {
-      yield* sql`UPDATE ${table("_requests")} SET status = 'postmaster died', pid = NULL
-        WHERE kind = 'launch' AND supervisor_id IS DISTINCT FROM ${me} AND status IN ('not yet started', 'started')`
-      yield* sql`DELETE FROM ${table("_activity")} WHERE supervisor_id <> ${me}`
-      yield* sql`DELETE FROM ${table("_settings")} WHERE supervisor_id <> ${me}`
+      const dead = Sql.deadSupervisor("supervisor_id")
+      yield* sql.unsafe(
+        `UPDATE ${schema}._requests SET status = 'postmaster died', pid = NULL
+         WHERE kind = 'launch' AND supervisor_id <> $1 AND status IN ('not yet started', 'started') AND ${dead}`,
+        [me]
+      )
+      yield* sql.unsafe(
+        `UPDATE ${schema}._requests SET state = 'requested', supervisor_id = NULL, processed_at = NULL
+         WHERE state = 'processing' AND supervisor_id <> $1 AND ${dead}`,
+        [me]
+      )
+      yield* sql.unsafe(`DELETE FROM ${schema}._activity WHERE supervisor_id <> $1 AND ${dead}`, [me])
+      yield* sql.unsafe(`DELETE FROM ${schema}._settings WHERE supervisor_id <> $1 AND ${dead}`, [me])
+      recoverClaims = true
       const mine = yield* sql<{ readonly id: bigint; readonly handle: string }>`
         SELECT id, handle FROM ${table("_requests")}
         WHERE kind = 'launch' AND supervisor_id = ${me} AND status IN ('not yet started', 'started')`
@@ -242,6 +264,27 @@ export const make = (
       written.activity = undefined
       written.settings = undefined
     })
+
+    /**
+     * The liveness lock: held for this supervisor's whole life on a session of its own, so that another
+     * supervisor taking over can tell a supervisor that lost its lock session (alive) from one that is gone.
+     */
+    yield* Effect.gen(function*() {
+      const connection = yield* sql.reserve
+      yield* connection.execute(Sql.livenessLock(), [me], undefined)
+      // The session goes back to the pool: a session-level lock would stay with it.
+      yield* Effect.addFinalizer(() => Effect.ignore(connection.execute(Sql.livenessUnlock(), [me], undefined)))
+      return yield* Effect.forever(
+        Effect.andThen(Effect.sleep(pollInterval), connection.execute("SELECT 1", [], undefined))
+      )
+    }).pipe(
+      Effect.scoped,
+      survive(`lost the liveness session on schema "${schema}"`),
+      Effect.andThen(Effect.sleep(pollInterval)),
+      Effect.forever,
+      Effect.annotateLogs(logAnnotations),
+      Effect.forkScoped
+    )
 
     const ready = yield* Deferred.make<void>()
     const session = Effect.gen(function*() {
@@ -301,9 +344,9 @@ export const make = (
       sql`UPDATE ${table("_requests")}
         SET state = ${state}, processed_at = now(), supervisor_id = ${me}, error = ${refusal.message.slice(0, 2000)},
             sqlstate = ${refusal.sqlstate ?? null}, detail = ${refusal.detail ?? null}, hint = ${refusal.hint ?? null}
-        WHERE id = ${row.id} AND state = 'requested'`
+        WHERE id = ${row.id} AND state = 'processing' AND supervisor_id = ${me}`
 
-    const markLaunched = (row: PendingRow, handle: WorkerHandle.WorkerHandle) =>
+    const markLaunched = (row: { readonly id: bigint }, handle: WorkerHandle.WorkerHandle) =>
       Effect.gen(function*() {
         const status = yield* supervisor.status(handle)
         const info = yield* supervisor.info(handle)
@@ -312,7 +355,7 @@ export const make = (
           SET state = 'launched', processed_at = now(), supervisor_id = ${me},
               handle = ${WorkerHandle.format(handle)}, status = ${statusText(status)},
               pid = ${status._tag === "Started" ? status.pid : null}, run_as = ${runAs}
-          WHERE id = ${row.id}`
+          WHERE id = ${row.id} AND supervisor_id = ${me}`
         unrecorded.delete(String(row.id))
         yield* follow(row.id, handle)
       })
@@ -419,10 +462,11 @@ export const make = (
 
     const signalWorker = (row: PendingRow) =>
       Effect.gen(function*() {
-        // The launch is processed first (lower id); if it failed to be marked, try again later.
-        if (row.target_state === "requested") return
-        const handle = row.target_supervisor === me && row.target_handle !== null
-          ? WorkerHandle.parse(row.target_handle)
+        // The launch was processed first (lower id, same consumer): its row says where the worker is.
+        const [target] = yield* sql<{ readonly supervisor_id: string | null; readonly handle: string | null }>`
+          SELECT supervisor_id, handle FROM ${table("_requests")} WHERE id = ${row.target}`
+        const handle = target?.supervisor_id === me && target.handle !== null
+          ? WorkerHandle.parse(target.handle)
           : undefined
         const action = row.kind === "terminate" ? "terminate" : "set_latch"
         if (handle !== undefined) {
@@ -436,7 +480,7 @@ export const make = (
         yield* sql`UPDATE ${table("_requests")}
           SET state = 'done', processed_at = now(), supervisor_id = ${me},
               error = ${handle === undefined ? "the handle has no worker of this supervisor" : null}
-          WHERE id = ${row.id}`
+          WHERE id = ${row.id} AND supervisor_id = ${me}`
       })
 
     const reload = (row: PendingRow) =>
@@ -444,29 +488,30 @@ export const make = (
         yield* Effect.logInfo(`reload requested by role "${who(row)}"`)
         yield* supervisor.reload
         yield* sql`UPDATE ${table("_requests")} SET state = 'done', processed_at = now(), supervisor_id = ${me}
-          WHERE id = ${row.id}`
+          WHERE id = ${row.id} AND supervisor_id = ${me}`
       })
 
-    const pending = (after: bigint) =>
-      sql<PendingRow>`
-        SELECT r.id, r.kind,
-               left(r.library, ${Sql.maxLibraryLen}) AS library, octet_length(r.library) AS library_bytes,
-               left(r.function, ${Sql.bgwMaxLen}) AS function, octet_length(r.function) AS function_bytes,
-               CASE WHEN r.arg_bytes <= ${inlineArgumentBytes} THEN r.arg END AS arg,
-               r.arg IS NULL AS no_arg, r.arg_bytes,
-               left(r.name, ${Sql.bgwMaxLen}) AS name, octet_length(r.name) AS name_bytes,
-               left(r.type, ${Sql.bgwMaxLen}) AS type, octet_length(r.type) AS type_bytes,
-               left(r.requested_by, 64) AS requested_by,
-               t.id AS target, t.state AS target_state, t.supervisor_id AS target_supervisor,
-               t.handle AS target_handle
-        FROM (
-          -- launch measured the argument once; a row stored otherwise is measured here
-          SELECT q.id, q.kind, q.library, q.function, q.arg, q.name, q.type, q.requested_by, q.target,
-                 coalesce(q.arg_bytes, octet_length(q.arg::text)) AS arg_bytes
-          FROM ${table("_requests")} q WHERE q.state = 'requested' AND q.id > ${after}
-          ORDER BY q.id LIMIT ${pageSize}
-        ) r LEFT JOIN ${table("_requests")} t ON t.id = r.target
-        ORDER BY r.id`
+    /** Claims the next page of requests (fenced by the lock: see `Sql.claim`). */
+    const claimPage = (after: bigint) =>
+      sql.unsafe<PendingRow>(Sql.claim(schema), [me, after, inlineArgumentBytes, pageSize])
+
+    /**
+     * Rows this supervisor claimed but did not finish (a lost connection in the middle of a page): a launch
+     * that ran is recorded, the others are queued again.
+     */
+    const recover = Effect.gen(function*() {
+      const stuck = yield* sql<{ readonly id: bigint }>`
+        SELECT id FROM ${table("_requests")} WHERE state = 'processing' AND supervisor_id = ${me}`
+      for (const { id } of stuck) {
+        const launched = unrecorded.get(String(id))
+        if (launched !== undefined) yield* markLaunched({ id }, launched)
+        else {
+          yield* sql`UPDATE ${table("_requests")} SET state = 'requested', supervisor_id = NULL, processed_at = NULL
+            WHERE id = ${id} AND state = 'processing' AND supervisor_id = ${me}`
+        }
+      }
+      recoverClaims = false
+    })
 
     /**
      * One request, never stalling the ones after it: a request that fails for its own content (an argument
@@ -492,13 +537,16 @@ export const make = (
 
     /** Every unprocessed request, in id order (one consumer: the lock holder). */
     const drain = Effect.gen(function*() {
+      if (recoverClaims) yield* recover
       let after = 0n
       while (true) {
-        const rows = yield* pending(after)
+        recoverClaims = true // until the page is done: a failure in the middle leaves claimed rows
+        const rows = yield* claimPage(after)
         for (const row of rows) {
           yield* processRow(row)
           after = row.id
         }
+        recoverClaims = false
         // A short page was the last one: rows committed meanwhile come with a notification (or the poll),
         // which wakes the consumer again, so asking once more would only cost a round trip.
         if (rows.length < pageSize) return
@@ -510,6 +558,24 @@ export const make = (
       yield* drain.pipe(survive("could not process requests"))
       // A notification, or the poll interval: a missed notification costs at most this long.
       yield* Effect.timeoutOption(Queue.take(wake), pollInterval)
+    }).pipe(Effect.forever, Effect.annotateLogs(logAnnotations), Effect.forkScoped)
+
+    // --- retention ---
+
+    /** Processed requests older than `retention` go, in batches, while attached (one writer: the lock holder). */
+    const purge = Effect.gen(function*() {
+      const interval = `${Duration.toMillis(retention)} milliseconds`
+      for (const statement of Sql.purge(schema)) {
+        while (true) {
+          const deleted = yield* sql.unsafe(`${statement} RETURNING 1`, [interval, purgeBatch])
+          if (deleted.length < purgeBatch) break
+        }
+      }
+    })
+    yield* Effect.gen(function*() {
+      yield* attached.await
+      yield* purge.pipe(survive("could not delete old requests"))
+      yield* Effect.sleep(purgeEvery(retention, pollInterval))
     }).pipe(Effect.forever, Effect.annotateLogs(logAnnotations), Effect.forkScoped)
 
     // LISTEN only wakes the consumer: after each (re)connection it drains, so nothing sent meanwhile is lost.

@@ -356,6 +356,13 @@ export const security = (s: string): ReadonlyArray<string> => {
   return [
     `ALTER TABLE ${s}._config ADD COLUMN max_argument_bytes integer NOT NULL DEFAULT ${defaultMaxArgumentBytes}
   CHECK (max_argument_bytes > 0)`,
+    // States: 'processing' (claimed by the attached supervisor, in the claim's transaction) and
+    // 'cancelled' (withdrawn with cancel() before any supervisor claimed it).
+    `ALTER TABLE ${s}._requests DROP CONSTRAINT _requests_state_check`,
+    `ALTER TABLE ${s}._requests ADD CONSTRAINT _requests_state_check
+  CHECK (state IN ('requested', 'processing', 'launched', 'refused', 'no_slot', 'done', 'cancelled'))`,
+    `CREATE INDEX ON ${s}._requests (processed_at) WHERE state <> 'requested'`,
+    `CREATE INDEX ON ${s}._requests (supervisor_id) WHERE state = 'processing'`,
     // arg_bytes: the argument's size as JSON text, measured once by launch (NULL for rows stored otherwise).
     `ALTER TABLE ${s}._requests ADD COLUMN sqlstate text, ADD COLUMN detail text, ADD COLUMN hint text,
   ADD COLUMN run_as text, ADD COLUMN arg_bytes integer`,
@@ -421,12 +428,17 @@ BEGIN
   RETURN r;
 END
 $$`,
+    // A launch that is reported as failed never starts later: while its request is still queued (no
+    // supervisor attached, or the timeout passed before one claimed it), the error says it is pending and
+    // how to withdraw it; an error inside the caller's transaction cannot withdraw it itself (it would be
+    // rolled back with the error).
     `CREATE OR REPLACE FUNCTION ${s}.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer
 ${definer}
 AS $$
 DECLARE
   r ${s}._requests;
   deadline timestamptz := clock_timestamp() + timeout;
+  pending_hint text := format('Withdraw it with SELECT ${s}.cancel(%s), or wait again with SELECT ${s}.wait_for_startup(%s).', handle, handle);
 BEGIN
   r := ${s}._handle(handle, 'wait for');
   IF r.state = 'requested' AND r.requested_xact = pg_current_xact_id_if_assigned() THEN
@@ -438,6 +450,9 @@ BEGIN
     SELECT * INTO r FROM ${s}._requests WHERE id = $1;
     IF r.state = 'no_slot' THEN
       RETURN NULL;
+    ELSIF r.state = 'cancelled' THEN
+      RAISE EXCEPTION 'background worker launch % was cancelled', handle
+        USING ERRCODE = 'query_canceled', DETAIL = coalesce(r.error, 'It was withdrawn before it started.');
     ELSIF r.state = 'refused' AND r.sqlstate IS NOT NULL THEN
       -- A refusal with its own SQLSTATE (permission denied, limits): raised as PostgreSQL would raise it.
       RAISE EXCEPTION USING MESSAGE = r.error, ERRCODE = r.sqlstate,
@@ -450,26 +465,126 @@ BEGIN
               HINT = 'More details may be available in the server log.';
     ELSIF r.state = 'launched' AND r.status = 'started' THEN
       RETURN r.pid;
-    ELSIF r.status = 'postmaster died' OR NOT ${s}._attached() THEN
+    ELSIF r.state = 'launched' AND r.status = 'postmaster died' THEN
       RAISE EXCEPTION 'cannot start background processes without postmaster'
         USING ERRCODE = 'insufficient_resources',
-              HINT = 'Kill all remaining database processes and restart the database.';
+              DETAIL = 'The supervisor that launched the worker is gone, and the worker with it.',
+              HINT = 'Launch it again once a supervisor is attached.';
+    ELSIF r.state = 'requested' AND NOT ${s}._attached() THEN
+      RAISE EXCEPTION 'background worker launch % is pending: no supervisor is attached', handle
+        USING ERRCODE = 'insufficient_resources',
+              DETAIL = 'The request stays queued and starts when a supervisor attaches.',
+              HINT = pending_hint;
     ELSIF clock_timestamp() >= deadline THEN
-      RAISE EXCEPTION 'background worker handle % did not start within %', handle, timeout
-        USING ERRCODE = 'query_canceled',
-              DETAIL = CASE WHEN r.state = 'requested' THEN 'The request has not been processed.'
-                            ELSE 'The worker is registered but not yet started.' END;
+      IF r.state = 'requested' THEN
+        RAISE EXCEPTION 'background worker launch % did not start within %: it is still pending', handle, timeout
+          USING ERRCODE = 'query_canceled',
+                DETAIL = 'The request stays queued and starts when the supervisor reaches it.',
+                HINT = pending_hint;
+      ELSE
+        RAISE EXCEPTION 'background worker launch % did not start within %: it is registered', handle, timeout
+          USING ERRCODE = 'query_canceled',
+                DETAIL = 'The worker is registered and starts when its start time is reached.',
+                HINT = format('Stop it with SELECT ${s}.terminate(%s), or wait again.', handle);
+      END IF;
     END IF;
     PERFORM pg_sleep(0.005);
   END LOOP;
 END
 $$`,
+    // Withdraws a launch no supervisor has claimed yet: true when it was withdrawn (it will never start).
+    `CREATE FUNCTION ${s}.cancel(handle bigint) RETURNS boolean
+${definer}
+AS $$
+DECLARE
+  r ${s}._requests := ${s}._handle(handle, 'cancel');
+BEGIN
+  UPDATE ${s}._requests SET state = 'cancelled', processed_at = pg_catalog.now(),
+         error = format('Cancelled by role "%s".', ${s}._caller())
+   WHERE id = r.id AND state = 'requested';
+  RETURN FOUND;
+END
+$$`,
+    `REVOKE ALL ON FUNCTION ${s}.cancel(bigint) FROM PUBLIC`,
+    `GRANT EXECUTE ON FUNCTION ${s}.cancel(bigint) TO ${role}, pg_signal_backend`,
     // pg_reload_conf is a superuser's right unless granted: so is reload().
     `REVOKE EXECUTE ON FUNCTION ${s}.reload() FROM ${role}`,
     `GRANT EXECUTE ON FUNCTION ${s}.wait_for_startup(bigint, interval), ${s}.terminate(bigint), ${s}.set_latch(bigint)
   TO pg_signal_backend`
   ]
 }
+
+/**
+ * The page of requests the attached supervisor claims, in one statement: only while `$1` is the supervisor
+ * recorded in `_config` and its session holds the lock (a standby, or a supervisor whose lock session was
+ * lost, claims nothing), and only rows no one else holds (`SKIP LOCKED`: a concurrent `cancel`). Texts are
+ * cut to their limits and large arguments left out (see the consumer). `$2` is the last id seen, `$3` the
+ * largest argument read inline, `$4` the page size.
+ */
+export const claim = (s: string) =>
+  `WITH claimed AS (
+  UPDATE ${s}._requests r SET state = 'processing', supervisor_id = $1, processed_at = pg_catalog.now()
+  FROM (SELECT q.id FROM ${s}._requests q
+        WHERE q.state = 'requested' AND q.id > $2
+          AND EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1) AND ${s}._attached()
+        ORDER BY q.id LIMIT $4 FOR UPDATE SKIP LOCKED) p
+  WHERE r.id = p.id
+  RETURNING r.id, r.kind, r.library, r.function, r.arg, r.name, r.type, r.requested_by, r.target,
+            coalesce(r.arg_bytes, pg_catalog.octet_length(r.arg::text)) AS arg_bytes
+)
+SELECT c.id, c.kind,
+       pg_catalog.left(c.library, ${maxLibraryLen}) AS library, pg_catalog.octet_length(c.library) AS library_bytes,
+       pg_catalog.left(c.function, ${bgwMaxLen}) AS function, pg_catalog.octet_length(c.function) AS function_bytes,
+       CASE WHEN c.arg_bytes <= $3 THEN c.arg END AS arg, c.arg IS NULL AS no_arg, c.arg_bytes,
+       pg_catalog.left(c.name, ${bgwMaxLen}) AS name, pg_catalog.octet_length(c.name) AS name_bytes,
+       pg_catalog.left(c.type, ${bgwMaxLen}) AS type, pg_catalog.octet_length(c.type) AS type_bytes,
+       pg_catalog.left(c.requested_by, 64) AS requested_by, c.target
+FROM claimed c ORDER BY c.id`
+
+/** The first key of each supervisor's liveness lock; the second is `hashtext(<supervisor id>)`. */
+export const livenessClassId = lockClassId + 1
+
+/**
+ * Taken by each supervisor on a session of its own for its whole life. `$1` is the supervisor id. Shared:
+ * one supervisor attached to several schemas holds it once per schema, and never waits for it.
+ */
+export const livenessLock = () =>
+  `SELECT pg_catalog.pg_advisory_lock_shared(${livenessClassId}, pg_catalog.hashtext($1))`
+
+export const livenessUnlock = () =>
+  `SELECT pg_catalog.pg_advisory_unlock_shared(${livenessClassId}, pg_catalog.hashtext($1))`
+
+/**
+ * A condition: the supervisor named by the text column `column` holds no liveness lock in this database
+ * (it is gone, with its workers).
+ */
+export const deadSupervisor = (column: string) =>
+  `NOT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = ${livenessClassId}::oid AND l.objsubid = 2
+      AND l.objid = (pg_catalog.hashtext(${column})::bigint & 4294967295)::oid
+      AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+  )`
+
+/**
+ * Retention: deletes up to `$2` requests whose outcome is final and older than `$1` (an interval): signals
+ * and reloads first, then launches no remaining signal refers to. A launch whose worker may still run
+ * (`not yet started`, `started`) or that is still queued or claimed is never deleted.
+ */
+export const purge = (s: string): ReadonlyArray<string> => [
+  `DELETE FROM ${s}._requests WHERE id IN (
+     SELECT id FROM ${s}._requests
+     WHERE kind <> 'launch' AND state NOT IN ('requested', 'processing')
+       AND processed_at < pg_catalog.now() - $1::interval
+     ORDER BY id LIMIT $2)`,
+  `DELETE FROM ${s}._requests WHERE id IN (
+     SELECT r.id FROM ${s}._requests r
+     WHERE r.kind = 'launch' AND r.processed_at < pg_catalog.now() - $1::interval
+       AND (r.state IN ('refused', 'no_slot', 'cancelled')
+            OR (r.state = 'launched' AND r.status IN ('stopped', 'postmaster died')))
+       AND NOT EXISTS (SELECT 1 FROM ${s}._requests t WHERE t.target = r.id)
+     ORDER BY r.id LIMIT $2)`
+]
 
 /** Run on the lock's session with the lock held: the channel only this supervisor knows, and the limits. */
 export const configure = (s: string) =>
