@@ -567,6 +567,10 @@ AS $worker_spi$
 DECLARE
   flag text;
   handle bigint;
+  msg text;
+  code text;
+  det text;
+  hnt text;
 BEGIN
   pid := NULL;
   -- worker_spi_launch is STRICT: a NULL index or flags array gives NULL without launching anything.
@@ -599,7 +603,26 @@ BEGIN
     'worker_spi dynamic worker ' || index, 'worker_spi dynamic');
   -- The launch takes effect at commit: commit it, then wait in a new transaction.
   COMMIT;
-  pid := ${cp}.wait_for_startup(handle);
+  LOOP
+    BEGIN
+      pid := ${cp}.wait_for_startup(handle);
+      RETURN;
+    EXCEPTION WHEN query_canceled OR insufficient_resources THEN
+      GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, code = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL,
+                              hnt = PG_EXCEPTION_HINT;
+      IF msg NOT LIKE '%pending%' THEN
+        RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = code, DETAIL = det, HINT = hnt;
+      END IF;
+    END;
+    -- Still queued (no supervisor attached, or not reached in time): withdraw it, so that the failure is
+    -- final, as worker_spi_launch's is. If a supervisor claimed it meanwhile, wait for its outcome.
+    IF ${cp}.cancel(handle) THEN
+      COMMIT;
+      RAISE EXCEPTION 'could not start background process'
+        USING ERRCODE = 'insufficient_resources', DETAIL = msg || '; the launch was withdrawn.',
+              HINT = 'More details may be available in the server log.';
+    END IF;
+  END LOOP;
 END
 $worker_spi$`
 }
@@ -619,7 +642,9 @@ $worker_spi$`
  * A procedure, not a function: a launch through the control plane (`bgworker.launch`) takes effect when
  * its transaction commits, so a function could never wait for its own worker. The procedure launches,
  * `COMMIT`s, then waits with `bgworker.wait_for_startup`, and returns the pid in its `pid` column, NULL
- * when no slot was free; it raises `could not start background process` when the worker stopped first.
+ * when no slot was free; it raises `could not start background process` when the worker stopped first,
+ * and when the launch was still queued at the timeout or with no supervisor attached: it then withdraws it
+ * (`bgworker.cancel`) first, so that, as with PostgreSQL's function, a failed launch never starts later.
  * It validates like worker_spi (`flags array must be one-dimensional`, `flags array must not contain
  * nulls`, `incorrect flag value found in array`, and the missing database or role that worker_spi's
  * callers meet in their `regdatabase`/`regrole` casts).

@@ -506,6 +506,22 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       assert.strictEqual((yield* Activity.snapshot).length, before)
     })))
 
+  it.effect("CALL worker_spi_launch with no supervisor attached fails, and the launch never starts later", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      // Installed by an earlier supervisor, which is gone: nobody is attached now.
+      yield* withWorkerSpi()(WorkerSpi.install())
+      const failed = yield* PgTest.pgFailure(sql.unsafe(`CALL worker_spi_launch(31)`))
+      assert.strictEqual(failed.message, "could not start background process")
+      assert.include(failed.detail, "the launch was withdrawn")
+      const [row] = yield* sql<{ state: string }>`
+        SELECT state FROM bgworker._requests WHERE name = 'worker_spi dynamic worker 31' ORDER BY id DESC LIMIT 1`
+      assert.strictEqual(row!.state, "cancelled")
+      // A supervisor attaching later does not start it.
+      yield* withWorkerSpi()(Effect.sleep("1 second"))
+      assert.isFalse(yield* tableExists("schema31"))
+    }))
+
   it.effect("CALL worker_spi_launch without the bgworker_launcher role is denied", () =>
     withWorkerSpi()(Effect.gen(function*() {
       const sql = yield* SqlClient
