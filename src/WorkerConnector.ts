@@ -80,6 +80,19 @@ export interface WorkerConnectorApi {
 }
 
 /**
+ * A connector may put this into the context it returns from `connect`: an effect that fails when the
+ * session ends under the worker (the server terminated it, crashed, or went away). The worker is then
+ * ended as failed at once, napping or not, and its restart policy applies; without it, the loss is seen
+ * only at the worker's next query.
+ *
+ * @category services
+ * @since 0.2.0
+ */
+export class SessionLost extends Context.Service<SessionLost, Effect.Effect<never, WorkerConnectionError>>()(
+  "effect-bgworker/WorkerConnector/SessionLost"
+) {}
+
+/**
  * Opens workers' sessions, and checks launches made on someone's behalf.
  *
  * @category services

@@ -41,7 +41,7 @@ import type { LaunchRequest, ShutdownMode, SupervisorApi, SupervisorState, Worke
 import * as Errors from "../SupervisorError.ts"
 import * as Handle from "../WorkerHandle.ts"
 import { CurrentWorker, Preload, Shmem, Supervisor } from "./context.ts"
-import { WorkerConnector } from "../WorkerConnector.ts"
+import { SessionLost, WorkerConnector } from "../WorkerConnector.ts"
 import { escape, escapeBounded } from "./logText.ts"
 import { Proc, type ProcHost } from "./proc.ts"
 
@@ -526,7 +526,10 @@ export class Postmaster implements SupervisorApi, ProcHost {
             })),
           (session) => {
             proc.report("idle", undefined)
-            return Effect.updateContext(worker.main(argument), (c: Context.Context<never>) => Context.merge(c, session))
+            const main = Effect.updateContext(worker.main(argument), (c: Context.Context<never>) => Context.merge(c, session))
+            // A session that ends under the worker ends the worker, napping or not (exit 1: its policy applies).
+            const lost = Context.getOrUndefined(session, SessionLost)
+            return lost === undefined ? main : Effect.raceFirst(main, lost)
           }
         )) as Effect.Effect<void, unknown>
       })

@@ -50,6 +50,7 @@
 import { PgClient } from "@effect/sql-pg"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
@@ -57,8 +58,9 @@ import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { DatabaseOptions, WorkerInfo } from "../BackgroundWorker.ts"
 import { PermissionDenied } from "../SupervisorError.ts"
-import { type AuthorizeRequest, WorkerConnectionError, WorkerConnector } from "../WorkerConnector.ts"
+import { type AuthorizeRequest, SessionLost, WorkerConnectionError, WorkerConnector } from "../WorkerConnector.ts"
 import * as fs from "node:fs/promises"
+import * as net from "node:net"
 import { PgServer, quoteIdentifier } from "./EmbeddedPostgres.ts"
 
 const logAnnotations = { module: "effect-bgworker/pg/WorkerConnection" }
@@ -299,6 +301,21 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
           return { ...request.options, database, user: role }
         })
 
+      /**
+       * A crash of any server process ends every session at once (PostgreSQL's crash restart, SQLSTATE
+       * 57P02): logged once, not once per worker.
+       */
+      let crashLoggedAt = 0
+      const crashNoticed = Effect.suspend(() => {
+        const now = Date.now()
+        if (now - crashLoggedAt < 10_000) return Effect.void
+        crashLoggedAt = now
+        return Effect.logError(
+          `the PostgreSQL server on ${server.host}:${server.port} is restarting after a server process crashed ` +
+            "(57P02): every session ended; workers start again as their restart policies say"
+        ).pipe(Effect.annotateLogs(logAnnotations))
+      })
+
       const connect = (worker: WorkerInfo, db: DatabaseOptions) =>
         Effect.gen(function*() {
           const database = db.database ?? options.defaultDatabase ?? server.database
@@ -321,8 +338,10 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
             applicationName: worker.name.slice(0, 63),
             connectTimeout
           }
+          // The session's socket is opened here rather than by the driver, so that its end is seen at once.
+          const watch = watchSocket()
           const open = (config: Parameters<typeof PgClient.makeClient>[0], hint?: string) =>
-            PgClient.makeClient(config).pipe(
+            PgClient.makeClient({ ...config, stream: () => watch.open(config) }).pipe(
               Effect.provide(Reactivity.layer),
               Effect.mapError((e) => fail(serverText(e), hint))
             )
@@ -371,12 +390,62 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
           }
           // Connect now, so a failure is a failed start rather than the first query's error.
           yield* client`SELECT 1`.pipe(Effect.mapError((e) => fail(serverText(e))))
-          return Context.make(SqlClient, client as SqlClient).pipe(Context.add(PgClient.PgClient, client))
+          const lost = Effect.flatMap(watch.ended, (end) =>
+            Effect.andThen(
+              end.code === "57P02" ? crashNoticed : Effect.void,
+              Effect.fail(fail(`the worker's database session ended: ${end.message}`))
+            ))
+          return Context.make(SqlClient, client as SqlClient).pipe(
+            Context.add(PgClient.PgClient, client),
+            Context.add(SessionLost, lost)
+          )
         })
 
       return WorkerConnector.of({ connect, authorize })
     })
   )
+
+/** How a session's socket ended: the server's last error (code and message) when it sent one. */
+interface SessionEnd {
+  readonly code: string | undefined
+  readonly message: string
+}
+
+/** The code and message of the last `ErrorResponse` in `chunk`, if it holds one (`E`, then `C...\0`, `M...\0`). */
+const lastError = (chunk: Buffer | undefined): SessionEnd => {
+  if (chunk === undefined) return { code: undefined, message: "the connection was closed" }
+  const text = chunk.toString("utf8")
+  const at = text.lastIndexOf("E\u0000")
+  const error = at < 0 ? text : text.slice(at)
+  const code = /\u0000C([0-9A-Z]{5})\u0000/.exec(error)?.[1]
+  const message = /\u0000M([^\u0000]*)\u0000/.exec(error)?.[1]
+  return message === undefined
+    ? { code: undefined, message: "the connection was closed" }
+    : { code, message: code === undefined ? message : `${message} (SQLSTATE ${code})` }
+}
+
+/**
+ * Opens the socket of a session (TCP, or the Unix socket `path`) and tells when it ends, with the server's
+ * last error: PostgreSQL sends a FATAL `ErrorResponse` before it closes a session it terminates
+ * (`pg_terminate_backend`, a crash restart, a shutdown). TLS, when configured, runs over this socket.
+ */
+const watchSocket = () => {
+  const ended = Deferred.makeUnsafe<SessionEnd>()
+  return {
+    ended: Deferred.await(ended),
+    open: (config: { readonly path?: string | undefined; readonly host?: string | undefined; readonly port?: number | undefined }) => {
+      const socket = config.path !== undefined
+        ? net.connect({ path: config.path })
+        : net.connect({ host: config.host ?? "localhost", port: config.port ?? 5432 })
+      let last: Buffer | undefined
+      socket.on("data", (chunk: Buffer) => {
+        last = chunk
+      })
+      socket.once("close", () => Deferred.doneUnsafe(ended, Effect.succeed(lastError(last))))
+      return socket
+    }
+  }
+}
 
 /**
  * The opt-in path: takes `role` in a session logged in as the server's user, after PostgreSQL's

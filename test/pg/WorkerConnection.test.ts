@@ -8,7 +8,10 @@ import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Spi from "../../src/Spi.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import type { WorkerHandle } from "../../src/WorkerHandle.ts"
+import { captureLogs } from "../fixtures.ts"
 import * as PgTest from "./support.ts"
+
+const logs = captureLogs()
 
 /** A supervisor whose database workers connect to the test server. */
 const withSupervisor = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -188,6 +191,65 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
         Effect.scoped
       )
     })))
+
+  it.effect("a napping worker whose session is terminated is ended within 1 s with the server's message, and restarted", () =>
+    withSupervisor(Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const backends: Array<number> = []
+      const worker = BackgroundWorker.make({
+        name: "sleeper",
+        database: {},
+        startTime: "consistentState",
+        restart: BackgroundWorker.restartAfter("100 millis"),
+        main: () =>
+          Effect.gen(function*() {
+            const rows = yield* Spi.unsafe<{ pid: number }>("SELECT pg_backend_pid() AS pid")
+            backends.push(rows[0]!.pid)
+            // Naps for an hour: only the session's end can wake it.
+            yield* ProcLatch.wait({ timeout: "1 hour", onPostmasterDeath: "exit" })
+          })
+      })
+      const h = yield* Supervisor.register(worker)
+      yield* PgTest.eventually("the first backend", Effect.sync(() => backends.length === 1))
+      const start = Date.now()
+      yield* sql`SELECT pg_terminate_backend(${backends[0]!})`
+      yield* PgTest.eventually("the failure", Effect.map(lastExit(h), (e) => e != null), 1000)
+      console.log(`session end noticed after ${Date.now() - start} ms`)
+      assert.include((yield* lastExit(h))?.message, "terminating connection due to administrator command")
+      yield* PgTest.eventually("a second backend", Effect.sync(() => backends.length === 2))
+    })))
+
+  it.effect("a crash of one server process ends every worker's session, logged once as a crash restart", () =>
+    withSupervisor(Effect.gen(function*() {
+      const server = yield* PgServer
+      // Only an embedded server is ours to crash (we run as root or as its owner); a shared DATABASE_URL
+      // server is left alone, and the test then checks only that workers start.
+      const sql = yield* SqlClient
+      const backends: Array<number> = []
+      const make = (name: string) =>
+        BackgroundWorker.make({
+          name,
+          database: {},
+          startTime: "consistentState",
+          restart: BackgroundWorker.restartAfter("200 millis"),
+          main: () =>
+            Effect.gen(function*() {
+              const rows = yield* Spi.unsafe<{ pid: number }>("SELECT pg_backend_pid() AS pid")
+              backends.push(rows[0]!.pid)
+              yield* ProcLatch.wait({ timeout: "1 hour", onPostmasterDeath: "exit" })
+            })
+        })
+      yield* Supervisor.register(make("crash 1"))
+      yield* Supervisor.register(make("crash 2"))
+      yield* PgTest.eventually("both backends", Effect.sync(() => backends.length === 2))
+      if (!server.embedded) return
+      const [victim] = yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`
+      // SIGKILL of one backend: the postmaster ends every other session (57P02) and restarts.
+      yield* Effect.exit(Effect.sync(() => process.kill(victim!.pid, "SIGKILL")))
+      yield* PgTest.eventually("both workers back", Effect.sync(() => backends.length >= 4), 20_000)
+      const crashLines = logs.lines.filter((line) => line.includes("is restarting after a server process crashed"))
+      assert.strictEqual(crashLines.length, 1)
+    }).pipe(Effect.provide(logs.layer))))
 
   it.effect("pg_terminate_backend on a worker's backend fails the worker, and its restart policy brings it back", () =>
     withSupervisor(Effect.gen(function*() {
