@@ -286,6 +286,14 @@ export const make = (
       Effect.forkScoped
     )
 
+    /**
+     * The attachment's own session while attached: requests are claimed on it, so a claim is fenced by the
+     * lock by construction (a lost session fails the claim; nobody else's session holds the lock).
+     */
+    let lockSession:
+      | ((text: string, params: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<any>, SqlError>)
+      | undefined = undefined
+
     const ready = yield* Deferred.make<void>()
     const session = Effect.gen(function*() {
       const connection = yield* sql.reserve
@@ -308,13 +316,17 @@ export const make = (
       // Only now, holding the lock: a standby must not move the channel from under the attached supervisor.
       yield* run(Sql.configure(schema), [channel, maxArgumentBytes])
       yield* takeOver
+      lockSession = run
       yield* attached.open
       yield* Effect.all([signal(wake), signal(activityDirty), signal(settingsDirty)], { discard: true })
       yield* Deferred.succeed(ready, undefined)
       yield* Effect.logDebug(`attached to schema "${schema}"`)
       // Holding the session is holding the lock: a failed ping means both are gone.
       return yield* Effect.forever(Effect.andThen(Effect.sleep(pollInterval), run("SELECT 1")))
-    }).pipe(Effect.scoped, Effect.ensuring(attached.close))
+    }).pipe(
+      Effect.scoped,
+      Effect.ensuring(Effect.andThen(Effect.sync(() => void (lockSession = undefined)), attached.close))
+    )
 
     yield* session.pipe(
       survive(`lost the supervisor session on schema "${schema}"`),
@@ -491,9 +503,14 @@ export const make = (
           WHERE id = ${row.id} AND supervisor_id = ${me}`
       })
 
-    /** Claims the next page of requests (fenced by the lock: see `Sql.claim`). */
-    const claimPage = (after: bigint) =>
-      sql.unsafe<PendingRow>(Sql.claim(schema), [me, after, inlineArgumentBytes, pageSize])
+    /** Claims the next page of requests on the lock's session (fenced: see `lockSession` and `Sql.claim`). */
+    const claimPage = (after: bigint): Effect.Effect<ReadonlyArray<PendingRow>, SqlError> =>
+      lockSession === undefined
+        ? Effect.succeed([])
+        : lockSession(Sql.claim(schema), [me, after, inlineArgumentBytes, pageSize]) as Effect.Effect<
+          ReadonlyArray<PendingRow>,
+          SqlError
+        >
 
     /**
      * Rows this supervisor claimed but did not finish (a lost connection in the middle of a page): a launch

@@ -515,9 +515,9 @@ $$`,
 }
 
 /**
- * The page of requests the attached supervisor claims, in one statement: only while `$1` is the supervisor
- * recorded in `_config` and its session holds the lock (a standby, or a supervisor whose lock session was
- * lost, claims nothing), and only rows no one else holds (`SKIP LOCKED`: a concurrent `cancel`). Texts are
+ * The page of requests the attached supervisor claims, in one statement run on the session that holds the
+ * lock (so a standby, or a supervisor whose lock session was lost, claims nothing), only while `$1` is the
+ * supervisor recorded in `_config`, and only rows no one else holds (`SKIP LOCKED`: a concurrent `cancel`). Texts are
  * cut to their limits and large arguments left out (see the consumer). `$2` is the last id seen, `$3` the
  * largest argument read inline, `$4` the page size.
  */
@@ -526,7 +526,7 @@ export const claim = (s: string) =>
   UPDATE ${s}._requests r SET state = 'processing', supervisor_id = $1, processed_at = pg_catalog.now()
   FROM (SELECT q.id FROM ${s}._requests q
         WHERE q.state = 'requested' AND q.id > $2
-          AND EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1) AND ${s}._attached()
+          AND EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1)
         ORDER BY q.id LIMIT $4 FOR UPDATE SKIP LOCKED) p
   WHERE r.id = p.id
   RETURNING r.id, r.kind, r.library, r.function, r.arg, r.name, r.type, r.requested_by, r.target,
