@@ -31,8 +31,15 @@
  *   directory are 0700, so only the server's OS user and root reach it. Root reaches it through
  *   `CAP_DAC_OVERRIDE`; a container that drops that capability cannot use {@link PgServer} `localSocket`.
  * - An embedded server is a throwaway: it runs with `fsync=off`, and its data directory is deleted on
- *   release. If this process dies without running finalizers (SIGKILL, or Node's default action for a
- *   signal nobody handles, such as SIGHUP without `NodeSupervisor`), the server keeps running.
+ *   release. It does not outlive this process, however this process dies (SIGKILL, or Node's default
+ *   action for a signal nobody handles, such as SIGQUIT, or SIGHUP without `NodeSupervisor`): a watchdog
+ *   started with it (a `/bin/sh` in its own session, shown as `effect-bgworker-pg-watchdog` in `ps`)
+ *   notices the death at once, through the end of a pipe the kernel closes with this process, stops the
+ *   server (fast shutdown, SIGKILL after 5 seconds) and removes its directory: well within 10 seconds,
+ *   usually a few hundred milliseconds. Should the watchdog be killed too, the next embedded start in any
+ *   process on the machine stops that server and removes the directory (see {@link layerEmbedded}).
+ *   After its owner's death, an exited server is reaped by PID 1; where PID 1 never reaps (some
+ *   containers' own program as PID 1), its pid stays as a zombie, which holds no port, file or memory.
  *
  * @since 0.1.0
  */
@@ -57,6 +64,8 @@ import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import type { Writable } from "node:stream"
+import { setTimeout as sleep } from "node:timers/promises"
 
 const logAnnotations = { module: "effect-bgworker/pg/EmbeddedPostgres" }
 
@@ -219,6 +228,19 @@ interface Owner {
   readonly gid: number
 }
 
+/**
+ * The process that stops this process's server and removes its directory once this process is gone (see
+ * `startWatchdog`). `guard` tells it about a process to end then: "stop" (the postmaster: SIGINT, then
+ * SIGKILL) or "kill" (`initdb` and its children: SIGKILL to the process group); `forget` says the process
+ * has exited. Both are safe to call after the watchdog has gone.
+ */
+interface Watchdog {
+  readonly guard: (pid: number, how: "stop" | "kill") => void
+  readonly forget: (pid: number) => void
+  /** Tells the watchdog that this process cleaned up itself: it exits without doing anything. */
+  readonly dismiss: () => void
+}
+
 interface Spawned {
   readonly pid: number | undefined
   readonly exited: Deferred.Deferred<ExitStatus>
@@ -246,13 +268,21 @@ const describeExit = (status: ExitStatus): string =>
 const spawn = (
   command: string,
   args: ReadonlyArray<string>,
-  options: { readonly cwd: string; readonly owner: Owner | undefined; readonly onLine?: (line: string) => void }
+  options: {
+    readonly cwd: string
+    readonly owner: Owner | undefined
+    readonly onLine?: (line: string) => void
+    /** Who ends the process, and how, should this process die first. */
+    readonly watchdog?: { readonly watchdog: Watchdog; readonly how: "stop" | "kill" } | undefined
+  }
 ): Effect.Effect<Spawned> =>
   Effect.sync(() => {
     const exited = Deferred.makeUnsafe<ExitStatus>()
     const tail: Array<string> = []
     let done = false
+    let pid: number | undefined
     const finish = (status: ExitStatus) => {
+      if (!done && pid !== undefined) options.watchdog?.watchdog.forget(pid)
       done = true
       Deferred.doneUnsafe(exited, Effect.succeed(status))
     }
@@ -271,6 +301,9 @@ const spawn = (
       finish({ code: null, signal: null, error: error instanceof Error ? error : new Error(String(error)) })
       return { pid: undefined, exited, hasExited: () => true, kill: () => {}, logTail: () => "" }
     }
+    // In the same tick as the spawn: no moment where the process runs and the watchdog does not know it.
+    pid = child.pid
+    if (pid !== undefined) options.watchdog?.watchdog.guard(pid, options.watchdog.how)
     const readLines = (stream: NodeJS.ReadableStream | null) => {
       if (stream === null) return
       let partial = ""
@@ -328,10 +361,19 @@ const runToCompletion = (
   step: "user" | "initdb",
   command: string,
   args: ReadonlyArray<string>,
-  options: { readonly cwd: string; readonly owner: Owner | undefined; readonly timeout: Duration.Duration }
+  options: {
+    readonly cwd: string
+    readonly owner: Owner | undefined
+    readonly timeout: Duration.Duration
+    readonly watchdog?: Watchdog | undefined
+  }
 ): Effect.Effect<string, EmbeddedPostgresError> =>
   Effect.acquireUseRelease(
-    spawn(command, args, options),
+    spawn(command, args, {
+      cwd: options.cwd,
+      owner: options.owner,
+      watchdog: options.watchdog === undefined ? undefined : { watchdog: options.watchdog, how: "kill" }
+    }),
     (proc) =>
       Deferred.await(proc.exited).pipe(
         Effect.timeoutOrElse({
@@ -481,23 +523,385 @@ const fsStep = <A>(detail: string, f: () => Promise<A>): Effect.Effect<A, Embedd
       })
   })
 
-/** A temporary directory owned by `owner`, removed (with everything in it) when the scope closes. */
-const temporaryDirectory = (owner: Owner | undefined) =>
-  Effect.acquireRelease(
-    fsStep("could not create a temporary directory", () => fs.mkdtemp(path.join(os.tmpdir(), "effect-bgworker-pg-"))),
-    (directory) =>
-      Effect.promise(() => fs.rm(directory, { recursive: true, force: true, maxRetries: 3 })).pipe(
-        Effect.catchCause((cause) =>
-          Effect.logWarning(`could not remove "${directory}"`, cause).pipe(Effect.annotateLogs(logAnnotations))
-        )
-      )
-  ).pipe(
-    Effect.tap((directory) =>
-      owner === undefined
-        ? Effect.void
-        : fsStep(`could not give "${directory}" to "${owner.name}"`, () => fs.chown(directory, owner.uid, owner.gid))
+// --- Orphans: the watchdog, and directories left by a process that died ---
+
+/** What every embedded server's directory under `os.tmpdir()` is called: this, then six random characters. */
+const directoryPrefix = "effect-bgworker-pg-"
+
+/** Matches the directories of servers only, never the binaries' cache (`effect-bgworker-pg-bin-...`). */
+const directoryPattern = /^effect-bgworker-pg-[A-Za-z0-9]{6}$/
+
+/** The file in a server's directory that names the process that started the server. */
+const ownerRecordFile = "owner.json"
+
+/** How long a directory without an owner record (being created, or left by an older version) is left alone. */
+const unrecordedGrace = 60_000
+
+/**
+ * The process that started a server, as written to `<directory>/owner.json`: its pid, and what tells a
+ * live owner from a later process with the same pid (Linux: its start time in clock ticks since boot,
+ * the boot's id, its pid namespace). Fields that cannot be read are left out.
+ */
+interface OwnerRecord {
+  readonly pid: number
+  readonly startTime?: string | undefined
+  readonly bootId?: string | undefined
+  readonly pidNamespace?: string | undefined
+}
+
+/** State, parent and start time of a process, from `/proc/<pid>/stat` (Linux); `undefined` elsewhere or when gone. */
+const processStat = async (
+  pid: number
+): Promise<{ readonly state: string; readonly ppid: number; readonly startTime: string } | undefined> => {
+  const text = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined)
+  if (text === undefined) return undefined
+  // Fields 3 onwards follow the command name, which is in parentheses and may contain anything.
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ")
+  return { state: fields[0] ?? "", ppid: Number(fields[1]), startTime: fields[19] ?? "" }
+}
+
+/**
+ * Whether process `pid` exists and has not exited. A zombie (exited, not yet reaped by its parent, which
+ * after its owner's death is PID 1, or nobody when PID 1 does not reap) has exited: it holds no port, no
+ * file and no memory.
+ */
+const processRuns = async (pid: number): Promise<boolean> => {
+  try {
+    process.kill(pid, 0)
+  } catch (error) {
+    if (errorCode(error) === "ESRCH") return false
+  }
+  const stat = await processStat(pid)
+  return stat === undefined || !["Z", "X", "x"].includes(stat.state)
+}
+
+const readTrimmed = (file: string): Promise<string | undefined> =>
+  fs.readFile(file, "utf8").then((text) => text.trim() || undefined, () => undefined)
+
+const thisOwner = async (): Promise<OwnerRecord> => ({
+  pid: process.pid,
+  startTime: (await processStat(process.pid))?.startTime,
+  bootId: await readTrimmed("/proc/sys/kernel/random/boot_id"),
+  pidNamespace: await fs.readlink("/proc/self/ns/pid").catch(() => undefined)
+})
+
+/**
+ * The owner record in `directory`, or `undefined` when there is none that this process's user wrote
+ * (a record someone else could have written proves nothing).
+ */
+const readOwnerRecord = async (directory: string): Promise<OwnerRecord | undefined> => {
+  const file = path.join(directory, ownerRecordFile)
+  const stat = await fs.lstat(file).catch(() => undefined)
+  if (stat === undefined || !stat.isFile() || stat.uid !== process.getuid?.()) return undefined
+  const parsed = await fs.readFile(file, "utf8").then((text) => JSON.parse(text) as unknown, () => undefined)
+  if (typeof parsed !== "object" || parsed === null) return undefined
+  const record = parsed as Record<string, unknown>
+  const text = (value: unknown) => typeof value === "string" ? value : undefined
+  if (typeof record["pid"] !== "number" || !Number.isInteger(record["pid"]) || record["pid"] <= 0) return undefined
+  return {
+    pid: record["pid"],
+    startTime: text(record["startTime"]),
+    bootId: text(record["bootId"]),
+    pidNamespace: text(record["pidNamespace"])
+  }
+}
+
+/**
+ * Whether the owner a record names still runs: "dead" when the machine has rebooted since, when no
+ * process has its pid, or when the process with its pid is a zombie or started at another time (a reused
+ * pid); "unknown" when it ran in another pid namespace (another container sharing the directory), where
+ * its pid means nothing here.
+ */
+const ownerState = async (record: OwnerRecord, here: OwnerRecord): Promise<"alive" | "dead" | "unknown"> => {
+  if (record.bootId !== undefined && here.bootId !== undefined && record.bootId !== here.bootId) return "dead"
+  if (record.pidNamespace !== here.pidNamespace) return "unknown"
+  if (!(await processRuns(record.pid))) return "dead"
+  const stat = await processStat(record.pid)
+  if (stat !== undefined && record.startTime !== undefined && stat.startTime !== record.startTime) return "dead"
+  return "alive"
+}
+
+/**
+ * The postmaster running on `<directory>/data`: the pid `postmaster.pid` names, if that process belongs
+ * to `uid` (the servers' OS user) and runs with that data directory on its command line (both read from
+ * `/proc`; elsewhere, never confirmed, so never signalled).
+ */
+const serverOf = async (directory: string, uid: number): Promise<number | undefined> => {
+  const data = path.join(directory, "data")
+  const lock = await fs.readFile(path.join(data, "postmaster.pid"), "utf8").catch(() => undefined)
+  const pid = Number(lock?.split("\n")[0])
+  if (!Number.isInteger(pid) || pid <= 0) return undefined
+  const owner = await fs.stat(`/proc/${pid}`).then((stat) => stat.uid, () => undefined)
+  const commandLine = await fs.readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => undefined)
+  return owner === uid && commandLine !== undefined && commandLine.split("\0").includes(data) ? pid : undefined
+}
+
+/** Waits up to `ms` for process `pid` to exit; returns whether it did. */
+const awaitExit = async (pid: number, ms: number): Promise<boolean> => {
+  for (const deadline = Date.now() + ms; Date.now() < deadline; await sleep(50)) {
+    if (!(await processRuns(pid))) return true
+  }
+  return !(await processRuns(pid))
+}
+
+/** A fast shutdown (SIGINT) of a server nobody owns any more; SIGKILL after 5 seconds. */
+const stopStrayServer = async (pid: number): Promise<void> => {
+  const signal = (name: NodeJS.Signals) => {
+    try {
+      process.kill(pid, name)
+    } catch {
+      // Gone already.
+    }
+  }
+  signal("SIGINT")
+  if (await awaitExit(pid, 5_000)) return
+  signal("SIGKILL")
+  await awaitExit(pid, 2_000)
+}
+
+/**
+ * Why `directory` is stale (its owner is dead), or `undefined` to leave it alone. A directory with an
+ * owner record is stale when {@link ownerState} says the owner is dead. One without (an older version's,
+ * or one being created right now) only when it is older than `unrecordedGrace` and has no server running
+ * (no `postmaster.pid`, or, read from `/proc`, no such postmaster) or one that has been orphaned (its
+ * parent is PID 1). Without `/proc`, one with a `postmaster.pid` is left alone.
+ */
+const staleness = async (directory: string, uid: number, here: OwnerRecord): Promise<string | undefined> => {
+  const record = await readOwnerRecord(directory)
+  if (record !== undefined) {
+    return (await ownerState(record, here)) === "dead" ? `its owner (pid ${record.pid}) is gone` : undefined
+  }
+  const stat = await fs.lstat(directory).catch(() => undefined)
+  if (stat === undefined || Date.now() - stat.mtimeMs < unrecordedGrace) return undefined
+  const server = await serverOf(directory, uid)
+  if (server !== undefined) {
+    return (await processStat(server))?.ppid === 1 ? "it has no owner record and its server is an orphan" : undefined
+  }
+  const lock = await fs.lstat(path.join(directory, "data", "postmaster.pid")).then(() => true, () => false)
+  const procfs = await fs.access("/proc/self/stat").then(() => true, () => false)
+  return !lock || procfs ? "it has no owner record and no server" : undefined
+}
+
+/**
+ * Removes `directory` with everything in it, as `owner` when given: root deletes nothing the server's OS
+ * user could not delete itself, so that user cannot steer root's `rm` elsewhere (a directory swapped for
+ * a symbolic link while it runs). Returns whether the directory is gone.
+ */
+const removeDirectory = async (directory: string, owner: Owner | undefined): Promise<boolean> => {
+  if (owner === undefined) {
+    await fs.rm(directory, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined)
+  } else {
+    await new Promise<void>((resolve) =>
+      childProcess.execFile("rm", ["-rf", "--", directory], {
+        cwd: "/",
+        uid: owner.uid,
+        gid: owner.gid,
+        timeout: 30_000
+      }, () => resolve())
     )
+  }
+  return fs.lstat(directory).then(() => false, () => true)
+}
+
+/**
+ * Stops the servers and removes the directories under `parent` that a dead process left behind (see
+ * `staleness`): only server directories (never the binaries' cache), owned by the servers' OS user
+ * (`owner`, else this process's user) or, before the owner handed it over, by this process's user; and
+ * never one whose owner might be alive. Returns what it removed, and why. Never fails: what it cannot
+ * inspect or remove, it leaves.
+ */
+const removeStale = async (parent: string, owner: Owner | undefined): Promise<Array<string>> => {
+  const self = process.getuid?.()
+  if (self === undefined) return []
+  const uid = owner?.uid ?? self
+  const names = await fs.readdir(parent).catch(() => [] as Array<string>)
+  const candidates = names.filter((name) => directoryPattern.test(name)).map((name) => path.join(parent, name))
+  if (candidates.length === 0) return []
+  const here = await thisOwner()
+  const removed = await Promise.all(candidates.map(async (directory) => {
+    const stat = await fs.lstat(directory).catch(() => undefined)
+    if (stat === undefined || !stat.isDirectory() || (stat.uid !== uid && stat.uid !== self)) return undefined
+    const reason = await staleness(directory, uid, here).catch(() => undefined)
+    if (reason === undefined) return undefined
+    const server = await serverOf(directory, uid).catch(() => undefined)
+    if (server !== undefined) await stopStrayServer(server)
+    const gone = await removeDirectory(directory, stat.uid === self ? undefined : owner)
+    const stopped = server === undefined ? "" : `, after stopping its server (pid ${server})`
+    return gone ? `removed "${directory}": ${reason}${stopped}` : undefined
+  }))
+  return removed.filter((message) => message !== undefined)
+}
+
+/** {@link removeStale} under `os.tmpdir()`, for the servers run as `owner`; logs what it removed. */
+const removeStaleDirectories = (owner: Owner | undefined): Effect.Effect<void> =>
+  Effect.promise(() => removeStale(os.tmpdir(), owner).catch(() => [])).pipe(
+    Effect.flatMap((removed) => Effect.forEach(removed, (message) => Effect.logWarning(message), { discard: true })),
+    Effect.annotateLogs(logAnnotations)
   )
+
+/** What the watchdog is called in `ps` (its `$0`). */
+const watchdogName = "effect-bgworker-pg-watchdog"
+
+/**
+ * The watchdog: a `/bin/sh` script, with the server's directory as `$1`. It reads lines from its standard
+ * input, a pipe from this process:
+ *
+ * - `stop <pid>`: a postmaster; `kill <pid>`: a process group (`initdb` and its children); `exited
+ *   <pid>`: that process has exited, forget it.
+ * - `done`: this process has stopped its server and removed the directory; exit.
+ *
+ * The end of its input without `done` means this process is gone, however it died: the kernel closes the
+ * pipe's write end with the last process holding it, and only this process holds it (libuv opens every
+ * descriptor close-on-exec, so no child inherits it). The watchdog then kills the groups, sends SIGINT
+ * (PostgreSQL's fast shutdown) to each postmaster still running on `<dir>/data` (the command line in
+ * `/proc` must say so; where there is no `/proc`, the pid is trusted), including the one `postmaster.pid`
+ * names, waits up to 5 seconds for them to exit, then SIGKILLs what is left and removes the directory.
+ */
+const watchdogScript = `# ${watchdogName}: stops the server in "$1" and removes "$1" once its owner has gone
+dir=$1
+servers=
+groups=
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  if [ -r "/proc/$1/stat" ]; then
+    { read -r line < "/proc/$1/stat"; } 2>/dev/null || return 1
+    case \${line##*") "} in Z* | X* | x*) return 1 ;; esac
+  fi
+  return 0
+}
+ours() {
+  alive "$1" || return 1
+  [ -r /proc/self/cmdline ] || return 0
+  tr '\\0' '\\n' < "/proc/$1/cmdline" 2>/dev/null | grep -qxF -e "$dir/data"
+}
+while IFS=' ' read -r verb pid; do
+  case $verb in
+    done) exit 0 ;;
+    stop | kill | exited) ;;
+    *) continue ;;
+  esac
+  case $pid in '' | *[!0-9]*) continue ;; esac
+  case $verb in
+    stop) servers="$servers $pid" ;;
+    kill) groups="$groups $pid" ;;
+    exited)
+      left=; for p in $servers; do [ "$p" = "$pid" ] || left="$left $p"; done; servers=$left
+      left=; for p in $groups; do [ "$p" = "$pid" ] || left="$left $p"; done; groups=$left ;;
+  esac
+done
+for p in $groups; do kill -s KILL -- "-$p" 2>/dev/null; done
+p=
+if [ -r "$dir/data/postmaster.pid" ]; then
+  { read -r p < "$dir/data/postmaster.pid"; } 2>/dev/null
+  case $p in '' | *[!0-9]*) ;; *) servers="$servers $p" ;; esac
+fi
+live=
+for p in $servers; do ours "$p" && kill -s INT "$p" 2>/dev/null && live="$live $p"; done
+tries=0
+while [ -n "$live" ] && [ $tries -lt 70 ]; do
+  if [ $tries -ge 50 ]; then
+    for p in $live; do kill -s KILL -- "-$p" 2>/dev/null; kill -s KILL "$p" 2>/dev/null; done
+  fi
+  sleep 0.1
+  tries=$((tries + 1))
+  left=; for p in $live; do alive "$p" && left="$left $p"; done; live=$left
+done
+tries=0
+while [ -e "$dir" ] && [ $tries -lt 20 ]; do
+  rm -rf -- "$dir" 2>/dev/null || sleep 0.1
+  tries=$((tries + 1))
+done
+`
+
+/**
+ * Starts the watchdog of `directory` (see `watchdogScript`): in its own session (a Ctrl-C or a hang-up
+ * meant for this process does not reach it), as the server's OS user `owner` (who may signal the server
+ * and `initdb`, and delete the directory, and nothing of root's), with its output discarded. It keeps
+ * neither this process's event loop alive nor a signal handler in it. Fails when `/bin/sh` cannot be
+ * started, which `initdb` needs as well.
+ */
+const startWatchdog = (directory: string, owner: Owner | undefined): Effect.Effect<Watchdog, EmbeddedPostgresError> =>
+  Effect.callback<Watchdog, EmbeddedPostgresError>((resume) => {
+    let settled = false
+    const settle = (effect: Effect.Effect<Watchdog, EmbeddedPostgresError>) => {
+      if (!settled) resume(effect)
+      settled = true
+    }
+    const failed = (error: unknown) =>
+      Effect.fail(
+        new EmbeddedPostgresError({
+          step: "directory",
+          detail: `could not start the watchdog of "${directory}": ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+          log: ""
+        })
+      )
+    let child: childProcess.ChildProcessByStdio<Writable, null, null>
+    try {
+      child = childProcess.spawn("/bin/sh", ["-c", watchdogScript, watchdogName, directory], {
+        cwd: "/",
+        env: { LANG: "C", LC_ALL: "C", PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
+        detached: true,
+        stdio: ["pipe", "ignore", "ignore"],
+        ...(owner === undefined ? {} : { uid: owner.uid, gid: owner.gid })
+      })
+    } catch (error) {
+      return settle(failed(error))
+    }
+    const stdin = child.stdin
+    // A watchdog that was killed cannot be told anything: writing to it fails with EPIPE, which is ignored.
+    stdin.on("error", () => {})
+    const tell = (line: string) => {
+      if (stdin.writable) stdin.write(`${line}\n`)
+    }
+    child.unref()
+    if (stdin instanceof net.Socket) stdin.unref()
+    child.once("error", (error) => settle(failed(error)))
+    child.once("spawn", () =>
+      settle(Effect.succeed({
+        guard: (pid, how) => tell(`${how} ${pid}`),
+        forget: (pid) => tell(`exited ${pid}`),
+        dismiss: () => {
+          if (stdin.writable) stdin.end("done\n")
+        }
+      })))
+  })
+
+/**
+ * A temporary directory owned by `owner`, holding this process's owner record, and its watchdog. The
+ * directory is removed (with everything in it) when the scope closes, then the watchdog dismissed; should
+ * this process die before, the watchdog removes it, and should the watchdog fail too, the next start's
+ * `removeStaleDirectories` does.
+ */
+const temporaryDirectory = (owner: Owner | undefined) =>
+  Effect.gen(function*() {
+    let watchdog: Watchdog | undefined
+    const directory = yield* Effect.acquireRelease(
+      fsStep("could not create a temporary directory", () => fs.mkdtemp(path.join(os.tmpdir(), directoryPrefix))),
+      (directory) =>
+        Effect.promise(() => fs.rm(directory, { recursive: true, force: true, maxRetries: 3 })).pipe(
+          Effect.catchCause((cause) =>
+            Effect.logWarning(`could not remove "${directory}"`, cause).pipe(Effect.annotateLogs(logAnnotations))
+          ),
+          // Only now: had this process died before this point, the watchdog would have done the above.
+          Effect.ensuring(Effect.sync(() => watchdog?.dismiss()))
+        )
+    )
+    yield* fsStep("could not write the owner record", async () => {
+      const record = await thisOwner()
+      await fs.writeFile(path.join(directory, ownerRecordFile), `${JSON.stringify(record)}\n`, {
+        mode: 0o644,
+        flag: "wx"
+      })
+    })
+    if (owner !== undefined) {
+      yield* fsStep(`could not give "${directory}" to "${owner.name}"`, () => fs.chown(directory, owner.uid, owner.gid))
+    }
+    // After the chown: the watchdog runs as the server's OS user, who must be able to delete the directory.
+    watchdog = yield* startWatchdog(directory, owner)
+    return { directory, watchdog }
+  })
 
 // --- Binaries the server's OS user can reach ---
 
@@ -971,6 +1375,7 @@ const startServer = (options: {
   readonly settings: Readonly<Record<string, string>>
   readonly startTimeout: Duration.Duration
   readonly stopTimeout: Duration.Duration
+  readonly watchdog: Watchdog
 }): Effect.Effect<Spawned, EmbeddedPostgresError, Scope.Scope> =>
   Effect.gen(function*() {
     const ready = Deferred.makeUnsafe<void>()
@@ -982,6 +1387,7 @@ const startServer = (options: {
         {
           cwd: options.directory,
           owner: options.owner,
+          watchdog: { watchdog: options.watchdog, how: "stop" },
           onLine: (line) => {
             if (readyPattern.test(line)) Deferred.doneUnsafe(ready, Effect.void)
           }
@@ -1053,6 +1459,24 @@ const addressInUse = (error: EmbeddedPostgresError) =>
  * Release sends SIGINT (fast shutdown) and waits for the server to exit, killing it after `stopTimeout`,
  * then removes the directory. Installs no process signal handler.
  *
+ * No orphans. The directory holds `owner.json`, naming this process (pid, and on Linux its start time,
+ * the boot's id and its pid namespace). With the directory starts a watchdog: a `/bin/sh` child of this
+ * process, in its own session, running as the server's OS user, holding the read end of a pipe whose
+ * only write end is this process's. Told the pids of `initdb` and of the server as they start, it does
+ * nothing until its input ends: normally with `done`, written at release once the server is stopped and
+ * the directory removed; without it, when the kernel closes the pipe because this process died, however
+ * it died. It then kills `initdb` if it runs, sends the server SIGINT (after checking, in `/proc`, that
+ * the pid runs PostgreSQL on that directory), SIGKILLs it after 5 seconds, and removes the directory. It
+ * keeps neither the event loop alive nor a signal handler in this process. Each start also looks for the
+ * directories of servers run as the same OS user (`effect-bgworker-pg-XXXXXX` under `os.tmpdir()`, never
+ * the binaries' cache) whose owner is dead: the pid runs no more, or is now another process's (another
+ * start time), or the machine rebooted since. For each, it stops the server still running there (the pid
+ * in `data/postmaster.pid`, if `/proc` confirms it is PostgreSQL on that directory, run by that user;
+ * SIGINT, SIGKILL after 5 seconds) and removes the directory (as that user), with a warning. It never
+ * touches a directory whose owner may be alive, including one whose owner ran in another pid namespace,
+ * nor a directory without `owner.json` (one being created, or left by an older version) unless it is
+ * older than a minute and either has no server running or one whose parent is PID 1 (an orphan).
+ *
  * Takes about a second, most of it `initdb`: share one server per test file, and clone a database per
  * test or suite with {@link layerDatabase}.
  *
@@ -1062,6 +1486,13 @@ const addressInUse = (error: EmbeddedPostgresError) =>
  *   retried on a new one (up to three times).
  * - Times out on the `Clock` in context: under a `TestClock` the bounds never fire (use `it.live`, or
  *   `layer(..., { excludeTestServices: true })`).
+ * - The watchdog's guarantee has bounds. It acts when the last copy of the pipe's write end closes: a
+ *   SIGQUIT that writes a core dump first delays it by the dump. Should the watchdog itself be killed
+ *   (signals meant for this process's group or session do not reach it), cleanup waits for the next
+ *   start. Without `/proc` (not Linux), the watchdog signals the pid it was told without checking it, and
+ *   a start removes a stale directory without signalling its server, which shuts itself down within about
+ *   a minute once its `postmaster.pid` is gone. A stale directory of a process in another pid namespace
+ *   (a container sharing `/tmp`) is left alone.
  * - As root, the OS user `postgres` must reach the binaries. When it cannot (no search permission on a
  *   directory above them, as for a checkout under `/root` or a `mktemp -d` directory), the binaries' tree
  *   is copied to `<cacheDirectory>/effect-bgworker-pg-bin-<platform>-<arch>-<version>-<fingerprint>`
@@ -1083,7 +1514,8 @@ export const layerEmbedded = (options: EmbeddedOptions = {}): Layer.Layer<PgServ
     Effect.gen(function*() {
       const owner = yield* resolveOwner(options.osUser ?? "postgres")
       const binaries = yield* resolveBinaries(options.binaries, owner, options.cacheDirectory ?? os.tmpdir())
-      const directory = yield* temporaryDirectory(owner)
+      yield* removeStaleDirectories(owner)
+      const { directory, watchdog } = yield* temporaryDirectory(owner)
       const startTimeout = Duration.fromInputUnsafe(options.startTimeout ?? "60 seconds")
       const stopTimeout = Duration.fromInputUnsafe(options.stopTimeout ?? "10 seconds")
       const password = options.password ?? Redacted.make(crypto.randomBytes(18).toString("base64url"))
@@ -1109,7 +1541,7 @@ export const layerEmbedded = (options: EmbeddedOptions = {}): Layer.Layer<PgServ
           "--no-sync",
           "--no-instructions"
         ],
-        { cwd: directory, owner, timeout: startTimeout }
+        { cwd: directory, owner, timeout: startTimeout, watchdog }
       ).pipe(
         Effect.mapError((error) =>
           owner !== undefined && error.hint === undefined && /EACCES/.test(error.detail)
@@ -1144,7 +1576,16 @@ export const layerEmbedded = (options: EmbeddedOptions = {}): Layer.Layer<PgServ
       }
       const start = Effect.gen(function*() {
         const port = options.port ?? (yield* freePort)
-        const proc = yield* startServer({ binaries, owner, directory, port, settings, startTimeout, stopTimeout })
+        const proc = yield* startServer({
+          binaries,
+          owner,
+          directory,
+          port,
+          settings,
+          startTimeout,
+          stopTimeout,
+          watchdog
+        })
         return { port, proc }
       })
       const { port, proc } = yield* options.port === undefined
