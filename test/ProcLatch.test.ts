@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Option } from "effect"
+import { Effect, Exit, Fiber, Option, References } from "effect"
 import { TestClock } from "effect/testing"
 import * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
@@ -9,6 +9,29 @@ import * as Supervisor from "../src/Supervisor.ts"
 import { settle, withSupervisor } from "./fixtures.ts"
 
 const exitOnDeath = { onPostmasterDeath: "exit" } as const
+
+/**
+ * Scheduler budgets (`References.MaxOpsBeforeYield`: operations per run-loop slice before the fiber yields)
+ * that the race tests sweep. 4 is the smallest that always makes progress, and at 4 a fiber yields after every
+ * step of its own: a resumed slice spends its first operations resuming (the wake-up and the continuation
+ * that returns the interrupted step), so with 3 or less a fiber can yield again before that step, forever.
+ * The default (2048) almost never yields inside a wait.
+ */
+const smallBudgets = [4, 5, 6, 7, 8] as const
+
+/** Runs `effect`, and every fiber it forks, with a scheduler that yields every `ops` operations. */
+const withBudget = (ops: number) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.provideService(effect, References.MaxOpsBeforeYield, ops)
+
+/** `n` cheap operations: with a small budget they move a fiber's next step across the other fiber's slices. */
+const spin = (n: number): Effect.Effect<void> => n <= 0 ? Effect.void : Effect.andThen(Effect.void, spin(n - 1))
+
+/**
+ * Lets the other fibers run until `done` holds, for at most `n` scheduler turns: enough for a woken waiter to
+ * finish its wait under any budget swept here. (A lost wake-up never finishes: the clock stands still.)
+ */
+const turnsUntil = (n: number, done: () => boolean): Effect.Effect<void> =>
+  Effect.suspend(() => n <= 0 || done() ? Effect.void : Effect.andThen(Effect.yieldNow, turnsUntil(n - 1, done)))
 
 describe("ProcLatch", () => {
   it.effect("a set before the wait is not lost: the wait returns at once", () =>
@@ -87,6 +110,45 @@ describe("ProcLatch", () => {
       assert.isTrue(result.latchSet)
     }))
 
+  it.effect(
+    "a set from another fiber while the owner is entering its wait always wakes it, at every interleaving under a scheduler that yields every 4 to 8 operations",
+    () =>
+      Effect.gen(function*() {
+        const lost: Array<string> = []
+        for (const budget of smallBudgets) {
+          for (const timeout of [undefined, "1 hour"] as const) {
+            for (const via of ["set", "setUnsafe"] as const) {
+              // The waiter and the setter take turns, one slice each. `offset` moves the waiter's wait across
+              // its slice boundaries, `delay` moves the set across the setter's: together they put the set
+              // at every step of the wait, including between its check of the flag and its registration.
+              for (let offset = 0; offset <= budget; offset++) {
+                for (let delay = 0; delay <= 2 * budget; delay++) {
+                  const woke = yield* Effect.gen(function*() {
+                    const latch = yield* ProcLatch.make
+                    const waiter = yield* Effect.forkChild(
+                      Effect.andThen(spin(offset), latch.wait({ ...exitOnDeath, timeout }))
+                    )
+                    yield* Effect.forkChild(
+                      Effect.andThen(spin(delay), via === "set" ? latch.set : Effect.sync(() => latch.setUnsafe()))
+                    )
+                    yield* turnsUntil(100, () => waiter.pollUnsafe() !== undefined)
+                    const exit = waiter.pollUnsafe()
+                    yield* Fiber.interrupt(waiter)
+                    return exit !== undefined && Exit.isSuccess(exit) && exit.value.latchSet
+                  }).pipe(withBudget(budget))
+                  if (!woke) {
+                    const at = `wait after ${offset} ops, ${via} after ${delay}`
+                    lost.push(`budget ${budget}, timeout ${timeout ?? "none"}: ${at}`)
+                  }
+                }
+              }
+            }
+          }
+        }
+        assert.deepStrictEqual(lost, [], "the latch is set but its waiter stays parked")
+      })
+  )
+
   it.effect("only one fiber may wait on a latch at a time", () =>
     Effect.gen(function*() {
       const latch = yield* ProcLatch.make
@@ -122,6 +184,88 @@ describe("ProcLatch inside a worker", () => {
       yield* TestClock.adjust("10 seconds")
       assert.deepStrictEqual(wakes, [{ at: 3000, latchSet: true }, { at: 13000, latchSet: false }])
     }).pipe(withSupervisor()))
+
+  it.effect(
+    "a worker entering its wait is woken by setLatch, by a reload and by setUnsafe from another fiber, at every interleaving under a scheduler that yields every 4 to 8 operations",
+    () =>
+      Effect.gen(function*() {
+        const lost: Array<string> = []
+        for (const budget of smallBudgets) {
+          for (const via of ["setLatch", "reload", "setUnsafe"] as const) {
+            for (let delay = 0; delay <= 3 * budget + 12; delay++) {
+              const woke = yield* Effect.gen(function*() {
+                const probe = { latch: undefined as ProcLatch.ProcLatch | undefined, entering: false, wakes: 0 }
+                const w = BackgroundWorker.make({
+                  name: "racer",
+                  main: () =>
+                    Effect.gen(function*() {
+                      probe.latch = yield* ProcLatch.myLatch
+                      while (true) {
+                        probe.entering = true
+                        yield* ProcLatch.wait({ onPostmasterDeath: "exit", waitEvent: "Racer" })
+                        probe.wakes++
+                        yield* ProcLatch.reset
+                      }
+                    })
+                })
+                const h = yield* Supervisor.register(w)
+                // Catch the worker as it enters its first wait, then set after `delay` more operations.
+                for (let i = 0; i < 1000 && !probe.entering; i++) yield* Effect.yieldNow
+                yield* spin(delay)
+                yield* via === "setLatch"
+                  ? Supervisor.setLatch(h)
+                  : via === "reload"
+                  ? Supervisor.reload
+                  : Effect.sync(() => probe.latch?.setUnsafe())
+                yield* turnsUntil(200, () => probe.wakes > 0)
+                yield* turnsUntil(20, () => false) // a second, spurious wake-up would show here
+                return probe.wakes === 1
+              }).pipe(withSupervisor(), withBudget(budget))
+              if (!woke) lost.push(`budget ${budget}, ${via} after ${delay} ops`)
+            }
+          }
+        }
+        assert.deepStrictEqual(lost, [], "the worker's latch is set but the worker stays parked")
+      })
+  )
+
+  it.effect(
+    "a terminate request that lands while a worker is entering its wait ends the worker at once, at every interleaving under a scheduler that yields every 4 to 8 operations",
+    () =>
+      Effect.gen(function*() {
+        const late: Array<string> = []
+        for (const budget of smallBudgets) {
+          for (let delay = 0; delay <= 3 * budget + 12; delay++) {
+            const stopped = yield* Effect.gen(function*() {
+              const probe = { entering: false, ended: false }
+              const w = BackgroundWorker.make({
+                name: "terminated",
+                main: () =>
+                  Effect.gen(function*() {
+                    while (true) {
+                      probe.entering = true
+                      yield* ProcLatch.wait({ onPostmasterDeath: "exit", waitEvent: "Racer" })
+                      yield* ProcLatch.reset
+                    }
+                  }).pipe(Effect.ensuring(Effect.sync(() => {
+                    probe.ended = true
+                  })))
+              })
+              const h = yield* Supervisor.register(w)
+              for (let i = 0; i < 1000 && !probe.entering; i++) yield* Effect.yieldNow
+              yield* spin(delay)
+              yield* Supervisor.terminate(h)
+              // The clock stands still: the supervisor's terminate timeout never fires.
+              yield* turnsUntil(200, () => probe.ended)
+              yield* turnsUntil(20, () => false) // the supervisor records the exit
+              return (yield* Supervisor.status(h))._tag === "Stopped"
+            }).pipe(withSupervisor(), withBudget(budget))
+            if (!stopped) late.push(`budget ${budget}, terminate after ${delay} ops`)
+          }
+        }
+        assert.deepStrictEqual(late, [], "the worker slept through a terminate request")
+      })
+  )
 
   it.effect("the wait event shows in the activity view while the worker waits, and only then", () =>
     Effect.gen(function*() {

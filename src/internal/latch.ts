@@ -9,9 +9,17 @@
  *   races with the check is still seen by the wait.
  * - `killUnsafe` is postmaster death: it wakes the waiter, and every later wait sees it at once. What the
  *   wait then does depends on the waiter's `onPostmasterDeath`.
+ * - `wake` (a request with its own flag, such as terminate) that finds nobody waiting is kept for the next
+ *   wait, until a reset: the owner checks the request's flag before it waits, and a request that lands after
+ *   that check must still end the wait.
  *
  * JavaScript runs one fiber at a time and no fiber is preempted inside a synchronous block, so the flag
- * needs no memory barrier: the ordering argument of latch.h holds by construction.
+ * needs no memory barrier. But a fiber is preempted between two steps of an effect: the run loop yields to
+ * the scheduler after a budget of operations (`References.MaxOpsBeforeYield`), at any step. So the wait
+ * checks the flag, and registers itself, in one synchronous block (the registration callback of
+ * `Effect.callback`): a set lands either before that block, and the wait sees the flag, or after it, and
+ * the set finds the waiter. A check in an earlier step, followed by a registration in a later one, would
+ * leave a gap where a set finds no waiter, and every later set would return early on the set flag.
  *
  * @internal
  */
@@ -37,6 +45,8 @@ export class LatchImpl implements ProcLatch {
   dead = false
   /** What the current waiter does on postmaster death; `undefined` when nobody waits. */
   waitMode: "exit" | "return" | undefined = undefined
+  /** A `wake` found nobody waiting: the next wait returns at once (a reset drops it, as it clears the flag). */
+  private wakePending = false
   private resume: ((effect: Effect.Effect<void>) => void) | undefined = undefined
 
   /**
@@ -70,15 +80,21 @@ export class LatchImpl implements ProcLatch {
     this.wake()
   }
 
-  /** Wakes the waiter without setting the flag (used to deliver requests that have their own flags). */
+  /**
+   * Wakes the waiter without setting the flag (used to deliver requests that have their own flags). With
+   * nobody waiting, the next wait returns at once unless a reset comes first: the owner may have checked the
+   * request's flag and be on its way into the wait.
+   */
   wake(): void {
     const resume = this.take()
     if (resume !== undefined) resume(Effect.yieldNow)
+    else this.wakePending = true
   }
 
   wakeDirect(): void {
     const resume = this.take()
     if (resume !== undefined) resume(Effect.void)
+    else this.wakePending = true
   }
 
   private take(): ((effect: Effect.Effect<void>) => void) | undefined {
@@ -97,11 +113,26 @@ export class LatchImpl implements ProcLatch {
   get reset(): Effect.Effect<void> {
     return Effect.sync(() => {
       this.isSet = false
+      this.wakePending = false
     })
   }
 
+  /** Whether a wait must return at once; consumes a pending wake-up. */
+  private ready(): boolean {
+    if (this.isSet || this.dead) return true
+    if (!this.wakePending) return false
+    this.wakePending = false
+    return true
+  }
+
+  /**
+   * Suspends until woken. The check and the registration run in one synchronous block, the callback's: the
+   * scheduler may have yielded anywhere since `wait` first looked at the flag, and a set made meanwhile found
+   * no waiter to wake.
+   */
   private suspend(mode: "exit" | "return"): Effect.Effect<void> {
     return Effect.callback<void>((resume) => {
+      if (this.ready()) return resume(Effect.void)
       if (this.resume !== undefined) {
         resume(Effect.die(new Error("a process latch can only be waited on by its owner, one wait at a time")))
         return
@@ -109,6 +140,7 @@ export class LatchImpl implements ProcLatch {
       this.resume = resume
       this.waitMode = mode
       return Effect.sync(() => {
+        if (this.resume !== resume) return // already woken
         this.resume = undefined
         this.waitMode = undefined
       })
@@ -127,7 +159,8 @@ export class LatchImpl implements ProcLatch {
   wait(options: WaitOptions): Effect.Effect<WaitResult> {
     return Effect.suspend(() => {
       const mode = options.onPostmasterDeath
-      if (this.dead || this.isSet) return this.afterWake(mode)
+      // Fast path only: the check that counts is the one in `suspend`, made as the waiter registers.
+      if (this.ready()) return this.afterWake(mode)
       if (options.timeout === undefined) {
         return Effect.flatMap(this.suspend(mode), () => this.afterWake(mode))
       }
