@@ -19,7 +19,7 @@
  */
 import * as Effect from "effect/Effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import type { SqlError } from "effect/sql/SqlError"
+import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import type * as Statement from "effect/sql/Statement"
 import { CurrentWorker } from "./internal/context.ts"
 import * as proc from "./internal/proc.ts"
@@ -42,7 +42,12 @@ export const transaction = <A, E, R>(
           p.transactionDepth++
           p.report("idle in transaction", undefined)
         }),
-        () => sql.withTransaction(effect),
+        // effect/sql turns a failed ROLLBACK into a defect: a session lost in the middle of a transaction
+        // is an SQL error of the worker (exit 1), not a crash (which would restart every shared-state worker).
+        () =>
+          sql.withTransaction(effect).pipe(
+            Effect.catchDefect((defect) => isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect))
+          ),
         () =>
           Effect.sync(() => {
             p.transactionDepth--

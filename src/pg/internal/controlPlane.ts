@@ -54,6 +54,15 @@ const serverText = (error: { readonly message: string }): string => {
   return text
 }
 
+/** The server's text of a cause's first failure or defect. */
+const causeText = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.findErrorOption(cause)
+  const found: unknown = error._tag === "Some" ? error.value : Cause.squash(cause)
+  return typeof found === "object" && found !== null && "message" in found
+    ? serverText(found as { readonly message: string })
+    : String(found)
+}
+
 /**
  * Keeps a background loop alive: a SQL failure is logged as a warning and a defect as an error, and the
  * caller retries. An interruption-only cause (a listen queue closed under us) is retried silently; if this
@@ -662,10 +671,12 @@ export const make = (
       Effect.gen(function*() {
         yield* Queue.take(dirty)
         yield* attached.await
+        // Every cause but this fiber's own interruption is retried: effect/sql turns a ROLLBACK that fails
+        // (the session died in the write's transaction) into a defect, which must not end the publisher.
         yield* write.pipe(
-          Effect.catch((error) =>
-            Effect.andThen(
-              Effect.logWarning(`could not publish ${what}: ${error.message}; retrying`),
+          Effect.catchCause((cause) =>
+            Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : Effect.andThen(
+              Effect.logWarning(`could not publish ${what}: ${escapeBounded(causeText(cause), 500)}; retrying`),
               Effect.andThen(Effect.sleep(pollInterval), signal(dirty))
             )
           )
