@@ -12,6 +12,18 @@
  * and every struct is created again on next use. That is why only workers declared with `shmem: true` may
  * use this module, and why a defect in such a worker restarts everything: its shared state may be corrupt.
  *
+ * **Failures** (since 0.2.0)
+ *
+ * - A listed struct whose initialiser dies, or does not finish within the supervisor's `abandonTimeout`,
+ *   fails the supervisor's layer at start, and ends the supervisor after a crash restart (PostgreSQL's
+ *   postmaster exits when it cannot re-initialise shared memory): `Supervisor.awaitTermination` fails with a
+ *   `SupervisorError` whose reason is `ShmemInitFailed`, naming the struct.
+ * - Each struct's finalizers get `abandonTimeout` when a generation ends (a crash restart, or the
+ *   supervisor's end); past it the supervisor logs `shared state "name": its finalizers did not finish ...;
+ *   abandoned` and goes on, the finalizers still running.
+ * - A struct created on first use that dies is a defect in the worker that asked, so a crash: a struct that
+ *   always fails that way makes a crash loop.
+ *
  * @since 0.1.0
  */
 import type * as Effect from "effect/Effect"
@@ -26,7 +38,10 @@ export { Shmem } from "./internal/context.ts"
  */
 export interface ShmemStruct<A> {
   readonly name: string
-  /** Runs once per generation; its scope closes when the generation ends. */
+  /**
+   * Runs once per generation, uninterruptibly; its scope closes when the generation ends. A defect here is
+   * `ShmemInitFailed` for a listed struct (see the module doc).
+   */
   readonly init: Effect.Effect<A, never, Scope.Scope>
 }
 

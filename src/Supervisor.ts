@@ -19,6 +19,30 @@
  * - `terminate` unregisters whatever the exit; `signal(handle, "terminate")` (`pg_terminate_backend`) only
  *   ends the current incarnation, so the restart policy applies.
  * - No restart happens during shutdown.
+ * - A crash (a defect in a `shmem: true` worker) during a smart or fast shutdown follows PostgreSQL's rule
+ *   for siblings (`HandleChildCrash` once `Shutdown > NoShutdown`): every other worker is interrupted at once
+ *   instead of finishing its cycle, nothing is re-created or restarted, and once they have ended the
+ *   supervisor logs `abnormal database system shutdown` and ends: `awaitTermination` fails with
+ *   `SupervisorCrashed` (its `shutdown` field says which mode; `NodeSupervisor.runMain` exits with code 1),
+ *   `shutdown` returns, and handles report `PostmasterDied`. This holds whatever `restartAfterCrash` says,
+ *   as in PostgreSQL. During an immediate shutdown a crash changes nothing.
+ * - Waits are bounded where PostgreSQL sends SIGKILL (`SIGKILL_CHILDREN_AFTER_SECS`, 5 seconds): after a
+ *   crash restart's interruption, after a shutdown's forced interruption, and at postmaster death, a worker
+ *   whose finalizers have not finished within `abandonTimeout` is abandoned (see {@link Options}); so are a
+ *   shared-state struct's finalizers. A crash restart always completes, and so does the scope's close.
+ * - Shared state that cannot be re-created after a crash restart (its initialiser dies, or takes longer than
+ *   `abandonTimeout`) ends the supervisor, as a failed shared-memory re-initialisation is FATAL to the
+ *   postmaster: `awaitTermination` fails with a `SupervisorError` whose reason is `ShmemInitFailed`. At start
+ *   the same failure fails the layer.
+ *
+ * **Waiters and transitions**
+ *
+ * Status waiters (`awaitStartup`, `awaitShutdown`, `changes`), activity streams, `shutdown` and
+ * `awaitTermination` are resumed only once the supervisor's state change is complete: a waiter that hears of
+ * a crash and registers a replacement finds the crash restart recorded (its replacement starts when the
+ * recovery is over); one that hears of a start finds the worker's fiber recorded (it may terminate it or
+ * shut down at once). PostgreSQL gives the same guarantee by handling one signal at a time in the
+ * postmaster's loop.
  *
  * **Deliberate differences**
  *
@@ -32,6 +56,8 @@
  *   worker).
  * - Postmaster death (the close of the supervisor's scope) interrupts workers that are not waiting, instead
  *   of orphaning them.
+ * - Where PostgreSQL would SIGKILL a process, a fiber cannot be killed: a worker whose finalizer never ends
+ *   is abandoned instead, still running, and logged by name. Whatever its finalizer holds stays held.
  * - There is no per-pass launch cap (`MAX_BGWORKERS_TO_LAUNCH`): a start is a fiber fork that runs up to the
  *   worker's first suspension, so starting many workers never holds up other supervisor work.
  *
@@ -79,13 +105,17 @@ export type SupervisorState = "starting" | "running" | "recovering" | ShutdownMo
 
 /**
  * - `smart`: refuse registrations, ask every worker to terminate (it ends at its next wait or check, so it
- *   finishes its current cycle), wait; after `shutdownTimeout`, interrupt the rest.
+ *   finishes its current cycle), wait; after `shutdownTimeout`, interrupt the rest and wait up to
+ *   `abandonTimeout` for them, then abandon the stragglers.
  * - `fast` (SIGTERM, SIGINT): as smart, and interrupt every worker at once (finalizers run); wait up to
- *   `shutdownTimeout`, then interrupt again and wait once more.
- * - `immediate`: interrupt every worker and return without waiting. Unlike PostgreSQL's SIGQUIT, the
- *   workers' finalizers still run (Effect interruption always runs them); only the waiting is skipped.
+ *   `shutdownTimeout`, then interrupt again and wait up to `abandonTimeout` before abandoning.
+ * - `immediate`: interrupt every worker and return without waiting; the supervisor is `stopped` at once and
+ *   `awaitTermination` completes. Unlike PostgreSQL's SIGQUIT, the workers' finalizers still run (Effect
+ *   interruption always runs them); the scope's close waits for them up to `abandonTimeout`, as PostgreSQL
+ *   waits 5 seconds before SIGKILL.
  *
- * All three cancel unstarted registrations (their waiters get `Stopped`) and restart nothing.
+ * All three cancel unstarted registrations (their waiters get `Stopped`) and restart nothing. A crash during
+ * a smart or fast shutdown ends the supervisor with `SupervisorCrashed` (see the module doc).
  *
  * @category models
  * @since 0.1.0
@@ -161,7 +191,10 @@ export interface SupervisorApi {
   readonly activity: Effect.Effect<ReadonlyArray<ActivityRow>>
   readonly activityChanges: Stream.Stream<ActivityEvent>
   readonly waitEvents: Effect.Effect<ReadonlyArray<WaitEventInfo>>
-  /** Worker and timer fibers still alive: 0 once the supervisor's scope has closed. */
+  /**
+   * Worker and timer fibers still alive: 0 once the supervisor's scope has closed, except for abandoned
+   * workers (see `abandonTimeout`), which count until their fibers end.
+   */
   liveFibers(): number
 }
 
@@ -181,6 +214,22 @@ export interface Options<E = never, R = never> {
   readonly shutdownTimeout?: Duration.Input | undefined
   /** How long a terminated worker may take to reach its next wait or check. Default `shutdownTimeout`. */
   readonly terminateTimeout?: Duration.Input | undefined
+  /**
+   * How long the supervisor waits for an interrupted worker to end (its finalizers to finish) before it
+   * abandons it, and for a shared-state struct's finalizers or initialiser. Applies where PostgreSQL sends
+   * SIGKILL (`SIGKILL_CHILDREN_AFTER_SECS`, 5 seconds): to a crash restart's interruption of every worker, to
+   * a shutdown's forced interruption after `shutdownTimeout`, and to postmaster death (the scope's close).
+   * Default `shutdownTimeout` (the `shutdown_timeout` GUC, read at each use, or 5 seconds).
+   *
+   * An abandoned worker is logged by name (`background worker "x" (PID n) did not end within 5s after ...;
+   * abandoned`), its registration moves on (restarted after a crash restart if its schedule says so,
+   * forgotten at shutdown), and its fiber is left to end whenever it does: Effect cannot kill a fiber whose
+   * finalizer will not return, so whatever that finalizer holds stays held. It counts in `liveFibers()`
+   * until it ends.
+   *
+   * @since 0.2.0
+   */
+  readonly abandonTimeout?: Duration.Input | undefined
   /** Run at start, before any worker: where static workers are registered (`shared_preload_libraries`). */
   readonly preload?: ReadonlyArray<Effect.Effect<void, E, R | Preload>> | undefined
   /** Workers that can be launched by `(library, function)`. Each needs an `entryPoint`. */
@@ -268,12 +317,16 @@ export const make = <E = never, R = never>(
     const fixedTerminate = options.terminateTimeout === undefined
       ? undefined
       : Duration.fromInputUnsafe(options.terminateTimeout)
+    const fixedAbandon = options.abandonTimeout === undefined
+      ? undefined
+      : Duration.fromInputUnsafe(options.abandonTimeout)
     const context = yield* Effect.context<never>()
     const postmaster = new internal.Postmaster({
       maxWorkerProcesses,
       restartAfterCrash: () => options.restartAfterCrash ?? settings.restartAfterCrash,
       shutdownTimeout,
       terminateTimeout: () => fixedTerminate ?? shutdownTimeout(),
+      abandonTimeout: () => fixedAbandon ?? shutdownTimeout(),
       beforeReload: gucs._tag === "Some" ? Effect.asVoid(gucs.value.reload) : Effect.void,
       entryPoints,
       shmem: options.shmem ?? []
@@ -405,6 +458,17 @@ export const awaitShutdown = (handle: WorkerHandle): Effect.Effect<WorkerStatus,
  * The handle's statuses as a stream (the `bgw_notify_pid` role): the current one first, then each change.
  * Ends after `Stopped` when the registration is forgotten, or after `PostmasterDied`.
  *
+ * **Details**
+ *
+ * Never two equal statuses in a row. The final status is always delivered, however slow the consumer.
+ *
+ * **Gotchas**
+ *
+ * Conflated when the consumer falls behind: up to 64 unread statuses are kept; past that, the unread ones
+ * are dropped and only the newest is kept, so a slow consumer of a worker in a tight restart loop catches
+ * up with the current status instead of reading history (PostgreSQL's `bgw_notify_pid` signals coalesce the
+ * same way). Poll {@link info} for restart counts and the last exit.
+ *
  * @category handles
  * @since 0.1.0
  */
@@ -459,8 +523,14 @@ export const setLatch = (handle: WorkerHandle): Effect.Effect<void, never, Super
 export const reload: Effect.Effect<void, never, Supervisor> = Supervisor.use((s) => s.reload)
 
 /**
- * Shuts down (see {@link ShutdownMode}); returns when the workers have ended (at once for `immediate`).
- * Idempotent: a second call waits for the first.
+ * Shuts down (see {@link ShutdownMode}); returns when the workers have ended or been abandoned (at once for
+ * `immediate`). Idempotent: a second call waits for the first; `immediate` during a smart or fast shutdown
+ * escalates it.
+ *
+ * **Gotchas**
+ *
+ * Takes at most `shutdownTimeout` plus `abandonTimeout`. A worker that ignores interruption beyond that (a
+ * finalizer that never ends) is abandoned with a log line naming it, and keeps running.
  *
  * @category lifecycle
  * @since 0.1.0
@@ -469,8 +539,14 @@ export const shutdown = (mode: ShutdownMode = "fast"): Effect.Effect<void, never
   Supervisor.use((s) => s.shutdown(mode))
 
 /**
- * Completes when the supervisor has stopped (after a shutdown) and fails with `SupervisorCrashed` when it
- * ended because of a crash with `restartAfterCrash: false`.
+ * Completes when the supervisor has stopped after a shutdown of any mode (`immediate` included).
+ *
+ * **Details**
+ *
+ * Fails with `SupervisorCrashed` when the supervisor ended because of a crash with `restartAfterCrash: false`
+ * or during a smart or fast shutdown (then `shutdown` is set), and with a `SupervisorError` whose reason is
+ * `ShmemInitFailed` when shared state could not be re-created after a crash restart. Completes when the
+ * scope closes without a shutdown (postmaster death).
  *
  * @category lifecycle
  * @since 0.1.0

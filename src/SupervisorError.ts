@@ -152,6 +152,36 @@ export class PermissionDenied extends Schema.TaggedError<PermissionDenied>()("Pe
 }
 
 /**
+ * A shared-state struct could not be created (PostgreSQL: a failure in `shmem_startup_hook` or
+ * `ShmemInitStruct`, which is FATAL to the postmaster): its initialiser died, or did not finish within the
+ * supervisor's `abandonTimeout`. `struct` is the struct's name.
+ *
+ * **Details**
+ *
+ * Every struct listed in `Supervisor.layer({ shmem })` is created before any worker starts and again after
+ * each crash restart. At start this reason fails the layer; after a crash restart it ends the supervisor:
+ * `Supervisor.awaitTermination` fails with it and every handle reports `PostmasterDied`, as PostgreSQL exits
+ * when it cannot re-initialise shared memory. Structs created on first use are not covered: their failure is a
+ * defect in the worker that asked (a crash, since only `shmem: true` workers can ask).
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export class ShmemInitFailed extends Schema.TaggedError<ShmemInitFailed>()("ShmemInitFailed", {
+  struct: Schema.String,
+  detail: Schema.String,
+  hint
+}) {
+  override get message(): string {
+    return `could not initialize shared memory structure "${this.struct}": ${this.detail}`
+  }
+  /** The supervisor has ended; only building a new one can succeed. */
+  get isRetryable(): boolean {
+    return false
+  }
+}
+
+/**
  * The reasons a `SupervisorError` can carry.
  *
  * @category errors
@@ -163,7 +193,8 @@ export const SupervisorErrorReason = Schema.Union([
   InvalidArgument,
   UnknownEntryPoint,
   ShuttingDown,
-  PermissionDenied
+  PermissionDenied,
+  ShmemInitFailed
 ])
 
 /**

@@ -10,6 +10,17 @@
  * - A running registration has exactly one incarnation, a `Proc`, whose fiber is a root fiber started with
  *   the worker's own context. Its exit is seen synchronously by a fiber observer (`onExit`), which decides,
  *   as `CleanupBackgroundWorker` does, between done, failed and crashed.
+ * - A transition (a start, an exit, a crash restart, a shutdown, ...) often runs other fibers synchronously:
+ *   interrupting a worker runs its finalizers and its `onExit` at once, and resuming a waiter runs its
+ *   continuation at once. So no waiter is resumed inside a transition: status notifications, activity events
+ *   and the completion of shutdown and termination waits go to an outbox (`post`), delivered when the
+ *   outermost transition ends (`begin`/`end`). A waiter that reacts (registers a replacement, shuts down)
+ *   always finds a finished state: `recovering` with every crashed incarnation recorded, or `running` with the
+ *   new fiber recorded.
+ * - Wherever PostgreSQL would SIGKILL (a crash restart, a shutdown's forced stop, postmaster death), the
+ *   waits for interrupted workers and for shared-state finalizers are bounded by `abandonTimeout`. A fiber
+ *   that outlives it is abandoned: logged by name, taken out of the registration (which moves on), and left
+ *   to end whenever it does; its `onExit` then only drops it from `abandoned`.
  * - A registration waiting for its restart keeps its slot, and owns one timer fiber. A registration is
  *   forgotten (slot freed, waiters told `Stopped`) on success, on any exit of a never-restart worker, on
  *   terminate, at shutdown, and for never-restart workers at a crash restart.
@@ -107,6 +118,8 @@ export interface Options {
   readonly restartAfterCrash: () => boolean
   readonly shutdownTimeout: () => Duration.Duration
   readonly terminateTimeout: () => Duration.Duration
+  /** How long an interrupted worker, or a shared-state struct's finalizers, may take before being abandoned. */
+  readonly abandonTimeout: () => Duration.Duration
   /** Runs first in every reload (the configuration's re-read). */
   readonly beforeReload: Effect.Effect<void>
   readonly entryPoints: ReadonlyMap<string, BackgroundWorker.Any>
@@ -114,6 +127,9 @@ export interface Options {
 }
 
 const finalStatus = (s: Handle.WorkerStatus) => s._tag === "PostmasterDied"
+
+/** Unread statuses a `changes` stream holds before it conflates to the newest. */
+const statusBuffer = 64
 
 export class Postmaster implements SupervisorApi, ProcHost {
   readonly slots: Array<Reg | undefined>
@@ -124,8 +140,19 @@ export class Postmaster implements SupervisorApi, ProcHost {
   state: SupervisorState = "starting"
   dbState: DatabaseState.State = "ready"
   private nextPid = 1
-  private readonly live = new Set<Fiber.Fiber<unknown, unknown>>()
+  /** Incarnations whose fiber runs (bound at the fiber's first step, dropped by `onExit` or `abandon`). */
+  private readonly live = new Set<Proc>()
+  /**
+   * Incarnations given up on whose fiber still runs (the registration has moved on: their end changes
+   * nothing). A set rather than a flag on `Proc`, which every idle worker would pay for.
+   */
+  private readonly abandoned = new Set<Proc>()
+  /** Shared-state finalizers and initialisers given up on (see `within`) whose fiber still runs. */
+  private readonly abandonedTasks = new Set<Fiber.Fiber<unknown, unknown>>()
   private readonly timers = new Set<Fiber.Fiber<unknown, unknown>>()
+  /** Transitions in progress (nested ones count): notifications wait in `outbox` until it is back to 0. */
+  private depth = 0
+  private readonly outbox: Array<() => void> = []
   /** The queues of open `activityChanges` streams: offered every event, ended at death. */
   private readonly activityListeners = new Set<Queue.Queue<ActivityEvent, Cause.Done>>()
   private readonly waitEventIds = new Map<string, number>()
@@ -134,7 +161,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
   /** Completed once a death has finished: every fiber ended, shared state released. */
   private readonly deathDone = Deferred.makeUnsafe<void>()
   private shmemGeneration = 0
-  private shmemScope: Scope.Closeable
+  /** The current generation's structs, each with its own scope, in creation order. */
+  private shmemScopes: Array<{ readonly name: string; readonly scope: Scope.Closeable }> = []
   private shmemValues = new Map<string, Deferred.Deferred<unknown>>()
   private readonly logEnabled: (level: "Debug" | "Info" | "Warn" | "Error") => boolean
 
@@ -151,7 +179,6 @@ export class Postmaster implements SupervisorApi, ProcHost {
     this.freeSlots = Array.from({ length: options.maxWorkerProcesses }, (_, i) => options.maxWorkerProcesses - 1 - i)
     this.generations = new Array(options.maxWorkerProcesses).fill(0)
     this.clock = Context.get(context, Clock.Clock)
-    this.shmemScope = Scope.makeUnsafe()
     const minimum = Context.get(context, References.MinimumLogLevel)
     const order = ["All", "Trace", "Debug", "Info", "Warn", "Error", "Fatal", "None"]
     this.logEnabled = (level) => order.indexOf(level) >= order.indexOf(minimum)
@@ -189,6 +216,71 @@ export class Postmaster implements SupervisorApi, ProcHost {
     return fiber
   }
 
+  /**
+   * Runs `effect` (a scope's finalizers, a shared-state initialiser: uninterruptible) in a supervisor fiber
+   * of its own, at once, and waits for its exit at most `timeout`. Unlike `Effect.timeoutOption`, which
+   * waits for the interruption of what it gives up on, this leaves an effect that hangs running on its own:
+   * abandoned, it leaves `timers` (death does not wait for it again) and counts in `liveFibers()` until it
+   * ends. Until then it is one of the `timers`, so a death waits for it (boundedly) before releasing shared
+   * state.
+   */
+  private within<A, E>(effect: Effect.Effect<A, E>, timeout: Duration.Duration): Effect.Effect<Option.Option<Exit.Exit<A, E>>> {
+    return Effect.suspend(() => {
+      const fiber = this.fork(effect)
+      const exit = fiber.pollUnsafe()
+      if (exit !== undefined) return Effect.succeed(Option.some(exit))
+      this.timers.add(fiber)
+      fiber.addObserver(() => this.timers.delete(fiber))
+      return Effect.tap(Effect.timeoutOption(Fiber.await(fiber), timeout), (ended) =>
+        Effect.sync(() => {
+          if (Option.isSome(ended) || fiber.pollUnsafe() !== undefined) return
+          this.timers.delete(fiber)
+          this.abandonedTasks.add(fiber)
+          fiber.addObserver(() => this.abandonedTasks.delete(fiber))
+        }))
+    })
+  }
+
+  // --- transitions and their notifications ---
+
+  /** Starts a transition: until the matching `end`, notifications wait in the outbox. */
+  private begin(): void {
+    this.depth++
+  }
+
+  /** Ends a transition; the outermost one delivers what its transitions posted, in order. */
+  private end(): void {
+    if (--this.depth === 0 && this.outbox.length > 0) this.flush()
+  }
+
+  /** Runs `f` as one transition (for the paths that are not hot; the hot ones inline `begin`/`end`). */
+  private transition(f: () => void): void {
+    this.begin()
+    try {
+      f()
+    } finally {
+      this.end()
+    }
+  }
+
+  /** Delivers `notification` (which may resume a waiter) now if no transition is in progress, else after it. */
+  private post(notification: () => void): void {
+    if (this.depth === 0) notification()
+    else this.outbox.push(notification)
+  }
+
+  private flush(): void {
+    // A delivery resumes a waiter at once, and the waiter may start transitions of its own: the flush counts
+    // as one, so their notifications queue behind and this loop delivers them in order.
+    this.depth++
+    try {
+      for (let i = 0; i < this.outbox.length; i++) this.outbox[i]!()
+    } finally {
+      this.outbox.length = 0
+      this.depth--
+    }
+  }
+
   // --- status, listeners and activity ---
 
   statusOf(reg: Reg | undefined, handle: Handle.WorkerHandle): Handle.WorkerStatus {
@@ -204,10 +296,17 @@ export class Postmaster implements SupervisorApi, ProcHost {
     return reg !== undefined && reg.generation === handle.generation ? reg : undefined
   }
 
+  /**
+   * Publishes the registration's status as it is now; the listeners hear it once the transition is over.
+   * `final`: the registration is forgotten, and its listeners are detached.
+   */
   private changed(reg: Reg, final = false): void {
     if (reg.listeners !== undefined && reg.listeners.size > 0) {
       const status = final ? Handle.Stopped : this.statusOf(reg, reg.handle)
-      for (const listener of Array.from(reg.listeners)) listener(status, final)
+      const listeners = Array.from(reg.listeners)
+      this.post(() => {
+        for (const listener of listeners) listener(status, final)
+      })
     }
     if (final) reg.listeners = undefined
     this.publish(reg, final)
@@ -218,7 +317,9 @@ export class Postmaster implements SupervisorApi, ProcHost {
     const event: ActivityEvent = removed
       ? { _tag: "Removed", slot: reg.slot, generation: reg.generation, name: reg.def.name }
       : { _tag: "Updated", row: this.row(reg) }
-    for (const queue of this.activityListeners) Queue.offerUnsafe(queue, event)
+    this.post(() => {
+      for (const queue of this.activityListeners) Queue.offerUnsafe(queue, event)
+    })
   }
 
   activityChanged(proc: Proc): void {
@@ -357,7 +458,14 @@ export class Postmaster implements SupervisorApi, ProcHost {
       if (this.state !== "running" && this.state !== "recovering" && this.state !== "starting") {
         return Effect.fail(Errors.fail(new Errors.ShuttingDown({ mode: this.state })))
       }
-      const reg = this.allocate(def, encoded, extra, context, "dynamic", lazyEntryPoint)
+      this.begin()
+      let reg: Reg | undefined
+      try {
+        reg = this.allocate(def, encoded, extra, context, "dynamic", lazyEntryPoint)
+        if (reg !== undefined) this.tryStart(reg)
+      } finally {
+        this.end()
+      }
       if (reg === undefined) {
         return Effect.fail(Errors.fail(
           new Errors.NoFreeSlot({
@@ -366,7 +474,6 @@ export class Postmaster implements SupervisorApi, ProcHost {
           })
         ))
       }
-      this.tryStart(reg)
       return Effect.succeed(reg.handle)
     })
   }
@@ -464,10 +571,25 @@ export class Postmaster implements SupervisorApi, ProcHost {
   }
 
   startPending(): void {
-    for (const reg of this.slots) if (reg !== undefined) this.tryStart(reg)
+    this.begin()
+    try {
+      for (const reg of this.slots) if (reg !== undefined) this.tryStart(reg)
+    } finally {
+      this.end()
+    }
   }
 
   private start(reg: Reg): void {
+    // A transition of its own: the `Started` notification is delivered once the fiber is recorded.
+    this.begin()
+    try {
+      this.startIncarnation(reg)
+    } finally {
+      this.end()
+    }
+  }
+
+  private startIncarnation(reg: Reg): void {
     const pid = this.nextPid++
     const proc = new Proc(
       this,
@@ -489,11 +611,12 @@ export class Postmaster implements SupervisorApi, ProcHost {
     if (reg.def.shmem) context = Context.add(context, Shmem, this.shmemApi())
     // Everything about the start is recorded before the fiber runs: it runs at once, up to its first wait,
     // and may even end before `runForkWith` returns. So the fiber binds itself to its incarnation as its
-    // very first step, before any of the worker's code can ask the supervisor about it.
+    // very first step, before any of the worker's code can ask the supervisor about it. Waiters hear of
+    // the start when the transition ends (`start`), by which time the fiber is recorded.
     this.changed(reg)
     Effect.runForkWith(context)(Effect.withFiber((fiber) => {
       proc.fiber = fiber as Fiber.Fiber<void, unknown>
-      this.live.add(fiber)
+      this.live.add(proc)
       fiber.addObserver((exit) => this.onExit(reg, proc, exit as Exit.Exit<void, unknown>))
       return this.body(reg, proc)
     }))
@@ -558,8 +681,29 @@ export class Postmaster implements SupervisorApi, ProcHost {
   // --- exits ---
 
   private onExit(reg: Reg, proc: Proc, exit: Exit.Exit<void, unknown>): void {
-    this.live.delete(proc.fiber!)
+    if (this.isAbandoned(proc)) {
+      // Given up on earlier: its registration has moved on, so its end only stops it being counted.
+      this.abandoned.delete(proc)
+      if (this.logEnabled("Debug")) {
+        this.log("Debug", `abandoned background worker "${proc.name}" (PID ${proc.pid}) has ended`, {
+          worker: proc.name,
+          pid: proc.pid
+        })
+      }
+      return
+    }
+    this.live.delete(proc)
     if (proc.forceTimer !== undefined) proc.forceTimer.interruptUnsafe()
+    this.begin()
+    try {
+      this.cleanup(reg, proc, exit)
+    } finally {
+      this.end()
+    }
+  }
+
+  /** `CleanupBackgroundWorker`: what the incarnation's end means for its registration, and for the others. */
+  private cleanup(reg: Reg, proc: Proc, exit: Exit.Exit<void, unknown>): void {
     if (reg.proc === proc) reg.proc = undefined
     const now = this.clock.currentTimeMillisUnsafe()
     const outcome = this.classify(reg, proc, exit)
@@ -595,8 +739,11 @@ export class Postmaster implements SupervisorApi, ProcHost {
       )
       reg.phase = "pending"
       if (this.state === "running") {
-        this.changed(reg) // waiters see Stopped before the crash restart brings it back
+        this.changed(reg) // waiters see Stopped (after the transition) before the crash restart brings it back
         this.crashRestart(reg)
+      } else if (this.state === "smart" || this.state === "fast") {
+        this.forget(reg)
+        this.crashDuringShutdown(reg)
       } else {
         this.forget(reg)
       }
@@ -690,11 +837,13 @@ export class Postmaster implements SupervisorApi, ProcHost {
         yield* Effect.sleep(delay)
         reg.timer = undefined
         if (this.slots[reg.slot] !== reg || reg.phase !== "restartWait") return
-        reg.restartCount++
-        reg.phase = "pending"
-        reg.nextRestartAt = undefined
-        this.tryStart(reg)
-        if (reg.phase === "pending") this.changed(reg)
+        this.transition(() => {
+          reg.restartCount++
+          reg.phase = "pending"
+          reg.nextRestartAt = undefined
+          this.tryStart(reg)
+          if (reg.phase === "pending") this.changed(reg)
+        })
       })
     )
     this.changed(reg)
@@ -737,31 +886,111 @@ export class Postmaster implements SupervisorApi, ProcHost {
       }
     }
     this.timer(undefined, Effect.gen({ self: this }, function*() {
-      yield* Fiber.awaitAll(Array.from(this.live))
+      // PostgreSQL sends SIGKILL to the stragglers after 5 seconds; here they are abandoned.
+      yield* this.awaitOrAbandon(Array.from(this.live), "the crash restart's interruption")
       if (this.state !== "recovering") return
-      yield* this.resetShmem()
+      const reset = yield* Effect.exit(this.resetShmem())
       if (this.state !== "recovering") return
-      this.log("Warn", "all server processes terminated; reinitializing")
-      this.state = "running"
-      for (const reg of this.slots) {
-        if (reg === undefined || reg.phase === "givenUp") continue
-        if (!atCrash.has(reg)) {
-          this.tryStart(reg)
-          continue
+      if (Exit.isFailure(reset)) {
+        const error = Cause.findErrorOption(reset.cause)
+        if (Option.isSome(error)) {
+          this.log("Error", `${error.value.message}: the supervisor ends`, { worker: crashed.def.name })
+          this.fork(this.die(error.value))
+          return
         }
-        if (reg.terminate || reg.def.restart === "never") {
-          this.forget(reg)
-          continue
-        }
-        // Restartable workers come back at once: the crash delay is reset.
-        reg.step = undefined
-        reg.nextRestartAt = undefined
-        if (reg.everStarted) reg.restartCount++
-        reg.phase = "pending"
-        this.tryStart(reg)
-        if (reg.phase === "pending") this.changed(reg)
+        return yield* Effect.failCause(reset.cause as Cause.Cause<never>)
       }
+      this.log("Warn", "all server processes terminated; reinitializing")
+      this.transition(() => {
+        this.state = "running"
+        for (const reg of this.slots) {
+          if (reg === undefined || reg.phase === "givenUp") continue
+          if (!atCrash.has(reg)) {
+            this.tryStart(reg)
+            continue
+          }
+          if (reg.terminate || reg.def.restart === "never") {
+            this.forget(reg)
+            continue
+          }
+          // Restartable workers come back at once: the crash delay is reset.
+          reg.step = undefined
+          reg.nextRestartAt = undefined
+          if (reg.everStarted) reg.restartCount++
+          reg.phase = "pending"
+          this.tryStart(reg)
+          if (reg.phase === "pending") this.changed(reg)
+        }
+      })
     }))
+  }
+
+  /**
+   * A crash while a smart or fast shutdown is under way (`HandleChildCrash` with `Shutdown > NoShutdown`):
+   * PostgreSQL sends SIGQUIT to every other child at once instead of letting it finish, re-initialises
+   * nothing, and exits with `abnormal database system shutdown` once they are gone. Here: postmaster death
+   * with a `SupervisorCrashed` error.
+   */
+  private crashDuringShutdown(crashed: Reg): void {
+    const mode = this.state
+    this.log("Error", "terminating any other active server processes", { worker: crashed.def.name })
+    this.fork(this.die(
+      new CrashedError({ worker: crashed.def.name, detail: crashed.lastExit?.message ?? "", shutdown: mode })
+    ))
+  }
+
+  // --- abandoning what does not end ---
+
+  /**
+   * Waits for the incarnations' fibers (already interrupted) to end, for at most `abandonTimeout`, then
+   * abandons the ones still running. `after` completes the log line: "did not end within 5s after ...".
+   */
+  private awaitOrAbandon(procs: ReadonlyArray<Proc>, after: string): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const running = (p: Proc) => !this.isAbandoned(p) && p.fiber !== undefined && p.fiber.pollUnsafe() === undefined
+      const pending = procs.filter(running)
+      if (pending.length === 0) return Effect.void
+      const timeout = this.options.abandonTimeout()
+      return Effect.flatMap(
+        Effect.timeoutOption(Fiber.awaitAll(pending.map((p) => p.fiber!)), timeout),
+        (ended) =>
+          Option.isSome(ended) ? Effect.void : Effect.sync(() =>
+            this.transition(() => {
+              for (const p of pending) if (running(p)) this.abandon(p, timeout, after)
+            })
+          )
+      )
+    })
+  }
+
+  private isAbandoned(proc: Proc): boolean {
+    return this.abandoned.size > 0 && this.abandoned.has(proc)
+  }
+
+  /** Gives up on an incarnation whose fiber will not end: its registration moves on as if it had ended. */
+  private abandon(proc: Proc, timeout: Duration.Duration, after: string): void {
+    this.live.delete(proc)
+    this.abandoned.add(proc)
+    if (proc.forceTimer !== undefined) proc.forceTimer.interruptUnsafe()
+    this.log(
+      "Warn",
+      `background worker "${proc.name}" (PID ${proc.pid}) did not end within ${Duration.format(timeout)} after ${after}; ` +
+        `abandoned (its fiber keeps running, holding whatever it holds)`,
+      { worker: proc.name, type: proc.type, pid: proc.pid }
+    )
+    const reg = this.slots[proc.handle.slot]
+    if (reg === undefined || reg.proc !== proc) return
+    reg.proc = undefined
+    reg.phase = "pending"
+    reg.lastExit = {
+      kind: "killed",
+      message: `abandoned after ${after}`,
+      at: this.clock.currentTimeMillisUnsafe(),
+      query: proc.query
+    }
+    if (this.state === "dead") return
+    if (this.state === "running" || this.state === "recovering") this.changed(reg)
+    else this.forget(reg)
   }
 
   // --- shared state ---
@@ -780,7 +1009,9 @@ export class Postmaster implements SupervisorApi, ProcHost {
       if (existing !== undefined) return Deferred.await(existing) as Effect.Effect<A>
       const deferred = Deferred.makeUnsafe<unknown>()
       this.shmemValues.set(struct.name, deferred)
-      const scope = this.shmemScope
+      // One scope per struct, so that a struct whose finalizers hang can be named and abandoned alone.
+      const scope = Scope.makeUnsafe()
+      this.shmemScopes.push({ name: struct.name, scope })
       return Effect.uninterruptible(
         Effect.flatMap(
           Effect.exit(Scope.provide(struct.init, scope)),
@@ -790,21 +1021,66 @@ export class Postmaster implements SupervisorApi, ProcHost {
     })
   }
 
-  private resetShmem(): Effect.Effect<void> {
+  /** Ends the current generation: its structs' finalizers run (newest first), each bounded by `abandonTimeout`. */
+  private releaseShmem(after: string): Effect.Effect<void> {
     return Effect.suspend(() => {
-      const old = this.shmemScope
-      this.shmemScope = Scope.makeUnsafe()
+      const scopes = this.shmemScopes
+      this.shmemScopes = []
       this.shmemValues = new Map()
-      this.shmemGeneration++
-      return Effect.andThen(
-        Scope.close(old, Exit.void),
-        Effect.forEach(this.options.shmem, (struct) => this.shmemGet(struct), { discard: true })
-      )
+      if (scopes.length === 0) return Effect.void
+      const timeout = this.options.abandonTimeout()
+      return Effect.forEach(scopes.reverse(), ({ name, scope }) =>
+        Effect.flatMap(this.within(Scope.close(scope, Exit.void), timeout), (closed) =>
+          Option.isSome(closed) ? Effect.void : Effect.sync(() =>
+            this.log(
+              "Warn",
+              `shared state "${name}": its finalizers did not finish within ${Duration.format(timeout)} after ${after}; abandoned`,
+              { struct: name }
+            )
+          )), { discard: true })
     })
   }
 
-  initShmem(): Effect.Effect<void> {
-    return Effect.forEach(this.options.shmem, (struct) => this.shmemGet(struct), { discard: true })
+  /**
+   * Creates the structs listed in `Supervisor.layer({ shmem })` for the current generation, each within
+   * `abandonTimeout`; the first that dies or hangs fails with `ShmemInitFailed`.
+   */
+  private createListedShmem(): Effect.Effect<void, Errors.SupervisorError> {
+    if (this.options.shmem.length === 0) return Effect.void
+    return Effect.suspend(() => {
+      const timeout = this.options.abandonTimeout()
+      const failed = (struct: ShmemStruct<unknown>, detail: string) =>
+        Errors.fail(
+          new Errors.ShmemInitFailed({
+            struct: struct.name,
+            detail,
+            hint: "Every struct listed in Supervisor.layer({ shmem }) is created at start and again after each crash " +
+              "restart: its initialiser must succeed each time, within abandonTimeout."
+          })
+        )
+      return Effect.forEach(this.options.shmem, (struct) =>
+        Effect.flatMap(this.within(this.shmemGet(struct), timeout), (created) => {
+          if (Option.isNone(created)) {
+            return Effect.fail(failed(struct, `initialization did not finish within ${Duration.format(timeout)}`))
+          }
+          if (Exit.isSuccess(created.value)) return Effect.void
+          return Effect.fail(failed(struct, escape(errorMessage(Cause.squash(created.value.cause)))))
+        }), { discard: true })
+    })
+  }
+
+  private resetShmem(): Effect.Effect<void, Errors.SupervisorError> {
+    return Effect.andThen(
+      Effect.suspend(() => {
+        this.shmemGeneration++
+        return this.releaseShmem("the crash restart")
+      }),
+      this.createListedShmem()
+    )
+  }
+
+  initShmem(): Effect.Effect<void, Errors.SupervisorError> {
+    return this.createListedShmem()
   }
 
   // --- requests ---
@@ -844,7 +1120,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
       reg.terminate = true
       const proc = reg.proc
       if (proc !== undefined) this.requestTerminate(proc, true) // the request is this effect's last act
-      else this.forget(reg)
+      else this.transition(() => this.forget(reg))
     })
   }
 
@@ -923,6 +1199,9 @@ export class Postmaster implements SupervisorApi, ProcHost {
   }
 
   changes(handle: Handle.WorkerHandle): Stream.Stream<Handle.WorkerStatus> {
+    // A consumer that keeps up gets every change. One that falls a whole buffer behind is conflated: what it
+    // has not read is dropped and the newest status kept, so it catches up at once, and the final status
+    // (followed by the end of the queue) is always delivered.
     return Stream.callback<Handle.WorkerStatus>((queue) =>
       Effect.acquireRelease(
         Effect.sync(() => {
@@ -933,19 +1212,16 @@ export class Postmaster implements SupervisorApi, ProcHost {
             Queue.endUnsafe(queue)
             return undefined
           }
-          let last: Handle.WorkerStatus = now
           const listener: Listener = (status, final) => {
-            if (status._tag !== last._tag || (status._tag === "Started" && last._tag === "Started" && status.pid !== last.pid)) {
-              Queue.offerUnsafe(queue, status)
-              last = status
-            }
+            if (Queue.isFullUnsafe(queue)) while (Queue.takeUnsafe(queue) !== undefined);
+            Queue.offerUnsafe(queue, status)
             if (final || finalStatus(status)) Queue.endUnsafe(queue)
           }
           ;(reg.listeners ??= new Set()).add(listener)
           return { reg, listener }
         }),
         (registered) => Effect.sync(() => registered?.reg.listeners?.delete(registered.listener))
-      ), { bufferSize: 64, strategy: "suspend" })
+      ), { bufferSize: statusBuffer, strategy: "sliding" }).pipe(Stream.changesWith(sameStatus))
   }
 
   // --- views ---
@@ -986,44 +1262,60 @@ export class Postmaster implements SupervisorApi, ProcHost {
         if (mode !== "immediate") return Deferred.await(this.shutdownDone)
       }
       const done = this.shutdownDone ??= Deferred.makeUnsafe<void>()
-      this.state = mode
-      this.log("Info", `received ${mode} shutdown request`)
       const running: Array<Proc> = []
-      for (const reg of this.slots) {
-        if (reg === undefined) continue
-        // Capture the incarnation first: waking its latch may run it to its end synchronously.
-        const proc = reg.proc
-        if (proc !== undefined) {
-          running.push(proc)
-          if (mode !== "smart") proc.endReason = "shutdown"
-          if (mode !== "immediate") proc.requestTerminate()
-          if (mode !== "smart") proc.fiber!.interruptUnsafe()
-        } else {
-          this.forget(reg) // unstarted and restart-waiting registrations: cancelled, waiters get Stopped
+      this.begin()
+      try {
+        this.state = mode
+        this.log("Info", `received ${mode} shutdown request`)
+        for (const reg of this.slots) {
+          if (reg === undefined) continue
+          // Capture the incarnation first: waking its latch may run it to its end synchronously.
+          const proc = reg.proc
+          if (proc !== undefined) {
+            running.push(proc)
+            if (mode !== "smart") proc.endReason = "shutdown"
+            if (mode !== "immediate") proc.requestTerminate()
+            if (mode !== "smart") proc.fiber!.interruptUnsafe()
+          } else {
+            this.forget(reg) // unstarted and restart-waiting registrations: cancelled, waiters get Stopped
+          }
         }
+        if (mode === "immediate") {
+          // Nothing to wait for: the supervisor has stopped, and whoever awaits its termination hears so.
+          this.state = "stopped"
+          this.post(() => {
+            Deferred.doneUnsafe(done, Exit.void)
+            Deferred.doneUnsafe(this.terminated, Exit.void)
+          })
+        }
+      } finally {
+        this.end()
       }
-      const fibers = running.map((p) => p.fiber!)
-      if (mode === "immediate") {
-        this.state = "stopped"
-        Deferred.doneUnsafe(done, Exit.void)
-        return Effect.void
-      }
+      if (mode === "immediate") return Effect.void
       // The postmaster finishes the shutdown in a fiber of its own: the caller may be one of the workers it
       // stops (a worker that shuts the supervisor down), and the shutdown must complete all the same.
       this.timer(undefined, Effect.gen({ self: this }, function*() {
-        const finished = yield* Effect.timeoutOption(Fiber.awaitAll(fibers), this.options.shutdownTimeout())
+        const finished = yield* Effect.timeoutOption(
+          Fiber.awaitAll(running.map((p) => p.fiber!)),
+          this.options.shutdownTimeout()
+        )
         if (Option.isNone(finished)) {
-          const stragglers = running.filter((p) => p.fiber!.pollUnsafe() === undefined)
+          const stragglers = running.filter((p) => !this.isAbandoned(p) && p.fiber!.pollUnsafe() === undefined)
           this.log("Warn", `shutdown timeout reached: interrupting ${stragglers.length} worker(s) by force`)
           for (const p of stragglers) {
             p.endReason = "shutdown"
             p.fiber!.interruptUnsafe()
           }
-          yield* Effect.timeoutOption(Fiber.awaitAll(stragglers.map((p) => p.fiber!)), this.options.shutdownTimeout())
+          yield* this.awaitOrAbandon(stragglers, "the shutdown's forced interruption")
         }
-        this.state = "stopped"
-        Deferred.doneUnsafe(done, Exit.void)
-        Deferred.doneUnsafe(this.terminated, Exit.void)
+        if (this.state === "dead") return
+        this.transition(() => {
+          this.state = "stopped"
+          this.post(() => {
+            Deferred.doneUnsafe(done, Exit.void)
+            Deferred.doneUnsafe(this.terminated, Exit.void)
+          })
+        })
       }))
       return Deferred.await(done)
     })
@@ -1033,44 +1325,62 @@ export class Postmaster implements SupervisorApi, ProcHost {
 
   /**
    * Postmaster death: nothing is restarted, every waiter is told `PostmasterDied`, every wait ends the
-   * worker or returns `postmasterDeath`, and the supervisor waits for all its fibers to end.
+   * worker or returns `postmasterDeath`, and the supervisor waits for its fibers to end, abandoning the ones
+   * that outlive `abandonTimeout`. `error` is how `awaitTermination` fails: a crash with `restartAfterCrash`
+   * off or during a shutdown, or shared state that could not be re-created.
    */
-  die(error?: CrashedError): Effect.Effect<void> {
+  die(error?: CrashedError | Errors.SupervisorError): Effect.Effect<void> {
     return Effect.suspend(() => {
       if (this.state === "dead") return Deferred.await(this.deathDone)
-      this.state = "dead"
-      for (const timer of Array.from(this.timers)) timer.interruptUnsafe()
-      // A shutdown still in progress ends here: its waiters are released, the workers are dealt with below.
-      if (this.shutdownDone !== undefined) Deferred.doneUnsafe(this.shutdownDone, Exit.void)
-      const returning: Array<Fiber.Fiber<unknown, unknown>> = []
-      for (const reg of this.slots) {
-        const proc = reg?.proc
-        if (proc === undefined) continue
-        proc.endReason ??= "death"
-        if (proc.latch.waitMode === "return") {
-          proc.kill() // the wait returns `postmasterDeath`; the worker ends on its own, within the timeout
-          returning.push(proc.fiber!)
-        } else {
-          proc.latch.dead = true // no wake-up to schedule: the interruption ends the wait
-          proc.fiber!.interruptUnsafe()
+      const returning: Array<Proc> = []
+      this.begin()
+      try {
+        this.state = "dead"
+        for (const timer of Array.from(this.timers)) timer.interruptUnsafe()
+        for (const reg of this.slots) {
+          const proc = reg?.proc
+          if (proc === undefined) continue
+          proc.endReason ??= "death"
+          if (proc.latch.waitMode === "return") {
+            proc.kill() // the wait returns `postmasterDeath`; the worker ends on its own, within the timeout
+            returning.push(proc)
+          } else {
+            proc.latch.dead = true // no wake-up to schedule: the interruption ends the wait
+            proc.fiber!.interruptUnsafe()
+          }
         }
-      }
-      for (const reg of this.slots) {
-        if (reg?.listeners === undefined) continue
-        for (const listener of Array.from(reg.listeners)) listener(Handle.PostmasterDied, true)
-        reg.listeners = undefined
+        for (const reg of this.slots) {
+          if (reg?.listeners === undefined) continue
+          const listeners = Array.from(reg.listeners)
+          reg.listeners = undefined
+          this.post(() => {
+            for (const listener of listeners) listener(Handle.PostmasterDied, true)
+          })
+        }
+        // A shutdown still in progress ends here: its waiters are released, the workers are dealt with below.
+        const shutdownDone = this.shutdownDone
+        if (shutdownDone !== undefined) this.post(() => Deferred.doneUnsafe(shutdownDone, Exit.void))
+      } finally {
+        this.end()
       }
       return Effect.gen({ self: this }, function*() {
         if (returning.length > 0) {
-          const ended = yield* Effect.timeoutOption(Fiber.awaitAll(returning), this.options.shutdownTimeout())
-          if (Option.isNone(ended)) for (const fiber of returning) fiber.interruptUnsafe()
+          const ended = yield* Effect.timeoutOption(
+            Fiber.awaitAll(returning.map((p) => p.fiber!)),
+            this.options.shutdownTimeout()
+          )
+          if (Option.isNone(ended)) for (const p of returning) p.fiber!.interruptUnsafe()
         }
-        yield* Fiber.awaitAll(Array.from(this.live))
-        yield* Fiber.awaitAll(Array.from(this.timers))
-        // Every worker has ended and published its last change: the activity streams end here.
+        yield* this.awaitOrAbandon(Array.from(this.live), "postmaster death")
+        // The supervisor's own fibers were interrupted above and never block it: a bound all the same.
+        yield* Effect.timeoutOption(Fiber.awaitAll(Array.from(this.timers)), this.options.abandonTimeout())
+        // Every worker has ended (or been abandoned) and published its last change: the activity streams end here.
         for (const queue of this.activityListeners) Queue.endUnsafe(queue)
         this.activityListeners.clear()
-        yield* Scope.close(this.shmemScope, Exit.void)
+        yield* this.releaseShmem("postmaster death")
+        if (error !== undefined && error._tag === "SupervisorCrashed" && error.shutdown !== undefined) {
+          this.log("Error", "abnormal database system shutdown", { worker: error.worker })
+        }
         if (error !== undefined) Deferred.doneUnsafe(this.terminated, Exit.fail(error))
         else Deferred.doneUnsafe(this.terminated, Exit.void)
         Deferred.doneUnsafe(this.deathDone, Exit.void)
@@ -1080,7 +1390,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
 
   /** Fibers that are still alive (for leak checks). */
   liveFibers(): number {
-    return this.live.size + this.timers.size
+    return this.live.size + this.timers.size + this.abandoned.size + this.abandonedTasks.size
   }
 
   // --- preload ---
@@ -1127,6 +1437,10 @@ export class Postmaster implements SupervisorApi, ProcHost {
   }
 }
 
+/** Whether two statuses say the same (the status stream skips repeats). */
+const sameStatus = (a: Handle.WorkerStatus, b: Handle.WorkerStatus): boolean =>
+  a._tag === b._tag && (a._tag !== "Started" || a.pid === (b as { readonly pid: number }).pid)
+
 /** @internal */
 export interface StaticRegistration {
   readonly worker: BackgroundWorker.Any
@@ -1136,21 +1450,32 @@ export interface StaticRegistration {
 }
 
 /**
- * The supervisor ended because a worker with shared-state access crashed and `restartAfterCrash` is off
- * (PostgreSQL exits when `restart_after_crash = off`).
+ * The supervisor ended because a worker with shared-state access crashed and either `restartAfterCrash` is
+ * off (PostgreSQL exits when `restart_after_crash = off`) or a smart or fast shutdown was under way (PostgreSQL
+ * exits with `abnormal database system shutdown`; then `shutdown` names the mode, since 0.2.0).
  *
  * @category errors
  * @since 0.1.0
  */
 export class CrashedError extends Schema.TaggedError<CrashedError>()("SupervisorCrashed", {
   worker: Schema.String,
-  detail: Schema.String
+  detail: Schema.String,
+  /**
+   * Set when the crash happened during a shutdown (`"smart"` or `"fast"`): the supervisor ended as
+   * PostgreSQL does then (`abnormal database system shutdown`), whatever `restartAfterCrash` says.
+   */
+  shutdown: Schema.optionalKey(Schema.String)
 }) {
   override get message(): string {
-    return `background worker "${this.worker}" crashed and restart_after_crash is off: ${this.detail}`
+    return this.shutdown === undefined
+      ? `background worker "${this.worker}" crashed and restart_after_crash is off: ${this.detail}`
+      : `background worker "${this.worker}" crashed during a ${this.shutdown} shutdown: ${this.detail}`
   }
   get hint(): string {
-    return "Turn restart_after_crash on to restart every worker after a crash instead."
+    return this.shutdown === undefined
+      ? "Turn restart_after_crash on to restart every worker after a crash instead."
+      : "Nothing restarts during a shutdown: every other worker was interrupted at once, as shared state may be " +
+        "corrupt. The worker's crash is logged with its cause."
   }
 }
 

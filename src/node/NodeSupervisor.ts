@@ -18,10 +18,12 @@
  *
  * **Exit codes** (of {@link runMain})
  *
- * - `0`: the supervisor ended by itself (something called `Supervisor.shutdown`; `awaitTermination` completed).
- * - `130`: SIGINT or SIGTERM; the workers were shut down fast and every finalizer ran.
- * - `1`: the supervisor ended with a failure: a crash with `restartAfterCrash: false` (`SupervisorCrashed`),
- *   or a layer that failed to build. The cause is logged first.
+ * - `0`: the supervisor ended by itself (something called `Supervisor.shutdown`, in any mode, `"immediate"`
+ *   included; `awaitTermination` completed).
+ * - `130`: SIGINT or SIGTERM; the workers were shut down fast and every finalizer ran or was abandoned.
+ * - `1`: the supervisor ended with a failure: a crash with `restartAfterCrash: false` or during a smart or fast
+ *   shutdown (`SupervisorCrashed`), shared state that could not be re-created after a crash restart
+ *   (`SupervisorError`, reason `ShmemInitFailed`), or a layer that failed to build. The cause is logged first.
  *
  * **Example** (A supervisor as a Node program)
  *
@@ -57,9 +59,12 @@
  * - Node's default action for SIGHUP is to die without running any finalizer. {@link runMain} listens from
  *   before the supervisor starts until after it is gone; {@link layerSignals} on its own listens only while
  *   it is built, that is after the supervisor's layer (preloads run, static workers started).
- * - A shutdown takes up to twice the supervisor's `shutdownTimeout` when a worker ignores interruption (for
- *   example inside `Interrupts.holdInterrupts` or an uninterruptible region). A second SIGINT does not
- *   shorten it; SIGKILL does, and runs nothing.
+ * - A shutdown takes up to the supervisor's `shutdownTimeout` plus its `abandonTimeout` (twice
+ *   `shutdownTimeout` by default) when a worker ignores interruption (for example inside
+ *   `Interrupts.holdInterrupts` or an uninterruptible region). A worker whose finalizer still has not ended
+ *   then is abandoned with a log line naming it, and the process exits all the same, as PostgreSQL's
+ *   postmaster sends SIGKILL after 5 seconds. A second SIGINT does not shorten the wait; SIGKILL does, and
+ *   runs nothing.
  * - {@link runMain} owns the process: it calls `process.exit` when the supervisor has ended, even if a stray
  *   timer or socket would keep Node's event loop alive.
  *
@@ -161,8 +166,9 @@ export const layerSignals: Layer.Layer<never, never, Supervisor.Supervisor> = La
  * SIGHUP during start-up (preloads can take a while) is held and turns into one reload once the supervisor
  * runs.
  *
- * Succeeds when the supervisor stops after a shutdown, fails with `SupervisorCrashed` when it ends after a
- * crash with `restartAfterCrash: false`, fails with the layer's error when the layer cannot be built.
+ * Succeeds when the supervisor stops after a shutdown (any mode), fails with `SupervisorCrashed` when it ends
+ * after a crash with `restartAfterCrash: false` or during a shutdown, with `SupervisorError` (`ShmemInitFailed`)
+ * when shared state cannot be re-created after a crash, and with the layer's error when the layer cannot be built.
  * Interrupting it is a fast shutdown (see {@link layerSignals}). Use it instead of {@link runMain} to add
  * your own steps, or to run it under a different runtime.
  *

@@ -136,6 +136,29 @@ describe("NodeSupervisor.runMain (child process)", () => {
       yield* assertLine(child, "sleeper: finalizer ran")
     }).pipe(Effect.provide(NodeServices.layer)), 15_000)
 
+  it.live("a supervisor that shuts down immediately by itself ends the process with exit code 0", () =>
+    Effect.gen(function*() {
+      const child = yield* startFixture({ FIXTURE_MODE: "immediate" })
+      const exit = yield* child.awaitExit("5 seconds")
+      assert.deepStrictEqual(exit, { code: 0 })
+      yield* assertLine(child, "received immediate shutdown request")
+      yield* assertLine(child, "sleeper: finalizer ran")
+    }).pipe(Effect.provide(NodeServices.layer)), 15_000)
+
+  it.live("a SIGTERM ends the process even when a worker's finalizer never ends, and the log names that worker", () =>
+    Effect.gen(function*() {
+      const child = yield* startFixture({ FIXTURE_MODE: "stuck" })
+      yield* child.waitFor("stuck: ready")
+      yield* child.signal("SIGTERM")
+      // shutdownTimeout (2 s) for the graceful stop, then abandonTimeout (1 s) after the forced interruption.
+      const exit = yield* child.awaitExit("6 seconds")
+      assert.deepStrictEqual(exit, { code: 130 })
+      yield* assertLine(child, "stuck: finalizer started")
+      yield* assertLine(child, `background worker "stuck"`)
+      yield* assertLine(child, "abandoned")
+      yield* assertLine(child, "sleeper: finalizer ran")
+    }).pipe(Effect.provide(NodeServices.layer)), 15_000)
+
   it.live("a crash with restartAfterCrash off ends the process with exit code 1 and logs why", () =>
     Effect.gen(function*() {
       const child = yield* startFixture({ FIXTURE_MODE: "crash" })
