@@ -35,6 +35,13 @@ export class DatabaseState extends Context.Service<DatabaseState, {
   readonly changes: Stream.Stream<State>
   /** Only the in-memory implementation can be set; others ignore it. */
   readonly set: (state: State) => Effect.Effect<void>
+  /**
+   * Completes, with why, when the database is gone for good (an embedded server that exited under the
+   * supervisor): the supervisor then ends with `DatabaseLost`. Never, for a database that may come back.
+   *
+   * @since 0.2.0
+   */
+  readonly lost?: Effect.Effect<string> | undefined
 }>()("effect-bgworker/DatabaseState") {}
 
 /**

@@ -351,6 +351,22 @@ export const make = <E = never, R = never>(
         Stream.runForEach((state) => Effect.sync(() => postmaster.setDatabaseState(state))),
         Effect.forkScoped
       )
+      // A database gone for good (an embedded server that exited under us) ends the supervisor with it.
+      const lost = database.value.lost
+      if (lost !== undefined) {
+        yield* lost.pipe(
+          Effect.flatMap((detail) =>
+            postmaster.die(Errors.fail(
+              new Errors.DatabaseLost({
+                detail,
+                hint: "Every worker was stopped with it. Start the program again; a server given by " +
+                  "DATABASE_URL is not owned by the program, and its outages are waited out instead."
+              })
+            ))
+          ),
+          Effect.forkScoped
+        )
+      }
     }
     postmaster.run()
     return Supervisor.of(postmaster)

@@ -182,6 +182,27 @@ export class ShmemInitFailed extends Schema.TaggedError<ShmemInitFailed>()("Shme
 }
 
 /**
+ * The database the workers run against is gone for good: an embedded server that exited under the
+ * supervisor (see `DatabaseState.lost`). The supervisor ends with it, as PostgreSQL's children end with
+ * their postmaster.
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export class DatabaseLost extends Schema.TaggedError<DatabaseLost>()("DatabaseLost", {
+  detail: Schema.String,
+  hint
+}) {
+  override get message(): string {
+    return this.detail
+  }
+  /** The supervisor has ended; only building a new one (with a new server) can succeed. */
+  get isRetryable(): boolean {
+    return false
+  }
+}
+
+/**
  * The reasons a `SupervisorError` can carry.
  *
  * @category errors
@@ -194,7 +215,8 @@ export const SupervisorErrorReason = Schema.Union([
   UnknownEntryPoint,
   ShuttingDown,
   PermissionDenied,
-  ShmemInitFailed
+  ShmemInitFailed,
+  DatabaseLost
 ])
 
 /**

@@ -9,6 +9,7 @@
  *
  * @since 0.1.0
  */
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -32,6 +33,13 @@ export interface Options {
   readonly database?: string | undefined
   /** Bound on one probe (connection and query). Default 2 seconds; a probe that takes longer means `starting`. */
   readonly timeout?: Duration.Input | undefined
+  /**
+   * Time between two probes once the server is ready, to notice an outage (logged once at warning level
+   * with the server's address and the cause). Default 1 second.
+   *
+   * @since 0.2.0
+   */
+  readonly heartbeat?: Duration.Input | undefined
 }
 
 const rank: Record<DatabaseState.State, number> = { starting: 0, consistent: 1, ready: 2 }
@@ -107,8 +115,12 @@ export const probe = (options: Options = {}): Effect.Effect<DatabaseState.State,
  *
  * **Gotchas**
  *
- * - Once `ready`, the probe no longer looks: a later crash and restart of the server (PostgreSQL's crash
- *   recovery, when `pmState` goes back) is not reported.
+ * - Once `ready`, the state stays `ready` (it only moves forward); a heartbeat every `heartbeat` logs an
+ *   outage once at warning level (address and cause) and its end at info level. Workers notice an outage
+ *   through their own sessions and follow their restart policies; the control plane reattaches by itself.
+ * - An embedded server that exits under the supervisor (killed, crashed for good) completes `lost`: the
+ *   supervisor ends with `DatabaseLost`, which `NodeSupervisor.runMain` prints as one `FATAL` line before it
+ *   exits with code 1.
  * - A rejected login keeps the state at `starting` forever; it is logged at warning level (once per
  *   distinct message).
  * - Sleeps on the `Clock` in context: under a `TestClock` it probes once and then waits for the clock.
@@ -123,6 +135,7 @@ export const layer = (
     DatabaseState.DatabaseState,
     Effect.gen(function*() {
       const interval = Duration.fromInputUnsafe(options.interval ?? "100 millis")
+      const heartbeatInterval = Duration.fromInputUnsafe(options.heartbeat ?? "1 second")
       const lastProblem = yield* Ref.make<string | undefined>(undefined)
       const probeOnce = Effect.tap(attempt(options), (outcome) =>
         Ref.getAndSet(lastProblem, outcome.problem?.message).pipe(
@@ -142,11 +155,45 @@ export const layer = (
           }
         }
       })
-      if ((yield* SubscriptionRef.get(state)) !== "ready") yield* Effect.forkScoped(polling)
+      const server = yield* EmbeddedPostgres.PgServer
+      const where = `${server.host}:${server.port}`
+      /**
+       * Once ready, a heartbeat every `heartbeat`: an outage is logged once at warning level with the
+       * server's address and the cause, and its end once at info level. Workers see the outage themselves
+       * (their sessions end) and follow their restart policies.
+       */
+      const heartbeat = Effect.gen(function*() {
+        let down: string | undefined = undefined
+        while (true) {
+          yield* Effect.sleep(heartbeatInterval)
+          const outcome = yield* attempt(options)
+          if (outcome.problem !== undefined && down === undefined) {
+            down = outcome.problem.message
+            yield* Effect.logWarning(
+              `PostgreSQL at ${where} is unreachable: ${down}; workers that need it follow their restart policies`
+            )
+          } else if (outcome.problem === undefined && down !== undefined) {
+            down = undefined
+            yield* Effect.logInfo(`PostgreSQL at ${where} answers again`)
+          }
+        }
+      }).pipe(Effect.annotateLogs(logAnnotations))
+      yield* Effect.forkScoped(Effect.andThen(polling, heartbeat))
+
+      // An embedded server is this process's own: if it exits under us, the database is gone for good.
+      const lost = yield* Deferred.make<string>()
+      if (server.embedded) {
+        // The supervisor ends with `DatabaseLost`, which `NodeSupervisor.runMain` prints as one FATAL line.
+        yield* server.exited.pipe(
+          Effect.flatMap((how) => Deferred.succeed(lost, `the embedded PostgreSQL server (pid ${server.pid}) ${how}`)),
+          Effect.forkScoped
+        )
+      }
       return DatabaseState.DatabaseState.of({
         get: SubscriptionRef.get(state),
         changes: SubscriptionRef.changes(state),
-        set: () => Effect.void
+        set: () => Effect.void,
+        lost: Deferred.await(lost)
       })
     })
   )

@@ -100,6 +100,15 @@ export class PgServer extends Context.Service<PgServer, {
    * root) can reach. `undefined` for a server given by URL.
    */
   readonly localSocket: string | undefined
+  /**
+   * An embedded server's own end: completes, with how it ended (`exited with code 1`, `was killed by signal
+   * SIGKILL`), when the server process exits, whether stopped by this layer's release or not. Consumers
+   * that run inside the layer's scope (released before it) see only an unexpected end. `Effect.never` for a
+   * server given by URL.
+   *
+   * @since 0.2.0
+   */
+  readonly exited: Effect.Effect<string>
 }>()("effect-bgworker/pg/PgServer") {}
 
 // --- Errors ---
@@ -199,7 +208,8 @@ export const fromUrl = (url: Redacted.Redacted<string>): Effect.Effect<PgServer[
       embedded: false,
       pid: undefined,
       directory: undefined,
-      localSocket: undefined
+      localSocket: undefined,
+      exited: Effect.never
     })
   })
 
@@ -1608,7 +1618,8 @@ export const layerEmbedded = (options: EmbeddedOptions = {}): Layer.Layer<PgServ
         embedded: true,
         pid: proc.pid,
         directory,
-        localSocket: path.join(directory, `.s.PGSQL.${port}`)
+        localSocket: path.join(directory, `.s.PGSQL.${port}`),
+        exited: Effect.map(Deferred.await(proc.exited), describeExit)
       })
     })
   )
