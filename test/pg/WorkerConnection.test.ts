@@ -196,20 +196,8 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
     withSupervisor(Effect.gen(function*() {
       const sql = yield* SqlClient
       const backends: Array<number> = []
-      const worker = BackgroundWorker.make({
-        name: "sleeper",
-        database: {},
-        startTime: "consistentState",
-        restart: BackgroundWorker.restartAfter("100 millis"),
-        main: () =>
-          Effect.gen(function*() {
-            const rows = yield* Spi.unsafe<{ pid: number }>("SELECT pg_backend_pid() AS pid")
-            backends.push(rows[0]!.pid)
-            // Naps for an hour: only the session's end can wake it.
-            yield* ProcLatch.wait({ timeout: "1 hour", onPostmasterDeath: "exit" })
-          })
-      })
-      const h = yield* Supervisor.register(worker)
+      // Naps for an hour: only the session's end can wake it.
+      const h = yield* Supervisor.register(PgTest.backendRecorder("sleeper", backends))
       yield* PgTest.eventually("the first backend", Effect.sync(() => backends.length === 1))
       const start = Date.now()
       yield* sql`SELECT pg_terminate_backend(${backends[0]!})`
@@ -226,21 +214,8 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
       // server is left alone, and the test then checks only that workers start.
       const sql = yield* SqlClient
       const backends: Array<number> = []
-      const make = (name: string) =>
-        BackgroundWorker.make({
-          name,
-          database: {},
-          startTime: "consistentState",
-          restart: BackgroundWorker.restartAfter("200 millis"),
-          main: () =>
-            Effect.gen(function*() {
-              const rows = yield* Spi.unsafe<{ pid: number }>("SELECT pg_backend_pid() AS pid")
-              backends.push(rows[0]!.pid)
-              yield* ProcLatch.wait({ timeout: "1 hour", onPostmasterDeath: "exit" })
-            })
-        })
-      yield* Supervisor.register(make("crash 1"))
-      yield* Supervisor.register(make("crash 2"))
+      yield* Supervisor.register(PgTest.backendRecorder("crash 1", backends, "200 millis"))
+      yield* Supervisor.register(PgTest.backendRecorder("crash 2", backends, "200 millis"))
       yield* PgTest.eventually("both backends", Effect.sync(() => backends.length === 2))
       if (!server.embedded) return
       const [victim] = yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`

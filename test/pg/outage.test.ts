@@ -19,7 +19,6 @@ import * as DatabaseProbe from "../../src/pg/DatabaseProbe.ts"
 import * as EmbeddedPostgres from "../../src/pg/EmbeddedPostgres.ts"
 import * as WorkerConnection from "../../src/pg/WorkerConnection.ts"
 import * as ProcLatch from "../../src/ProcLatch.ts"
-import * as Spi from "../../src/Spi.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import { captureLogs } from "../fixtures.ts"
 import * as PgTest from "./support.ts"
@@ -29,18 +28,7 @@ const logs = captureLogs()
 /** Backend pids the worker saw, one per incarnation. */
 const backends: Array<number> = []
 
-const worker = BackgroundWorker.make({
-  name: "outage worker",
-  database: {},
-  startTime: "consistentState",
-  restart: BackgroundWorker.restartAfter("200 millis"),
-  main: () =>
-    Effect.gen(function*() {
-      const rows = yield* Spi.unsafe<{ pid: number }>("SELECT pg_backend_pid() AS pid")
-      backends.push(rows[0]!.pid)
-      yield* ProcLatch.wait({ timeout: "1 hour", onPostmasterDeath: "exit" })
-    })
-})
+const worker = PgTest.backendRecorder("outage worker", backends, "200 millis")
 
 const napper = BackgroundWorker.make({
   name: "outage napper",

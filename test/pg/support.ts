@@ -13,12 +13,16 @@
 import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as Config from "effect/Config"
 import * as Clock from "effect/Clock"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import * as net from "node:net"
+import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as EmbeddedPostgres from "../../src/pg/EmbeddedPostgres.ts"
+import * as ProcLatch from "../../src/ProcLatch.ts"
+import * as Spi from "../../src/Spi.ts"
 
 type ServerError = EmbeddedPostgres.EmbeddedPostgresError | EmbeddedPostgres.InvalidDatabaseUrl | Config.ConfigError
 
@@ -99,4 +103,26 @@ export const pgFailure = <A, R>(effect: Effect.Effect<A, SqlError.SqlError, R>) 
       readonly detail?: string
     }
     return { message: cause.message, code: cause.code, hint: cause.hint, detail: cause.detail }
+  })
+
+/**
+ * A database worker that records its session's backend pid in `backends` at each start, then naps for an
+ * hour: only its session's end (or a terminate) wakes it. Restarted after `restartAfter`.
+ */
+export const backendRecorder = (
+  name: string,
+  backends: Array<number>,
+  restartAfter: Duration.Input = "100 millis"
+) =>
+  BackgroundWorker.make({
+    name,
+    database: {},
+    startTime: "consistentState",
+    restart: BackgroundWorker.restartAfter(restartAfter),
+    main: () =>
+      Effect.gen(function*() {
+        const rows = yield* Spi.unsafe<{ pid: number }>("SELECT pg_backend_pid() AS pid")
+        backends.push(rows[0]!.pid)
+        yield* ProcLatch.wait({ timeout: "1 hour", onPostmasterDeath: "exit" })
+      })
   })
