@@ -268,6 +268,13 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
         ).pipe(Effect.annotateLogs(logAnnotations))
       }
       const connectTimeout = options.connectTimeout ?? "10 seconds"
+      /** A URL asking for TLS: the session's bytes are encrypted, so its last error cannot be read off them. */
+      const tls = (() => {
+        const url = Redacted.value(server.url)
+        if (!URL.canParse(url)) return false
+        const mode = new URL(url).searchParams.get("sslmode")
+        return mode !== null && mode !== "disable"
+      })()
       const admin = yield* PgClient.make({
         url: server.url,
         host: server.host,
@@ -339,7 +346,7 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
             connectTimeout
           }
           // The session's socket is opened here rather than by the driver, so that its end is seen at once.
-          const watch = watchSocket()
+          const watch = watchSocket(!tls)
           const open = (config: Parameters<typeof PgClient.makeClient>[0], hint?: string) =>
             PgClient.makeClient({ ...config, stream: () => watch.open(config) }).pipe(
               Effect.provide(Reactivity.layer),
@@ -427,9 +434,10 @@ const lastError = (chunk: Buffer | undefined): SessionEnd => {
 /**
  * Opens the socket of a session (TCP, or the Unix socket `path`) and tells when it ends, with the server's
  * last error: PostgreSQL sends a FATAL `ErrorResponse` before it closes a session it terminates
- * (`pg_terminate_backend`, a crash restart, a shutdown). TLS, when configured, runs over this socket.
+ * (`pg_terminate_backend`, a crash restart, a shutdown). TLS, when configured, runs over this socket: its
+ * end is still seen, but not the server's message (`readErrors` false).
  */
-const watchSocket = () => {
+const watchSocket = (readErrors: boolean) => {
   const ended = Deferred.makeUnsafe<SessionEnd>()
   return {
     ended: Deferred.await(ended),
@@ -438,9 +446,12 @@ const watchSocket = () => {
         ? net.connect({ path: config.path })
         : net.connect({ host: config.host ?? "localhost", port: config.port ?? 5432 })
       let last: Buffer | undefined
-      socket.on("data", (chunk: Buffer) => {
-        last = chunk
-      })
+      // Over TLS the driver wraps this socket; its bytes are then encrypted and are left alone.
+      if (readErrors) {
+        socket.on("data", (chunk: Buffer) => {
+          last = chunk
+        })
+      }
       socket.once("close", () => Deferred.doneUnsafe(ended, Effect.succeed(lastError(last))))
       return socket
     }
