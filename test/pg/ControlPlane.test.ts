@@ -198,7 +198,8 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
           [[0]]
         )
         assert.strictEqual((yield* Activity.snapshot).length, 0)
-        assert.strictEqual((yield* request(handle)).state, "requested")
+        // Claimed in this transaction for the attached supervisor (launch's fast path), invisible to it until COMMIT.
+        assert.strictEqual((yield* request(handle)).state, "processing")
         const failure = yield* PgTest.pgFailure(sql.withTransaction(waitForStartup(handle)))
         assert.strictEqual(failure.code, "25001")
         assert.strictEqual(failure.message, "cannot wait for a background worker launched in the same transaction")

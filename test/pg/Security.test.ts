@@ -13,6 +13,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Reactivity from "effect/reactivity/Reactivity"
@@ -69,6 +70,9 @@ interface Escape {
 
 const escapes = new Map<string, Escape>()
 
+/** How many times a probe with each tag started. */
+const probeStarts = new Map<string, number>()
+
 /** The server's own message of a failed statement (`SqlError` keeps the driver's error as its cause). */
 const serverMessage = (error: SqlError): string =>
   ((error.reason as { readonly cause?: { readonly message?: string } }).cause?.message) ?? error.message
@@ -82,6 +86,7 @@ const probe = BackgroundWorker.make({
   databaseFor: ({ role }) => (role === undefined ? {} : { user: role }),
   main: ({ tag, target }) =>
     Effect.gen(function*() {
+      probeStarts.set(tag, (probeStarts.get(tag) ?? 0) + 1)
       const sql = yield* SqlClient
       const attempt = (statement: string) =>
         Effect.match(sql.unsafe(statement), {
@@ -438,8 +443,11 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       const next = yield* launchAs(mallory, "probe", { tag: "after the oversized rows", target: mallory })
       assert.strictEqual(next.waited._tag, "Success")
       assert.isBelow(Date.now() - start, 1000)
-      const rows = yield* sql<{ id: string; state: string; sqlstate: string; error: string }>`
+      // The following launch may overtake them (launch's fast path); they are refused all the same.
+      const refusedRows = sql<{ id: string; state: string; sqlstate: string; error: string }>`
         SELECT id, state, sqlstate, error FROM bgworker._requests WHERE id IN (${big!.id}, ${named!.id}) ORDER BY id`
+      yield* PgTest.eventually("both refused", Effect.map(refusedRows, (rows) => rows.every((r) => r.state !== "requested")))
+      const rows = yield* refusedRows
       assert.deepStrictEqual(rows.map((r) => [r.state, r.sqlstate]), [["refused", "54000"], ["refused", "22001"]])
       assert.include(rows[0]!.error, "too large")
     }))
@@ -478,6 +486,37 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       const listening = yield* sql<{ n: number }>`
         SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'LISTEN "bgworker"'`
       assert.strictEqual(listening[0]!.n, 0)
+    }))
+
+  it.effect("a notification without the supervisor's key launches nothing, and a replayed signed one launches once", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const pg = yield* PgClient.PgClient
+      const [config] = yield* sql<{ channel: string }>`SELECT channel FROM bgworker._config`
+      const [caller] = yield* sql<{ u: string }>`SELECT current_user AS u`
+      // Forged: a well-formed request with a made-up signature.
+      const body = JSON.stringify({
+        i: 999_999,
+        s: "any",
+        l: "security",
+        f: "probe",
+        a: { tag: "forged", target: mallory },
+        x: false,
+        n: null,
+        t: null,
+        r: caller!.u
+      })
+      yield* sql`SELECT pg_notify(${config!.channel}, ${"0".repeat(64) + body})`
+      // Replayed: a real signed notification, captured and sent again.
+      const notifications = yield* pg.listen(config!.channel)
+      const { waited } = yield* launchAs(mallory, "probe", { tag: "replayed", target: mallory })
+      assert.strictEqual(waited._tag, "Success")
+      const captured = (yield* Queue.takeAll(notifications)).map((n) => n.payload).find((p) => p.includes("replayed"))
+      assert.isString(captured)
+      yield* sql`SELECT pg_notify(${config!.channel}, ${captured!})`
+      yield* Effect.sleep("500 millis")
+      assert.strictEqual(probeStarts.get("replayed"), 1)
+      assert.isUndefined(probeStarts.get("forged"))
     }))
 
   it.effect("a worker naming no password-backed role is refused on a server without a trusted socket, with a hint", () =>

@@ -18,7 +18,7 @@ import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
 import { SqlError, UnknownError } from "effect/sql/SqlError"
 import * as Stream from "effect/Stream"
-import { randomUUID } from "node:crypto"
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
 import type { ActivityRow } from "../../Activity.ts"
 import * as Guc from "../../Guc.ts"
 import { Supervisor } from "../../Supervisor.ts"
@@ -180,6 +180,56 @@ const inlineArgumentBytes = 64 * 1024
  */
 const argumentPieceChars = 64 * 1024
 
+/**
+ * The request a fast-path notification carries (`launch` in controlPlaneSql.ts): the SHA-256 of the key
+ * followed by the body, in hex, then the body. `undefined` for anything else: a plain wake-up (the request
+ * id), a forgery (wrong signature: the key is this supervisor's secret), or a request claimed for another
+ * supervisor.
+ */
+const signedLaunch = (payload: string, key: string, me: string): PendingRow | undefined => {
+  if (payload.length <= 64) return undefined
+  const signature = Buffer.from(payload.slice(0, 64), "hex")
+  const body = payload.slice(64)
+  const expected = createHash("sha256").update(key + body, "utf8").digest()
+  if (signature.length !== expected.length || !timingSafeEqual(signature, expected)) return undefined
+  let request: {
+    readonly i: number | string
+    readonly s: string
+    readonly l: string
+    readonly f: string
+    readonly a: unknown
+    /** Whether the argument is SQL NULL (no argument), rather than JSON `null`. */
+    readonly x: boolean
+    readonly n: string | null
+    readonly t: string | null
+    readonly r: string
+  }
+  try {
+    request = JSON.parse(body)
+  } catch {
+    return undefined
+  }
+  if (request.s !== me) return undefined
+  const bytes = (text: string | null) => (text === null ? null : Buffer.byteLength(text, "utf8"))
+  return {
+    id: BigInt(request.i),
+    kind: "launch",
+    library: request.l,
+    library_bytes: bytes(request.l),
+    function: request.f,
+    function_bytes: bytes(request.f),
+    arg: request.a,
+    no_arg: request.x,
+    arg_bytes: request.x ? null : Buffer.byteLength(JSON.stringify(request.a), "utf8"),
+    name: request.n,
+    name_bytes: bytes(request.n),
+    type: request.t,
+    type_bytes: bytes(request.t),
+    requested_by: request.r,
+    target: null
+  }
+}
+
 /** Requests deleted per statement by the retention. */
 const purgeBatch = 1000
 
@@ -216,6 +266,19 @@ export const make = (
     const unrecorded = new Map<string, WorkerHandle.WorkerHandle>()
     /** Whether rows claimed by this supervisor may be left unfinished (at attach, after a failed drain). */
     let recoverClaims = true
+    /** The key `launch` signs its fast-path notifications with (kept in `_config`, readable by no caller). */
+    const wakeKey = randomBytes(32).toString("hex")
+    /** Launches that came whole in a signed notification, in arrival order, for the consumer. */
+    let direct: Array<PendingRow> = []
+    /**
+     * Requests this consumer has handled lately: a notification replayed, or a row recovered while its
+     * notification was on its way, is never launched twice.
+     */
+    const handled = new Set<string>()
+    const remember = (id: bigint) => {
+      handled.add(String(id))
+      if (handled.size > 10_000) handled.delete(handled.values().next().value!)
+    }
     const written = { activity: undefined as string | undefined, settings: undefined as string | undefined }
     const signal = (queue: Queue.Queue<void>) => Queue.offer(queue, undefined)
 
@@ -323,7 +386,7 @@ export const make = (
       yield* Effect.addFinalizer(() => Effect.ignore(run(Sql.unlock(schema))))
       yield* run(Sql.attach(schema), [me])
       // Only now, holding the lock: a standby must not move the channel from under the attached supervisor.
-      yield* run(Sql.configure(schema), [channel, maxArgumentBytes])
+      yield* run(Sql.configure(schema), [channel, maxArgumentBytes, wakeKey])
       yield* takeOver
       lockSession = run
       yield* attached.open
@@ -526,12 +589,14 @@ export const make = (
      * that ran is recorded, the others are queued again.
      */
     const recover = Effect.gen(function*() {
+      // Claimed by `launch` for this supervisor a moment ago: its notification may still be on its way.
       const stuck = yield* sql<{ readonly id: bigint }>`
-        SELECT id FROM ${table("_requests")} WHERE state = 'processing' AND supervisor_id = ${me}`
+        SELECT id FROM ${table("_requests")} WHERE state = 'processing' AND supervisor_id = ${me}
+          AND processed_at < now() - interval '2 seconds'`
       for (const { id } of stuck) {
         const launched = unrecorded.get(String(id))
         if (launched !== undefined) yield* markLaunched({ id }, launched)
-        else {
+        else if (!handled.has(String(id))) {
           yield* sql`UPDATE ${table("_requests")} SET state = 'requested', supervisor_id = NULL, processed_at = NULL
             WHERE id = ${id} AND state = 'processing' AND supervisor_id = ${me}`
         }
@@ -563,12 +628,23 @@ export const make = (
 
     /** Every unprocessed request, in id order (one consumer: the lock holder). */
     const drain = Effect.gen(function*() {
+      // Launches that came whole in their notification first: they are already claimed for this supervisor.
+      while (direct.length > 0) {
+        const rows = direct
+        direct = []
+        for (const row of rows) {
+          if (handled.has(String(row.id))) continue
+          remember(row.id)
+          yield* processRow(row)
+        }
+      }
       if (recoverClaims) yield* recover
       let after = 0n
       while (true) {
         recoverClaims = true // until the page is done: a failure in the middle leaves claimed rows
         const rows = yield* claimPage(after)
         for (const row of rows) {
+          remember(row.id)
           yield* processRow(row)
           after = row.id
         }
@@ -582,8 +658,10 @@ export const make = (
     yield* Effect.gen(function*() {
       yield* attached.await
       yield* drain.pipe(survive("could not process requests"))
-      // A notification, or the poll interval: a missed notification costs at most this long.
-      yield* Effect.timeoutOption(Queue.take(wake), pollInterval)
+      // A notification, or the poll interval: a missed notification costs at most this long. A poll also
+      // looks for fast-path claims whose notification never arrived.
+      const woken = yield* Effect.timeoutOption(Queue.take(wake), pollInterval)
+      if (woken._tag === "None") recoverClaims = true
     }).pipe(Effect.forever, Effect.annotateLogs(logAnnotations), Effect.forkScoped)
 
     // --- retention ---
@@ -610,7 +688,10 @@ export const make = (
       yield* signal(wake)
       while (true) {
         // Everything that arrived at once is one wake-up: a flood of notifications never piles up here.
-        yield* Queue.takeAll(notifications)
+        for (const notification of yield* Queue.takeAll(notifications)) {
+          const row = signedLaunch(notification.payload, wakeKey, me)
+          if (row !== undefined) direct.push(row)
+        }
         yield* signal(wake)
       }
     })).pipe(

@@ -332,6 +332,12 @@ export const bgwMaxLen = 96
 /** `MAXPGPATH`: `bgw_library_name` holds fewer bytes than this. */
 export const maxLibraryLen = 1024
 
+/**
+ * Launches whose argument is at most this many bytes of JSON text travel whole in their notification (the
+ * fast path); larger ones are read from the table. NOTIFY payloads hold at most 8000 bytes.
+ */
+export const fastPathArgumentBytes = 2048
+
 /** The default bound on a launch's argument, as text (`jsonb::text`): 1 MiB. */
 export const defaultMaxArgumentBytes = 1024 * 1024
 
@@ -356,6 +362,8 @@ export const security = (s: string): ReadonlyArray<string> => {
   return [
     `ALTER TABLE ${s}._config ADD COLUMN max_argument_bytes integer NOT NULL DEFAULT ${defaultMaxArgumentBytes}
   CHECK (max_argument_bytes > 0)`,
+    // The attached supervisor's key for signed notifications (the fast path of launch).
+    `ALTER TABLE ${s}._config ADD COLUMN wake_key text`,
     // States: 'processing' (claimed by the attached supervisor, in the claim's transaction) and
     // 'cancelled' (withdrawn with cancel() before any supervisor claimed it).
     `ALTER TABLE ${s}._requests DROP CONSTRAINT _requests_state_check`,
@@ -375,6 +383,10 @@ DECLARE
   request bigint;
   arg_bytes integer;
   max_bytes integer := (SELECT max_argument_bytes FROM ${s}._config);
+  sup text;
+  key text;
+  chan text;
+  body text;
 BEGIN
   IF $1 IS NULL OR $2 IS NULL THEN
     RAISE EXCEPTION 'library and function must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -393,7 +405,21 @@ BEGIN
   INSERT INTO ${s}._requests (kind, library, function, arg, arg_bytes, name, type, requested_by)
     VALUES ('launch', $1, $2, $3, arg_bytes, $4, $5, ${s}._caller())
     RETURNING id INTO request;
-  PERFORM ${s}._notify(request);
+  SELECT c.supervisor_id, c.wake_key, c.channel INTO sup, key, chan FROM ${s}._config c;
+  IF sup IS NOT NULL AND key IS NOT NULL AND coalesce(arg_bytes, 0) <= ${fastPathArgumentBytes}
+     AND ${s}._attached() THEN
+    -- The fast path: claimed here for the attached supervisor (as its own claim would), and the whole
+    -- request in the notification, signed with the key only that supervisor and the schema's owner know,
+    -- so that it can start the worker without reading the row.
+    UPDATE ${s}._requests SET state = 'processing', supervisor_id = sup, processed_at = pg_catalog.now()
+      WHERE id = request;
+    body := pg_catalog.jsonb_build_object('i', request, 's', sup, 'l', $1, 'f', $2, 'a', $3, 'x', $3 IS NULL,
+      'n', $4, 't', $5, 'r', ${s}._caller())::text;
+    PERFORM pg_catalog.pg_notify(chan,
+      pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(key || body, 'UTF8')), 'hex') || body);
+  ELSE
+    PERFORM ${s}._notify(request);
+  END IF;
   RETURN request;
 END
 $$`,
@@ -441,7 +467,7 @@ DECLARE
   pending_hint text := format('Withdraw it with SELECT ${s}.cancel(%s), or wait again with SELECT ${s}.wait_for_startup(%s).', handle, handle);
 BEGIN
   r := ${s}._handle(handle, 'wait for');
-  IF r.state = 'requested' AND r.requested_xact = pg_current_xact_id_if_assigned() THEN
+  IF r.state IN ('requested', 'processing') AND r.requested_xact = pg_current_xact_id_if_assigned() THEN
     RAISE EXCEPTION 'cannot wait for a background worker launched in the same transaction'
       USING ERRCODE = 'active_sql_transaction',
             HINT = 'The launch takes effect when the transaction commits: call ${s}.wait_for_startup after COMMIT.';
@@ -476,7 +502,7 @@ BEGIN
               DETAIL = 'The request stays queued and starts when a supervisor attaches.',
               HINT = pending_hint;
     ELSIF clock_timestamp() >= deadline THEN
-      IF r.state = 'requested' THEN
+      IF r.state IN ('requested', 'processing') THEN
         RAISE EXCEPTION 'background worker launch % did not start within %: it is still pending', handle, timeout
           USING ERRCODE = 'query_canceled',
                 DETAIL = 'The request stays queued and starts when the supervisor reaches it.',
@@ -588,4 +614,4 @@ export const purge = (s: string): ReadonlyArray<string> => [
 
 /** Run on the lock's session with the lock held: the channel only this supervisor knows, and the limits. */
 export const configure = (s: string) =>
-  `UPDATE ${s}._config SET channel = $1, max_argument_bytes = $2`
+  `UPDATE ${s}._config SET channel = $1, max_argument_bytes = $2, wake_key = $3`
