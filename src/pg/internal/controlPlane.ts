@@ -435,12 +435,20 @@ export const make = (
         const status = yield* supervisor.status(handle)
         const info = yield* supervisor.info(handle)
         const runAs = info._tag === "Some" ? info.value.role : null
-        yield* sql`UPDATE ${table("_requests")}
+        const marked = yield* sql`UPDATE ${table("_requests")}
           SET state = 'launched', processed_at = now(), supervisor_id = ${me},
               handle = ${WorkerHandle.format(handle)}, status = ${statusText(status)},
               pid = ${status._tag === "Started" ? status.pid : null}, run_as = ${runAs}
-          WHERE id = ${row.id} AND supervisor_id = ${me}`
+          WHERE id = ${row.id} AND supervisor_id = ${me} AND state = 'processing'
+          RETURNING id`
         unrecorded.delete(String(row.id))
+        if (marked.length === 0) {
+          // Not a claim of this supervisor's (a fast-path notification replayed long after): stop the worker.
+          yield* supervisor.terminate(handle)
+          return yield* Effect.logWarning(
+            `request ${row.id} was not claimed for this supervisor; its worker ${WorkerHandle.format(handle)} was stopped`
+          )
+        }
         yield* follow(row.id, handle)
       })
 
