@@ -14,36 +14,8 @@ import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Shmem from "../src/Shmem.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { SupervisorError } from "../src/SupervisorError.ts"
-import type { WorkerHandle, WorkerStatus } from "../src/WorkerHandle.ts"
-import { captureLogs, napForever, settle, supervisorService, withSupervisor } from "./fixtures.ts"
-
-/** A worker that does what its latch-driven command says: the test sets `command`, then the latch. */
-const commanded = (name: string, options: {
-  restart?: BackgroundWorker.RestartPolicy
-  shmem?: boolean
-  command: { current: "nap" | "fail" | "die" }
-}) =>
-  BackgroundWorker.make({
-    name,
-    restart: options.restart,
-    shmem: options.shmem ?? false,
-    main: () =>
-      Effect.gen(function*() {
-        while (true) {
-          yield* ProcLatch.wait({ onPostmasterDeath: "exit" })
-          yield* ProcLatch.reset
-          if (options.command.current === "fail") return yield* Effect.fail(new Error("boom"))
-          if (options.command.current === "die") return yield* Effect.die(new Error("segfault"))
-        }
-      })
-  })
-
-const tell = (h: WorkerHandle, command: { current: string }, what: string) =>
-  Effect.gen(function*() {
-    command.current = what
-    yield* Supervisor.setLatch(h)
-    yield* settle
-  })
+import type { WorkerStatus } from "../src/WorkerHandle.ts"
+import { captureLogs, commanded, napForever, settle, supervisorService, tell, withSupervisor } from "./fixtures.ts"
 
 /** A worker whose first incarnation's finalizer waits for `release` (forever, unless the test releases it). */
 const stuckOnce = (name: string, release: Deferred.Deferred<void>, restart: BackgroundWorker.RestartPolicy = "never") => {

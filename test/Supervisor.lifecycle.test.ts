@@ -7,43 +7,11 @@ import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Shmem from "../src/Shmem.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { WorkerHandle } from "../src/WorkerHandle.ts"
-import { captureLogs, napForever, settle, withSupervisor } from "./fixtures.ts"
+import { captureLogs, commanded, napForever, settle, tell, withSupervisor } from "./fixtures.ts"
 
 const rowOf = (h: WorkerHandle) => Effect.map(Supervisor.info(h), Option.getOrThrow)
 
 /** A worker that does what its latch-driven command says: the test sets `command`, then the latch. */
-const commanded = (name: string, options: {
-  restart?: BackgroundWorker.RestartPolicy
-  shmem?: boolean
-  command: { current: "nap" | "return" | "fail" | "die" }
-  starts?: Array<number>
-}) =>
-  BackgroundWorker.make({
-    name,
-    restart: options.restart,
-    shmem: options.shmem ?? false,
-    main: () =>
-      Effect.gen(function*() {
-        const me = yield* BackgroundWorker.current
-        options.starts?.push(me.pid)
-        while (true) {
-          yield* ProcLatch.wait({ onPostmasterDeath: "exit" })
-          yield* ProcLatch.reset
-          const command = options.command.current
-          if (command === "return") return
-          if (command === "fail") return yield* Effect.fail(new Error("boom"))
-          if (command === "die") return yield* Effect.die(new Error("segfault"))
-        }
-      })
-  })
-
-const tell = (h: WorkerHandle, command: { current: string }, what: string) =>
-  Effect.gen(function*() {
-    command.current = what
-    yield* Supervisor.setLatch(h)
-    yield* settle
-  })
-
 describe("Supervisor: how a worker's end decides what happens next", () => {
   it.effect("a worker that returns is done: forgotten and never restarted, whatever its schedule", () =>
     Effect.gen(function*() {

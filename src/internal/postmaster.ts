@@ -649,7 +649,10 @@ export class Postmaster implements SupervisorApi, ProcHost {
             })),
           (session) => {
             proc.report("idle", undefined)
-            const main = Effect.updateContext(worker.main(argument), (c: Context.Context<never>) => Context.merge(c, session))
+            const main = Effect.updateContext(
+              worker.main(argument),
+              (c: Context.Context<never>) => Context.merge(c, session)
+            )
             // A session that ends under the worker ends the worker, napping or not (exit 1: its policy applies).
             const lost = Context.getOrUndefined(session, SessionLost)
             return lost === undefined ? main : Effect.raceFirst(main, lost)

@@ -62,6 +62,7 @@ import { type AuthorizeRequest, SessionLost, WorkerConnectionError, WorkerConnec
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import { PgServer, quoteIdentifier } from "./EmbeddedPostgres.ts"
+import { serverText } from "./internal/serverText.ts"
 
 const logAnnotations = { module: "effect-bgworker/pg/WorkerConnection" }
 
@@ -95,17 +96,6 @@ export interface Options {
   readonly connectTimeout?: Duration.Input | undefined
 }
 
-/** The server's error text: `SqlError` keeps the driver's error as its cause. */
-const serverText = (error: unknown): string => {
-  let current: unknown = error
-  for (let i = 0; i < 5 && current !== undefined && current !== null; i++) {
-    const message = (current as { message?: unknown }).message
-    const cause = (current as { cause?: unknown }).cause
-    if (cause === undefined || cause === null) return typeof message === "string" ? message : String(current)
-    current = cause
-  }
-  return String(error)
-}
 
 // --- passfile ---
 

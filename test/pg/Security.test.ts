@@ -30,6 +30,7 @@ import * as Guc from "../../src/Guc.ts"
 import * as ControlPlane from "../../src/pg/ControlPlane.ts"
 import { PgServer } from "../../src/pg/EmbeddedPostgres.ts"
 import * as WorkerConnection from "../../src/pg/WorkerConnection.ts"
+import { serverText as serverMessage } from "../../src/pg/internal/serverText.ts"
 import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import { captureLogs } from "../fixtures.ts"
@@ -73,9 +74,7 @@ const escapes = new Map<string, Escape>()
 /** How many times a probe with each tag started. */
 const probeStarts = new Map<string, number>()
 
-/** The server's own message of a failed statement (`SqlError` keeps the driver's error as its cause). */
-const serverMessage = (error: SqlError): string =>
-  ((error.reason as { readonly cause?: { readonly message?: string } }).cause?.message) ?? error.message
+
 
 /** Runs every way back to a more privileged role, and records who the session is after each. */
 const probe = BackgroundWorker.make({

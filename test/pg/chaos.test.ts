@@ -51,6 +51,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Schema from "effect/Schema"
 import { SqlClient } from "effect/sql/SqlClient"
@@ -70,6 +71,7 @@ import * as WorkerConnection from "../../src/pg/WorkerConnection.ts"
 import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import * as WorkerHandle from "../../src/WorkerHandle.ts"
+import { serverText as serverMessage } from "../../src/pg/internal/serverText.ts"
 import { supervisorService } from "../fixtures.ts"
 import * as Prng from "./chaos/prng.ts"
 import * as Stats from "./chaos/stats.ts"
@@ -669,8 +671,10 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
             yield* sql.unsafe(`SET LOCAL ROLE ${launcher}`)
             for (const id of targets) yield* sql`SELECT bgworker.terminate(${id}::bigint)`
           })))
-          if (Exit.isFailure(exit) && exit.cause.reasons.some((r) => r._tag === "Fail")) {
-            const message = String((exit.cause.reasons.find((r) => r._tag === "Fail") as any).error?.message)
+          const failed = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : Option.none()
+          if (Option.isSome(failed)) {
+            // The server's message: SqlError's own is generic ("PgConnection: Query failed").
+            const message = serverMessage(failed.value)
             if (/permission denied/.test(message)) violations.push(`a launcher could not terminate its own worker: ${message}`)
           }
           return yield* until(Effect.map(unsettled(targets), (n) => n === 0), recoveryBoundMs)

@@ -26,6 +26,7 @@ import type { SupervisorApi } from "../../Supervisor.ts"
 import * as WorkerHandle from "../../WorkerHandle.ts"
 import { escapeBounded } from "../../internal/logText.ts"
 import * as Sql from "./controlPlaneSql.ts"
+import { serverText } from "./serverText.ts"
 
 export interface ResolvedOptions {
   readonly schema: string
@@ -39,28 +40,11 @@ export interface ResolvedOptions {
 
 const logAnnotations = { module: "effect-bgworker/pg/ControlPlane" }
 
-/** The server's own text of a failure (`SqlError` keeps the driver's error, with PostgreSQL's message, as its cause). */
-const serverText = (error: { readonly message: string }): string => {
-  let current: unknown = error
-  let text = error.message
-  for (let i = 0; i < 5 && typeof current === "object" && current !== null; i++) {
-    const next = (current as { readonly cause?: unknown; readonly reason?: unknown }).cause ??
-      (current as { readonly reason?: unknown }).reason
-    if (typeof next !== "object" || next === null) break
-    const message = (next as { readonly message?: unknown }).message
-    if (typeof message === "string" && message !== "") text = message
-    current = next
-  }
-  return text
-}
 
 /** The server's text of a cause's first failure or defect. */
 const causeText = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.findErrorOption(cause)
-  const found: unknown = error._tag === "Some" ? error.value : Cause.squash(cause)
-  return typeof found === "object" && found !== null && "message" in found
-    ? serverText(found as { readonly message: string })
-    : String(found)
+  return serverText(error._tag === "Some" ? error.value : Cause.squash(cause))
 }
 
 /**
