@@ -27,7 +27,6 @@
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Logger from "effect/Logger"
 import * as Schema from "effect/Schema"
 import * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
@@ -37,7 +36,6 @@ import * as Preload from "../src/Preload.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Shmem from "../src/Shmem.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-import { logger } from "./support.ts"
 
 // --- Shared state ---
 
@@ -82,7 +80,7 @@ const Ticker = BackgroundWorker.make({
         counters.ticks++
         if (counters.ticks % 5 === 0) yield* Effect.logInfo(`ticks=${counters.ticks}`)
       }
-    }).pipe(Effect.annotateLogs({ worker: "ticker" }))
+    })
 })
 
 /** A static worker that reads the activity view, as a monitoring extension would query `pg_stat_activity`. */
@@ -101,7 +99,7 @@ const Monitor = BackgroundWorker.make({
         yield* Activity.report("idle")
         yield* ProcLatch.wait({ timeout: "3 seconds", onPostmasterDeath: "exit", waitEvent: "MonitorNap" })
       }
-    }).pipe(Effect.annotateLogs({ worker: "monitor" }))
+    })
 })
 
 /** A dynamic worker that naps for `napSeconds` unless its latch is set: the registrant wakes it early. */
@@ -128,7 +126,7 @@ const Napper = BackgroundWorker.make({
         }
         else yield* Effect.logInfo(`slept the whole ${napSeconds} s`)
       }
-    }).pipe(Effect.annotateLogs({ worker: "napper" }))
+    })
 })
 
 /**
@@ -156,7 +154,7 @@ const Flaky = BackgroundWorker.make({
         yield* ProcLatch.reset
         yield* Interrupts.reloadPending
       }
-    }).pipe(Effect.annotateLogs({ worker: "flaky" }))
+    })
 })
 
 /** A dynamic worker that the registrant terminates: it ends at its next wait, and its finalizer runs. */
@@ -173,7 +171,7 @@ const Sampler = BackgroundWorker.make({
         yield* ProcLatch.wait({ timeout: "500 millis", onPostmasterDeath: "exit", waitEvent: "SamplerNap" })
         yield* ProcLatch.reset
       }
-    }).pipe(Effect.annotateLogs({ worker: "sampler" }))
+    })
 })
 
 // --- The supervisor ---
@@ -214,8 +212,7 @@ const session = Effect.gen(function*() {
   Effect.annotateLogs({ worker: "session" })
 )
 
-// --- Logging ---
-
+// --- The program ---
 
 const supervisor = Supervisor.layer({
   maxWorkerProcesses: 8,
@@ -224,10 +221,7 @@ const supervisor = Supervisor.layer({
   shmem: [Counters]
 })
 
-const app = Layer.effectDiscard(Effect.forkScoped(session)).pipe(
-  Layer.provideMerge(supervisor),
-  // provideMerge, not provide: the logger must also reach NodeSupervisor's own log lines.
-  Layer.provideMerge(Logger.layer([logger]))
-)
+const app = Layer.effectDiscard(Effect.forkScoped(session)).pipe(Layer.provideMerge(supervisor))
 
+// runMain logs with NodeLogger: each worker's lines carry its name, type and pid (BGWORKER_LOG_FORMAT=json).
 NodeSupervisor.runMain(app)

@@ -30,7 +30,6 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Logger from "effect/Logger"
 import * as Schema from "effect/Schema"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -41,7 +40,7 @@ import { NodeSupervisor } from "../src/node/index.ts"
 import * as Preload from "../src/Preload.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-import { logger, exitAfter } from "./support.ts"
+import { exitAfter } from "./support.ts"
 
 /** `argv[2]`, else `DEMO_CONFIG`, else the file beside this one. */
 const configFile = path.resolve(
@@ -82,8 +81,10 @@ const Workers = Guc.int("demo.workers", {
 /** `5s`, `300ms`, `1s 500ms`. */
 const formatMillis = (ms: number) => Duration.format(Duration.millis(ms))
 
-const Ticker = BackgroundWorker.make({
-  name: "ticker",
+/** Ticker `n`: named `ticker <n>`, of type `ticker` (as worker_spi's workers are `worker_spi worker <n>`). */
+const Ticker = (n: number) => BackgroundWorker.make({
+  name: `ticker ${n}`,
+  type: "ticker",
   argument: Schema.Number,
   restart: BackgroundWorker.restartAfter("1 second"),
   main: (n) =>
@@ -112,7 +113,7 @@ const Ticker = BackgroundWorker.make({
         if (reloaded) continue
         yield* Effect.logInfo(`tick ${tick++} (naptime=${formatMillis(naptime)}, batch_size=${batchSize})`)
       }
-    }).pipe(Effect.annotateLogs({ worker: `ticker ${n}` }))
+    })
 })
 
 // --- The supervisor ---
@@ -124,7 +125,7 @@ const preload = Effect.gen(function*() {
   yield* Guc.define(Workers)
   yield* Guc.reservePrefix("demo")
   const workers = yield* Guc.get(Workers)
-  for (let n = 1; n <= workers; n++) yield* Preload.register(Ticker, n)
+  for (let n = 1; n <= workers; n++) yield* Preload.register(Ticker(n), n)
 })
 
 /** A few rows of the settings view (`SELECT name, setting, unit, context, source, sourcefile ... FROM pg_settings`). */
@@ -158,8 +159,6 @@ const printSettings = Effect.gen(function*() {
   )
 }).pipe(Effect.annotateLogs({ worker: "main" }))
 
-// --- Logging ---
-
 
 // The registry is in the supervisor's context: SIGHUP re-reads the file before waking the workers, and
 // max_worker_processes and shutdown_timeout come from the file.
@@ -167,9 +166,7 @@ const gucs = NodeSupervisor.layerGucs({ configFile })
 
 const app = Layer.effectDiscard(Effect.andThen(printSettings, Effect.forkScoped(exitAfter))).pipe(
   Layer.provideMerge(Supervisor.layer({ preload: [preload] })),
-  Layer.provideMerge(gucs),
-  // provideMerge, not provide: the logger must also reach the registry's and NodeSupervisor's log lines.
-  Layer.provideMerge(Logger.layer([logger]))
+  Layer.provideMerge(gucs)
 )
 
 NodeSupervisor.runMain(app)

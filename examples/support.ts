@@ -1,28 +1,17 @@
 /**
- * What every example shares: a compact log line, and the `EXAMPLE_EXIT_AFTER_MS` switch CI uses to let an
- * example stop by itself. Not part of the library.
+ * What every example shares: the `EXAMPLE_EXIT_AFTER_MS` switch CI uses to let an example stop by itself.
+ * Not part of the library. Logging is the library's: `NodeSupervisor.runMain` installs `NodeLogger`.
  */
-import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Logger from "effect/Logger"
-import * as References from "effect/References"
+import { NodeLogger } from "../src/node/index.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 
 /**
- * `12:00:01.234 INFO  [ticker 1] message`: who logged it in brackets (the `worker` log annotation, or the
- * library's own module).
+ * The library's text logger (`NodeLogger.text`), which `NodeSupervisor.runMain` installs by itself: kept for
+ * examples that still provide it in their own layer.
  */
-export const logger = Logger.make(({ cause, date, fiber, logLevel, message }) => {
-  const annotations = fiber.getRef(References.CurrentLogAnnotations)
-  const source = typeof annotations["module"] === "string"
-    ? annotations["module"].replace(/^effect-bgworker\//, "")
-    : String(annotations["worker"] ?? "main")
-  const text = (Array.isArray(message) ? message : [message]).map(String).join(" ")
-  const time = date.toISOString().slice(11, 23)
-  const detail = cause.reasons.length > 0 ? `\n${Cause.pretty(cause)}` : ""
-  console.log(`${time} ${logLevel.toUpperCase().padEnd(5)} [${source}] ${text}${detail}`)
-})
+export const logger = NodeLogger.text
 
 /** The milliseconds in `EXAMPLE_EXIT_AFTER_MS`, if it holds a positive number. */
 export const exitAfterMs = (): number | undefined => {

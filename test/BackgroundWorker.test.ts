@@ -1,10 +1,13 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Option, Schedule, Schema } from "effect"
+import { Duration, Effect, Exit, Layer, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
+import * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as Preload from "../src/Preload.ts"
 import * as Shmem from "../src/Shmem.ts"
 import * as Supervisor from "../src/Supervisor.ts"
+import type { SupervisorError } from "../src/SupervisorError.ts"
+import { WorkerConnector } from "../src/WorkerConnector.ts"
 import { settle, withSupervisor } from "./fixtures.ts"
 
 const invalidField = (worker: BackgroundWorker.Any) =>
@@ -75,25 +78,60 @@ describe("BackgroundWorker definitions", () => {
       databaseFor: (name) => ({ database: name }),
       main: () => usesSql
     })
-    const none3: BackgroundWorker.BackgroundWorker<string, never, never> = chosen
+    // what remains to provide is the connector that opens the session: the supervisor provides the rest
+    const none3: BackgroundWorker.BackgroundWorker<string, never, WorkerConnector> = chosen
     assert.isDefined(none3)
     const shm = BackgroundWorker.make({ name: "shm", shmem: true, main: () => usesShmem })
     // what remains to provide is nothing: the supervisor provides the declared services
-    const none: BackgroundWorker.BackgroundWorker<void, never, never> = db
+    const none: BackgroundWorker.BackgroundWorker<void, never, WorkerConnector> = db
     const none2: BackgroundWorker.BackgroundWorker<void, never, never> = shm
     assert.isTrue(none !== undefined && none2 !== undefined)
   })
 
-  it.effect("a database worker without a connector installed fails at start with a clear message", () =>
+  it.effect("a database worker registered without a connector installed is refused with a hint naming WorkerConnection.layer()", () =>
     Effect.gen(function*() {
-      const h = yield* Supervisor.register(
+      const error = yield* Effect.flip(Supervisor.register(
         BackgroundWorker.make({ name: "db", database: {}, restart: BackgroundWorker.restartAfter("1 minute"), main: () => Effect.void })
-      )
-      yield* Supervisor.awaitShutdown(h)
-      yield* settle
-      const row = Option.getOrThrow(yield* Supervisor.info(h))
-      assert.strictEqual(row.lastExit?.message, "database connection requested, but no WorkerConnector is installed")
+      ))
+      assert.strictEqual(error.reason._tag, "InvalidDefinition")
+      assert.strictEqual(error.message, "background worker \"db\": invalid database: database connection requested, but no WorkerConnector is installed")
+      assert.include(error.hint, "WorkerConnection.layer() from effect-bgworker/pg")
+      assert.deepStrictEqual(yield* Activity.snapshot, [])
     }).pipe(withSupervisor()))
+
+  it("a supervisor layer that preloads a database worker does not compile without a connector", () => {
+    const db = BackgroundWorker.make({ name: "db", database: {}, main: () => Effect.void })
+    const app = Supervisor.layer({ preload: [Preload.register(db)] })
+    // @ts-expect-error the layer still needs a WorkerConnector
+    const closed: Layer.Layer<Supervisor.Supervisor, unknown, never> = app
+    const connector = Layer.succeed(WorkerConnector, WorkerConnector.of({ connect: () => Effect.die("unused"), authorize: () => Effect.die("unused") }))
+    const provided: Layer.Layer<Supervisor.Supervisor, unknown, never> = app.pipe(Layer.provide(connector))
+    assert.isDefined(closed)
+    assert.isDefined(provided)
+  })
+
+  it.effect("a preloaded database worker without a connector stops the supervisor's start with a typed error", () =>
+    Effect.gen(function*() {
+      const db = BackgroundWorker.make({ name: "db", database: {}, main: () => Effect.void })
+      const layer = Supervisor.layer({ preload: [Preload.register(db)] }) as Layer.Layer<Supervisor.Supervisor, SupervisorError>
+      const error = yield* Effect.flip(Layer.build(layer))
+      assert.strictEqual(error.reason._tag, "InvalidDefinition")
+      assert.include(error.hint, "WorkerConnection.layer()")
+    }))
+
+  it.effect("an entry point that needs a database cannot be declared without a connector", () =>
+    Effect.gen(function*() {
+      const db = BackgroundWorker.make({
+        name: "db",
+        database: {},
+        entryPoint: { library: "lib", function: "db" },
+        main: () => Effect.void
+      })
+      const layer = Supervisor.layer({ entryPoints: [db] }) as Layer.Layer<Supervisor.Supervisor, SupervisorError>
+      const error = yield* Effect.flip(Layer.build(layer))
+      assert.strictEqual(error.reason._tag, "InvalidDefinition")
+      assert.strictEqual((error.reason as { readonly field: string }).field, "database")
+    }))
 })
 
 describe("Shmem", () => {

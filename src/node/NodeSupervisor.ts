@@ -12,6 +12,10 @@
  *   fiber, and {@link layerSignals}'s finalizer runs `Supervisor.shutdown("fast")`.
  * - SIGQUIT (immediate shutdown) is not handled: Node's default action ends the process at once.
  *
+ * {@link runMain} also logs: it installs `NodeLogger` (PostgreSQL-like text lines that show each worker's
+ * name, type and pid; `BGWORKER_LOG_FORMAT=json` or `logfmt` for structured output), reports a failure as
+ * one `FATAL` line with its hint, and ends every run with `database system is shut down`.
+ *
  * With a GUC registry in the supervisor layer's context ({@link layerGucs}), SIGHUP re-reads the
  * configuration file first, as `pg_ctl reload` does: `Supervisor.reload` runs `Guc.reload`, then sets the
  * workers' reload flags.
@@ -78,9 +82,13 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Runtime from "effect/Runtime"
+import * as Schedule from "effect/Schedule"
+import * as Activity from "../Activity.ts"
 import * as Guc from "../Guc.ts"
+import { escape } from "../internal/logText.ts"
 import * as Supervisor from "../Supervisor.ts"
 import type * as SupervisorError from "../SupervisorError.ts"
+import * as NodeLogger from "./NodeLogger.ts"
 
 const logAnnotations = { module: "effect-bgworker/NodeSupervisor" }
 
@@ -155,8 +163,9 @@ export const layerSignals: Layer.Layer<never, never, Supervisor.Supervisor> = La
 )
 
 /**
- * The program {@link runMain} runs: builds `layer` with {@link layerSignals}, logs `supervisor ready`, and
- * waits for the supervisor to end (as `Layer.launch` holds a layer open; not to be confused with
+ * The program {@link runMain} runs: builds `layer` with {@link layerSignals}, logs `supervisor ready` (or,
+ * while workers wait for the database, `supervisor started ... but not ready` with their names, and
+ * `supervisor ready` once they have started), and waits for the supervisor to end (as `Layer.launch` holds a layer open; not to be confused with
  * `Supervisor.launch`, which starts one worker by name).
  *
  * **Details**
@@ -182,12 +191,50 @@ export const launch = <E>(
     // Before the layer is built, so that a SIGHUP during start-up waits instead of killing the process.
     const sighup = yield* listenForSighup
     yield* Effect.gen(function*() {
-      yield* Effect.logInfo(
-        `supervisor ready (process ${process.pid}): SIGHUP reloads, SIGINT or SIGTERM shuts down`
-      ).pipe(Effect.annotateLogs(logAnnotations))
+      yield* announceReady
       yield* Supervisor.awaitTermination
     }).pipe(Effect.provide(Layer.effectDiscard(forwardSignals(sighup)).pipe(Layer.provideMerge(layer))))
   }))
+
+/** The registrations still waiting for their start gate (the database) once the supervisor runs. */
+const waitingNames = Effect.map(
+  Activity.snapshot,
+  (rows) => rows.filter((row) => row.registration === "not yet started").map((row) => row.name)
+)
+
+const quoteNames = (names: ReadonlyArray<string>): string => {
+  const shown = names.slice(0, 5).map((name) => `"${escape(name)}"`).join(", ")
+  return names.length > 5 ? `${shown} and ${names.length - 5} more` : shown
+}
+
+/**
+ * `supervisor ready` once nothing waits for its start gate, as PostgreSQL says `database system is ready to
+ * accept connections` only when it is. While workers wait for the database (a `DatabaseState` that is not
+ * ready yet, for example a server that does not answer), the supervisor says so and names them, and says
+ * `supervisor ready` when the last of them has started.
+ */
+const announceReady = Effect.gen(function*() {
+  const signals = "SIGHUP reloads, SIGINT or SIGTERM shuts down"
+  const waiting = yield* waitingNames
+  if (waiting.length === 0) {
+    return yield* Effect.logInfo(`supervisor ready (process ${process.pid}): ${signals}`)
+  }
+  const count = waiting.length === 1 ? "1 background worker waits" : `${waiting.length} background workers wait`
+  yield* Effect.logInfo(
+    `supervisor started (process ${process.pid}) but not ready: ${count} for the database to accept ` +
+      `connections (${quoteNames(waiting)}); ${signals}`
+  )
+  // Polled: a read of the supervisor's slots, cheap, and immune to a start between a check and a subscription.
+  yield* waitingNames.pipe(
+    Effect.repeat({ schedule: Schedule.spaced("200 millis"), until: (names) => names.length === 0 }),
+    Effect.andThen(Effect.logInfo(
+      `supervisor ready (process ${process.pid}): the database accepts connections and every waiting ` +
+        `background worker has started`
+    )),
+    Effect.annotateLogs(logAnnotations),
+    Effect.forkScoped
+  )
+}).pipe(Effect.annotateLogs(logAnnotations))
 
 /**
  * Runs `layer` (which must provide `Supervisor`, usually through `Supervisor.layer`) as the Node process's
@@ -197,10 +244,22 @@ export const launch = <E>(
  *
  * `NodeRuntime.runMain` over {@link launch}. SIGINT and SIGTERM interrupt the main fiber; the layers are
  * released in reverse order of construction, so {@link layerSignals} shuts the workers down fast (their
- * finalizers run) before the supervisor's own layer closes. A failure is logged before the process exits
- * with code 1: an expected error (an invalid configuration file, a crash with `restartAfterCrash` off) as
- * one `FATAL:` line with its hint, a defect with its whole cause. Pass `disableErrorReporting: true` to log
+ * finalizers run) before the supervisor's own layer closes. A failure is logged at level `FATAL` before the
+ * process exits with code 1: an expected error (an invalid configuration file, a crash with
+ * `restartAfterCrash` off, a server that refuses connections) as its message, with what its innermost cause
+ * adds (an operating-system error in libpq's words: `connection to server at "127.0.0.1", port 1 failed:
+ * Connection refused (ECONNREFUSED)`) and its hint once (`HINT:  Is the server running on that host and
+ * accepting TCP/IP connections?`); a defect with its whole cause. Pass `disableErrorReporting: true` to log
  * it yourself.
+ *
+ * Logging: installs `NodeLogger` (format `options.logFormat`, else `BGWORKER_LOG_FORMAT`, else `text`; an
+ * invalid variable is a warning), so every worker's line shows its name, type and pid. Pass `logger: false`
+ * to keep the loggers the program installs itself.
+ *
+ * Start and end: says `supervisor ready` once no worker waits for its start gate; while some wait for the
+ * database it says `supervisor started ... but not ready` with their names, and `supervisor ready` when the
+ * last has started. Every run ends with the line `database system is shut down` (PostgreSQL's words),
+ * logged after every layer has been released: the workers, and an embedded server when there is one.
  *
  * **Gotchas**
  *
@@ -213,9 +272,24 @@ export const launch = <E>(
  */
 export const runMain = <E>(
   layer: Layer.Layer<Supervisor.Supervisor, E>,
-  options?: { readonly disableErrorReporting?: boolean | undefined }
-): void =>
-  NodeRuntime.runMain(options?.disableErrorReporting === true ? launch(layer) : reportFailure(launch(layer)), {
+  options?: RunMainOptions
+): void => {
+  const fromEnvironment = NodeLogger.formatFromEnvironment()
+  const format = options?.logFormat ?? (typeof fromEnvironment === "string" ? fromEnvironment : "text")
+  const invalid = options?.logFormat === undefined && typeof fromEnvironment === "object"
+    ? Effect.logWarning(
+      `invalid value for ${NodeLogger.environmentVariable}: "${escape(fromEnvironment.invalid)}"; using "text"`
+    ).pipe(Effect.annotateLogs({ ...logAnnotations, hint: `Use one of ${NodeLogger.formats.join(", ")}.` }))
+    : Effect.void
+  const program = Effect.andThen(
+    invalid,
+    options?.disableErrorReporting === true ? launch(layer) : reportFailure(launch(layer))
+  ).pipe(
+    // After every layer has been released: the workers, the control plane, an embedded server.
+    Effect.ensuring(Effect.logInfo("database system is shut down").pipe(Effect.annotateLogs(logAnnotations))),
+    options?.logger === false ? (self) => self : Effect.provide(NodeLogger.layer(format))
+  )
+  NodeRuntime.runMain(program, {
     // Failures are reported by `reportFailure`: an expected error as its message and hint, like PostgreSQL's
     // FATAL lines, and only a defect with its whole cause.
     disableErrorReporting: true,
@@ -226,20 +300,131 @@ export const runMain = <E>(
         process.exit(code)
       })
   })
+}
 
-/** Logs why the program failed: a typed error's message and hint, or a defect's whole cause. */
+/**
+ * Options of {@link runMain}.
+ *
+ * @category running
+ * @since 0.2.0
+ */
+export interface RunMainOptions {
+  /** Leave failures unlogged (the exit code still says 1): log them yourself. */
+  readonly disableErrorReporting?: boolean | undefined
+  /**
+   * The log format (see `NodeLogger`): `"text"` (PostgreSQL-like lines), `"json"` or `"logfmt"`. Default: the
+   * `BGWORKER_LOG_FORMAT` environment variable, else `"text"`.
+   */
+  readonly logFormat?: NodeLogger.Format | undefined
+  /** `false`: keep Effect's default logger (or whatever `layer` installs for its own lines) instead. */
+  readonly logger?: false | undefined
+}
+
+/** Logs why the program failed, once, at FATAL: a typed error's message and hint, or a defect's whole cause. */
 const reportFailure = <A, E, R>(program: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.tapCause(program, (cause) => {
     if (Cause.hasInterruptsOnly(cause)) return Effect.void
     const error = Cause.findErrorOption(cause)
     if (Option.isSome(error) && !Cause.hasDies(cause)) {
-      const e = error.value as { readonly message?: unknown; readonly hint?: unknown }
-      const message = typeof e.message === "string" && e.message !== "" ? e.message : String(error.value)
-      const hint = typeof e.hint === "string" ? `\nHINT: ${e.hint}` : ""
-      return Effect.logError(`FATAL: ${message}${hint}`).pipe(Effect.annotateLogs(logAnnotations))
+      const { hint, message } = describeFailure(error.value)
+      return Effect.logFatal(message).pipe(
+        Effect.annotateLogs(hint === undefined ? logAnnotations : { ...logAnnotations, hint })
+      )
     }
-    return Effect.logError("the supervisor failed", cause).pipe(Effect.annotateLogs(logAnnotations))
+    return Effect.logFatal("the supervisor failed", cause).pipe(Effect.annotateLogs(logAnnotations))
   })
+
+/** Operating-system errors a connection fails with, in `strerror`'s words (libpq prints those). */
+const systemErrors: Readonly<Record<string, string>> = {
+  ECONNREFUSED: "Connection refused",
+  ECONNRESET: "Connection reset by peer",
+  ETIMEDOUT: "Connection timed out",
+  EHOSTUNREACH: "No route to host",
+  ENETUNREACH: "Network is unreachable",
+  EADDRNOTAVAIL: "Cannot assign requested address",
+  ENOENT: "No such file or directory",
+  EACCES: "Permission denied",
+  ENOTFOUND: "Name or service not known",
+  EAI_AGAIN: "Temporary failure in name resolution"
+}
+
+interface SystemError {
+  readonly code: string
+  readonly syscall?: string
+  readonly address?: string
+  readonly port?: number
+  readonly hostname?: string
+  readonly message: string
+}
+
+const asSystemError = (value: unknown): SystemError | undefined => {
+  if (typeof value !== "object" || value === null) return undefined
+  const e = value as Partial<SystemError> & { readonly errors?: unknown }
+  // Several addresses tried (happy eyeballs): the first one speaks for them.
+  if (Array.isArray(e.errors) && e.errors.length > 0) return asSystemError(e.errors[0]) ?? undefined
+  return typeof e.code === "string" && typeof e.syscall === "string" ? e as SystemError : undefined
+}
+
+/** libpq's text for a failed connection (`connection to server at "h", port p failed: ...`), and its hint. */
+const describeSystemError = (e: SystemError): { readonly text: string; readonly hint: string | undefined } => {
+  const words = systemErrors[e.code] ?? e.message
+  const what = `${words} (${e.code})`
+  if (e.syscall === "getaddrinfo") {
+    return {
+      text: `could not translate host name "${escape(String(e.hostname ?? "?"))}" to address: ${what}`,
+      hint: "Check the host name (in DATABASE_URL, for example) and that this machine can resolve it."
+    }
+  }
+  if (e.address !== undefined && e.port === undefined) {
+    return {
+      text: `connection to server on socket "${escape(e.address)}" failed: ${what}`,
+      hint: "Is the server running locally and accepting connections on that socket?"
+    }
+  }
+  const where = e.address === undefined ? "" : ` at "${escape(e.address)}", port ${e.port}`
+  return {
+    text: `connection to server${where} failed: ${what}`,
+    hint: e.code === "ECONNREFUSED"
+      ? "Is the server running on that host and accepting TCP/IP connections?"
+      : e.code === "ETIMEDOUT" || e.code === "EHOSTUNREACH" || e.code === "ENETUNREACH"
+      ? "Check that the host is reachable from this machine (network, firewall)."
+      : undefined
+  }
+}
+
+const ownText = (value: unknown): string => {
+  const message = typeof value === "object" && value !== null ? (value as { message?: unknown }).message : undefined
+  return typeof message === "string" && message !== "" ? message : String(value)
+}
+
+/**
+ * What a FATAL line says about `error`: its message, followed by what its innermost cause adds (an operating
+ * system's error in libpq's words: host, port, `ECONNREFUSED`), and the first hint along the chain.
+ *
+ * @internal
+ */
+export const describeFailure = (error: unknown): { readonly message: string; readonly hint: string | undefined } => {
+  let message = ownText(error)
+  let hint: string | undefined = undefined
+  let current: unknown = error
+  for (let depth = 0; depth < 8 && typeof current === "object" && current !== null; depth++) {
+    const own = (current as { hint?: unknown }).hint
+    if (hint === undefined && typeof own === "string" && own !== "") hint = own
+    const system = asSystemError(current)
+    if (system !== undefined) {
+      const described = describeSystemError(system)
+      message = `${message}: ${described.text}`
+      hint ??= described.hint
+      return { message, hint }
+    }
+    const next = (current as { cause?: unknown }).cause
+    if (next === undefined || next === null || next === current) break
+    const text = ownText(next)
+    if (asSystemError(next) === undefined && text !== "" && !message.includes(text)) message = `${message}: ${text}`
+    current = next
+  }
+  return { message, hint }
+}
 
 /**
  * The GUC registry of a Node process: `Guc.layer` reading `process.env` and, when `configFile` is given,

@@ -16,6 +16,7 @@ import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as DatabaseState from "../DatabaseState.ts"
+import { escape, escapeBounded } from "../internal/logText.ts"
 import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
 
 const logAnnotations = { module: "effect-bgworker/pg/DatabaseProbe" }
@@ -74,7 +75,7 @@ const attempt = (options: Options): Effect.Effect<Outcome, never, EmbeddedPostgr
       Effect.succeed<Outcome>({
         state: "starting",
         problem: {
-          message: error.message,
+          message: problemText(error),
           hopeless: error.reason._tag === "AuthenticationError" || error.reason._tag === "AuthorizationError"
         }
       })
@@ -82,24 +83,53 @@ const attempt = (options: Options): Effect.Effect<Outcome, never, EmbeddedPostgr
   )
 }
 
-const logProblem = (outcome: Outcome, warn: boolean) =>
+/**
+ * An error's message and what its innermost cause adds: `PgConnection: Failed to connect: connect
+ * ECONNREFUSED 127.0.0.1:5432` rather than the first half alone. Control characters escaped: one line.
+ */
+const problemText = (error: unknown): string => {
+  const text = (value: unknown) => {
+    const message = typeof value === "object" && value !== null ? (value as { message?: unknown }).message : undefined
+    return typeof message === "string" ? message : String(value)
+  }
+  let message = text(error)
+  let current: unknown = error
+  for (let depth = 0; depth < 8; depth++) {
+    const next = typeof current === "object" && current !== null ? (current as { cause?: unknown }).cause : undefined
+    if (next === undefined || next === null || next === current) break
+    const own = text(next)
+    if (own !== "" && !message.includes(own)) message = `${message}: ${own}`
+    current = next
+  }
+  return escapeBounded(message, 500)
+}
+
+const where = (server: EmbeddedPostgres.PgServer["Service"]) => `${escape(server.host)}:${server.port}`
+
+const logProblem = (outcome: Outcome, warn: boolean, server: EmbeddedPostgres.PgServer["Service"]) =>
   outcome.problem === undefined
     ? Effect.void
     : (warn && outcome.problem.hopeless ? Effect.logWarning : Effect.logDebug)(
-      `probe: ${outcome.problem.message}`
+      `probe of PostgreSQL at ${where(server)}: ${outcome.problem.message}`
     ).pipe(Effect.annotateLogs(logAnnotations))
 
 /**
  * Probes the server once, with a session of its own: `starting` when it cannot connect or the query fails
  * (the server refuses connections while it starts up), else `consistent` or `ready` as `pg_is_in_recovery()`
- * says. Never fails; why a probe saw `starting` is logged at debug level, or at warning level for
- * authentication and authorization failures, which waiting cannot cure.
+ * says. Never fails; why a probe saw `starting` (with the server's address) is logged at debug level, or at
+ * warning level for authentication and authorization failures, which waiting cannot cure. {@link layer}
+ * warns about an unreachable server once.
  *
  * @category probes
  * @since 0.1.0
  */
 export const probe = (options: Options = {}): Effect.Effect<DatabaseState.State, never, EmbeddedPostgres.PgServer> =>
-  Effect.tap(attempt(options), (outcome) => logProblem(outcome, true)).pipe(Effect.map((outcome) => outcome.state))
+  Effect.gen(function*() {
+    const server = yield* EmbeddedPostgres.PgServer
+    const outcome = yield* attempt(options)
+    yield* logProblem(outcome, true, server)
+    return outcome.state
+  })
 
 /**
  * A `DatabaseState` that follows the server in context.
@@ -110,6 +140,11 @@ export const probe = (options: Options = {}): Effect.Effect<DatabaseState.State,
  * `ready` at once. Then, until the state is `ready`, a fiber in the layer's scope probes every `interval`
  * with a fresh session and publishes each advance on `changes`. The state only moves forward; polling
  * stops at `ready`.
+ *
+ * A server that does not answer is logged once at warning level, with its address and the cause
+ * (`could not connect to PostgreSQL at 127.0.0.1:5432: PgConnection: Failed to connect: connect
+ * ECONNREFUSED 127.0.0.1:5432; workers that need the database wait ...`, and a hint), not at every probe;
+ * its first answer after that at info level (`PostgreSQL at 127.0.0.1:5432 accepts connections`).
  *
  * `set` is a no-op: the state is the server's, not the caller's.
  *
@@ -136,10 +171,35 @@ export const layer = (
     Effect.gen(function*() {
       const interval = Duration.fromInputUnsafe(options.interval ?? "100 millis")
       const heartbeatInterval = Duration.fromInputUnsafe(options.heartbeat ?? "1 second")
+      const server = yield* EmbeddedPostgres.PgServer
+      // Until the server first answers: its outage is a warning, once (with the address and the cause), and
+      // so is a rejected login (once per message, as waiting cannot cure it); every other probe is debug.
       const lastProblem = yield* Ref.make<string | undefined>(undefined)
       const probeOnce = Effect.tap(attempt(options), (outcome) =>
         Ref.getAndSet(lastProblem, outcome.problem?.message).pipe(
-          Effect.flatMap((last) => logProblem(outcome, last !== outcome.problem?.message))
+          Effect.flatMap((last) => {
+            const problem = outcome.problem
+            if (problem === undefined) {
+              return last === undefined ? Effect.void : Effect.logInfo(
+                `PostgreSQL at ${where(server)} accepts connections`
+              ).pipe(Effect.annotateLogs(logAnnotations))
+            }
+            if (last === undefined || (problem.hopeless && problem.message !== last)) {
+              return Effect.logWarning(
+                `could not connect to PostgreSQL at ${where(server)}: ${problem.message}; workers that need ` +
+                  `the database wait until it accepts connections (probing every ${Duration.format(interval)})`
+              ).pipe(Effect.annotateLogs({
+                ...logAnnotations,
+                hint: problem.hopeless
+                  ? "Check the role and password (DATABASE_URL): waiting does not cure a rejected login."
+                  : /ENOTFOUND|EAI_AGAIN/.test(problem.message)
+                  ? "Check the host name in DATABASE_URL, and that this machine can resolve it."
+                  : "Is the server running on that host and accepting TCP/IP connections? Start it, or fix " +
+                    "DATABASE_URL."
+              }))
+            }
+            return logProblem(outcome, false, server)
+          })
         ))
       const state = yield* SubscriptionRef.make((yield* probeOnce).state)
       // The only writer: publishes advances only, so `changes` never repeats a state.
@@ -155,8 +215,7 @@ export const layer = (
           }
         }
       })
-      const server = yield* EmbeddedPostgres.PgServer
-      const where = `${server.host}:${server.port}`
+      const address = where(server)
       /**
        * Once ready, a heartbeat every `heartbeat`: an outage is logged once at warning level with the
        * server's address and the cause, and its end once at info level. Workers see the outage themselves
@@ -170,11 +229,11 @@ export const layer = (
           if (outcome.problem !== undefined && down === undefined) {
             down = outcome.problem.message
             yield* Effect.logWarning(
-              `PostgreSQL at ${where} is unreachable: ${down}; workers that need it follow their restart policies`
+              `PostgreSQL at ${address} is unreachable: ${down}; workers that need it follow their restart policies`
             )
           } else if (outcome.problem === undefined && down !== undefined) {
             down = undefined
-            yield* Effect.logInfo(`PostgreSQL at ${where} answers again`)
+            yield* Effect.logInfo(`PostgreSQL at ${address} answers again`)
           }
         }
       }).pipe(Effect.annotateLogs(logAnnotations))

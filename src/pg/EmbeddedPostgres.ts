@@ -126,10 +126,10 @@ export class EmbeddedPostgresError extends Schema.TaggedError<EmbeddedPostgresEr
   log: Schema.String,
   hint: Schema.optionalKey(Schema.String)
 }) {
+  /** The detail and the server's last lines; not the hint, which is a field of its own (printed once). */
   override get message(): string {
     const log = this.log === "" ? "" : `\nlog (last lines):\n${this.log}`
-    const hint = this.hint === undefined ? "" : `\nhint: ${this.hint}`
-    return `embedded PostgreSQL: ${this.detail}${hint}${log}`
+    return `embedded PostgreSQL: ${this.detail}${log}`
   }
 }
 

@@ -54,18 +54,18 @@ const assertNoLine = (child: Child, pattern: RegExp) =>
   })
 
 const reloadRequested = (worker: number, value: string) =>
-  new RegExp(`\\[ticker ${worker}\\] reload requested: naptime is now ${value}`)
+  new RegExp(`ticker ${worker} \\(ticker\\) LOG:  reload requested: naptime is now ${value}`)
 
 const tick = (worker: number, naptime: string, batchSize: number) =>
-  new RegExp(`\\[ticker ${worker}\\] tick \\d+ \\(naptime=${naptime}, batch_size=${batchSize}\\)`)
+  new RegExp(`ticker ${worker} \\(ticker\\) LOG:  tick \\d+ \\(naptime=${naptime}, batch_size=${batchSize}\\)`)
 
 /** Starts the example on a fresh copy of its configuration file and waits until it runs. */
 const start = Effect.gen(function*() {
   const config = yield* configCopy
   const child = yield* spawn(example, { DEMO_CONFIG: config.file, BGW_SHUTDOWN_TIMEOUT: "3s" })
   yield* child.waitFor("supervisor ready", { timeout: "10 seconds" })
-  yield* child.waitFor("[ticker 1] started (naptime=5s, batch_size=100)")
-  yield* child.waitFor("[ticker 2] started (naptime=5s, batch_size=100)")
+  yield* child.waitFor("ticker 1 (ticker) LOG:  started (naptime=5s, batch_size=100)")
+  yield* child.waitFor("ticker 2 (ticker) LOG:  started (naptime=5s, batch_size=100)")
   return { child, config }
 })
 
@@ -79,7 +79,7 @@ const stop = (child: Child) =>
     assert.isAtLeast(shutdownAt, 0, `no fast shutdown line in:\n${output.join("\n")}`)
     for (const worker of [1, 2]) {
       assert.isTrue(
-        output.slice(shutdownAt).some((line) => line.includes(`[ticker ${worker}] finalizer ran (stopped)`)),
+        output.slice(shutdownAt).some((line) => line.includes(`ticker ${worker} (ticker) LOG:  finalizer ran (stopped)`)),
         `no finalizer line from ticker ${worker} after the shutdown request:\n${output.join("\n")}`
       )
     }
@@ -91,16 +91,16 @@ describe("examples/20_config-reload.ts", () => {
       const { child, config } = yield* start
 
       // Values from the file (with file and line) and from the environment, in the settings view.
-      yield* child.waitFor(/^demo\.naptime +\| 5000 +\| ms +\| sighup +\| configuration file +\| .*\.conf:\d+$/)
-      yield* child.waitFor(/^demo\.workers +\| 2 +\| +\| postmaster +\| configuration file/)
-      yield* child.waitFor(/^shutdown_timeout +\| 3000 +\| ms +\| sighup +\| environment variable/)
+      yield* child.waitFor(/^\tdemo\.naptime +\| 5000 +\| ms +\| sighup +\| configuration file +\| .*\.conf:\d+$/)
+      yield* child.waitFor(/^\tdemo\.workers +\| 2 +\| +\| postmaster +\| configuration file/)
+      yield* child.waitFor(/^\tshutdown_timeout +\| 3000 +\| ms +\| sighup +\| environment variable/)
       yield* child.waitFor(`kill -HUP ${child.pid}`)
 
       // naptime 5s -> 300ms: the workers wake at once and tick at the new pace.
       yield* config.edit({ "demo.naptime": "300ms" })
       yield* reload(
         child,
-        `[Guc] parameter "demo.naptime" changed to "300ms"`,
+        `Guc LOG:  parameter "demo.naptime" changed to "300ms"`,
         reloadRequested(1, "300ms"),
         reloadRequested(2, "300ms")
       )
@@ -119,31 +119,31 @@ describe("examples/20_config-reload.ts", () => {
       yield* config.edit({ "demo.naptime": "0", "demo.batch_size": "7" })
       yield* reload(
         child,
-        /WARN +\[Guc\] .*"demo\.naptime"/,
+        /Guc WARNING: +.*"demo\.naptime"/,
         "contains errors; unaffected changes were applied",
-        /\[ticker 1\] reload requested: naptime is now 5s, batch_size 7$/,
-        /\[ticker 2\] reload requested: naptime is now 5s, batch_size 7$/
+        /ticker 1 \(ticker\) LOG: +reload requested: naptime is now 5s, batch_size 7$/,
+        /ticker 2 \(ticker\) LOG: +reload requested: naptime is now 5s, batch_size 7$/
       )
 
       // A syntax error changes nothing at all.
       yield* config.writeWith("demo.batch_size = = 8")
       yield* reload(
         child,
-        /WARN +\[Guc\] syntax error in file ".*postgresql\.conf" line \d+/,
+        /Guc WARNING: +syntax error in file ".*postgresql\.conf" line \d+/,
         "contains errors; no changes were applied",
-        /\[ticker 1\] reload requested: naptime is now 5s, batch_size 7$/
+        /ticker 1 \(ticker\) LOG: +reload requested: naptime is now 5s, batch_size 7$/
       )
 
       // A postmaster parameter keeps its value until a restart; the sighup one next to it changes.
       yield* config.edit({ "demo.naptime": "300ms", "demo.workers": "3" })
       yield* reload(
         child,
-        `[Guc] parameter "demo.workers" cannot be changed without restarting the server`,
+        `Guc LOG:  parameter "demo.workers" cannot be changed without restarting the server`,
         reloadRequested(1, "300ms")
       )
       yield* child.waitFor(tick(1, "300ms", 7), { times: 2, timeout: "2 seconds" })
       assert.isTrue(yield* child.isRunning)
-      yield* assertNoLine(child, /\[ticker 3\]/)
+      yield* assertNoLine(child, /ticker 3 \(ticker\)/)
 
       yield* stop(child)
     }).pipe(Effect.provide(NodeServices.layer)), 15_000)

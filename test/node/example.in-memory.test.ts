@@ -19,16 +19,16 @@ describe("examples/10_in-memory.ts", () => {
       const child = yield* spawn(example, { EXAMPLE_EXIT_AFTER_MS: "5000" })
       yield* child.waitFor("supervisor ready")
       // The latch wake-up, the crash restart and the terminate, in the order the session drives them.
-      yield* child.waitFor(/\[napper\] woken early by its latch/)
-      yield* child.waitFor(/\[Supervisor\] background worker "flaky" \(PID \d+\) crashed/)
+      yield* child.waitFor(/ napper \(napper\) LOG: +woken early by its latch/)
+      yield* child.waitFor(/\] Supervisor ERROR: +background worker "flaky" \(PID \d+\) crashed/)
       yield* child.waitFor("all server processes terminated; reinitializing")
-      yield* child.waitFor(/\[flaky\] shared counters are consistent in generation 1/)
-      yield* child.waitFor(/\[session\] sampler is Stopped/)
+      yield* child.waitFor(/ flaky \(flaky\) LOG: +shared counters are consistent in generation 1/)
+      yield* child.waitFor(/\] session LOG: +sampler is Stopped/)
       const exit = yield* child.awaitExit("8 seconds")
       assert.deepStrictEqual(exit, { code: 0 })
-      yield* assertLine(child, /^pid +\| name +\| type +\| registration/)
-      yield* assertLine(child, /\[sampler\] finalizer ran/)
-      yield* assertLine(child, /\[shmem\] shared counters discarded/)
+      yield* assertLine(child, /^\tpid +\| name +\| type +\| registration/)
+      yield* assertLine(child, / sampler \(sampler\) LOG: +finalizer ran/)
+      yield* assertLine(child, /\] shmem LOG: +shared counters discarded/)
     }).pipe(Effect.provide(NodeServices.layer)), 20_000)
 
   it.live("Ctrl-C (SIGINT) stops it with a fast shutdown: every worker's finalizer runs, exit code 130", () =>
@@ -36,18 +36,18 @@ describe("examples/10_in-memory.ts", () => {
       const child = yield* spawn(example)
       yield* child.waitFor("supervisor ready")
       // After the crash restart: a signal during the restart finds the workers already stopped, or not yet back.
-      yield* child.waitFor(/\[flaky\] shared counters are consistent in generation 1/)
+      yield* child.waitFor(/ flaky \(flaky\) LOG: +shared counters are consistent in generation 1/)
       yield* child.signal("SIGHUP")
-      yield* child.waitFor(/\[ticker\] reload requested/)
+      yield* child.waitFor(/ ticker \(ticker\) LOG: +reload requested/)
       yield* child.signal("SIGINT")
       const exit = yield* child.awaitExit("5 seconds")
       assert.deepStrictEqual(exit, { code: 130 })
-      yield* assertLine(child, /\[Supervisor\] received fast shutdown request/)
+      yield* assertLine(child, /\] Supervisor LOG: +received fast shutdown request/)
       for (const worker of ["ticker", "napper"]) {
         const output = yield* child.output
         const shutdownAt = output.findIndex((line) => line.includes("received fast shutdown request"))
         assert.isTrue(
-          output.slice(shutdownAt).some((line) => line.includes(`[${worker}] finalizer ran`)),
+          output.slice(shutdownAt).some((line) => line.includes(`${worker} (${worker}) LOG:  finalizer ran`)),
           `no finalizer line from ${worker} after the shutdown request:\n${output.join("\n")}`
         )
       }
