@@ -13,16 +13,24 @@
  * started, is a typed error.
  *
  * **Sources, lowest to highest:** the default; the configuration file (`postgresql.conf` syntax, with
- * `include`, `include_if_exists`, `include_dir`); the auto file written by {@link alterSystem}; environment
- * variables (`BGW_` + the name in capitals with `.` written `__`: `worker_spi.naptime` is
+ * `include`, `include_if_exists`, `include_dir`); the auto file written by {@link alterSystem}; the server's
+ * configuration (source `server configuration`: an external source that a module outside the core replaces
+ * as a whole with {@link replaceExternal}, in practice `ServerSettings` from `effect-bgworker/pg`, which
+ * follows `ALTER SYSTEM` and `postgresql.conf` on the PostgreSQL server the supervisor runs against);
+ * environment variables (`BGW_` + the name in capitals with `.` written `__`: `worker_spi.naptime` is
  * `BGW_WORKER_SPI__NAPTIME`); values set in code (`Guc.layer({ overrides })`, source `override`); and
  * {@link set} (source `session`, for `user` and `superuser` parameters). Each value knows its source, file
- * and line.
+ * and line. The order follows PostgreSQL's: the supervisor's own files are its `postgresql.conf`, the
+ * server's configuration beats them as `ALTER SYSTEM` beats `postgresql.conf`, and the environment beats
+ * both as the server's command line beats `ALTER SYSTEM`.
  *
  * **Reload** ({@link reload}, or SIGHUP through `NodeSupervisor`) re-reads every file and validates
  * everything before applying anything. A syntax error anywhere changes nothing. An invalid value keeps the old
  * one and is reported, while the other valid changes apply. A changed `postmaster` parameter keeps its value
- * and is marked `pending_restart`. A line removed from the files returns its parameter to the default.
+ * and is marked `pending_restart`. A line removed from the files returns its parameter to the next source,
+ * or to the default. The server's configuration is not re-read by a reload: its values are the ones last
+ * given to {@link replaceExternal}, and they go through the same validation, refusals and pending restarts
+ * as the files' values.
  *
  * **How a worker sees a reload.** There is one registry per process, so the reload applies the new values
  * centrally, as one new snapshot, before the supervisor sets every worker's reload flag and latch. A worker
@@ -70,7 +78,27 @@ export type GucContext = "internal" | "postmaster" | "sighup" | "superuser" | "u
  * @category models
  * @since 0.1.0
  */
-export type Source = "default" | "configuration file" | "environment variable" | "override" | "session"
+export type Source =
+  | "default"
+  | "configuration file"
+  | "server configuration"
+  | "environment variable"
+  | "override"
+  | "session"
+
+/**
+ * One value of the external source (`server configuration`, see {@link replaceExternal}): text, as in a
+ * configuration file, with the file and line it came from when they are known.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface ExternalSetting {
+  readonly name: string
+  readonly value: string
+  readonly file?: string | undefined
+  readonly line?: number | undefined
+}
 
 /**
  * @category models
@@ -454,6 +482,18 @@ export interface GucsApi {
   alterSystem(name: string, value: unknown): Effect.Effect<void, GucError>
   show(name: string): Effect.Effect<string, GucError>
   readonly settings: Effect.Effect<ReadonlyArray<SettingRow>>
+  /**
+   * Replaces every value of the external source (see {@link replaceExternal}).
+   *
+   * @since 0.2.0
+   */
+  replaceExternal(settings: ReadonlyArray<ExternalSetting>): Effect.Effect<ExternalUpdate>
+  /**
+   * The names of every defined parameter, `noShowAll` ones included.
+   *
+   * @since 0.2.0
+   */
+  parameterNames(): ReadonlyArray<string>
   readonly configProvider: ConfigProvider.ConfigProvider
   /** Called by the supervisor once its preloads ran: from now on `postmaster` parameters cannot be defined. */
   markStarted(): void
@@ -635,6 +675,43 @@ export const show = (name: string): Effect.Effect<string, GucError, Gucs> => Guc
  * @since 0.1.0
  */
 export const settings: Effect.Effect<ReadonlyArray<SettingRow>, never, Gucs> = Gucs.use((g) => g.settings)
+
+/**
+ * What {@link replaceExternal} did: `"unchanged"` (the same values, files and lines as before), `"applied"`
+ * (applied at once, before the supervisor started), `"stored"` (waiting for the next reload).
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type ExternalUpdate = "unchanged" | "applied" | "stored"
+
+/**
+ * Replaces every value of the external source, shown as `server configuration`, which ranks above the
+ * configuration files and below environment variables (see the module doc). The core knows nothing of
+ * where the values come from; `ServerSettings` (in `effect-bgworker/pg`) fills it from the PostgreSQL
+ * server's own configuration.
+ *
+ * **Details**
+ *
+ * - Values identical to the previous ones (with the same files and lines) change nothing: `"unchanged"`.
+ * - Before the supervisor has started (until its preloads have run), the values apply at once, as the
+ *   files' values do at start: `postmaster` parameters included, a value for a parameter not defined yet
+ *   kept as a placeholder and adopted at its definition, refusals logged as warnings: `"applied"`.
+ * - Once the supervisor has started, the values are only stored (`"stored"`): they apply at the next
+ *   reload, which the caller runs, normally `Supervisor.reload` (the registry's reload, then every worker's
+ *   reload flag and latch, as SIGHUP does), else {@link reload}. That reload validates them like the files' values: an invalid value keeps the
+ *   old one and is logged with its file and line, a changed `postmaster` parameter is marked
+ *   `pending_restart`, a name the new values no longer hold falls back to the next source.
+ * - Values are text (the server's), parsed like a file's. Names under a reserved prefix that no parameter
+ *   has are refused at each reload, as in a file.
+ *
+ * @category values
+ * @since 0.2.0
+ */
+export const replaceExternal = (
+  settings: ReadonlyArray<ExternalSetting>
+): Effect.Effect<ExternalUpdate, never, Gucs> =>
+  Gucs.use((g) => g.replaceExternal(settings))
 
 /**
  * A `ConfigProvider` over the registry, so `Config` works as usual: `Config.Int("worker_spi.naptime")`

@@ -505,3 +505,127 @@ describe("Guc with the supervisor", () => {
       })
     ))
 })
+
+describe("Guc: the server's configuration (the external source)", () => {
+  /** What `ServerSettings` hands over after `ALTER SYSTEM`: text, with the server's file and line. */
+  const serverFile = "/srv/pgdata/postgresql.auto.conf"
+  const fromServer = (entries: Record<string, string>): ReadonlyArray<Guc.ExternalSetting> =>
+    Object.entries(entries).map(([name, value], i) => ({ name, value, file: serverFile, line: i + 3 }))
+  const started = Guc.Gucs.useSync((g) => g.markStarted())
+
+  it.effect("default < the supervisor's files < the server's configuration < environment < code < SET", () =>
+    Effect.gen(function*() {
+      const conf = yield* confDir(`worker_spi.naptime = 20\nworker_spi.database = 'fromfile'\ndemo.ratio = 0.25\n`)
+      yield* conf.writeAt("postgresql.auto.conf", `demo.timeout = '7s'\n`)
+      yield* withRegistry(
+        {
+          configFile: conf.file,
+          parameters: [naptime, database, ratio, timeout, role, mode, verbose],
+          environment: { BGW_DEMO__RATIO: "0.75" },
+          overrides: { "worker_spi.role": "coded" }
+        },
+        Effect.gen(function*() {
+          assert.strictEqual(
+            yield* Guc.replaceExternal(fromServer({
+              "worker_spi.naptime": "5",
+              "demo.timeout": "2s",
+              "demo.ratio": "0.5",
+              "worker_spi.role": "server",
+              "demo.mode": "fast"
+            })),
+            "applied"
+          )
+          yield* Guc.set("demo.mode", "safe")
+          const rows = Object.fromEntries((yield* Guc.settings).map((r) => [r.name, r]))
+          const where = (name: string) => {
+            const r = rows[name]!
+            return [r.setting, r.source, r.sourcefile, r.sourceline]
+          }
+          assert.deepStrictEqual(where("demo.verbose"), ["off", "default", null, null])
+          assert.deepStrictEqual(where("worker_spi.database"), ["fromfile", "configuration file", conf.file, 2])
+          assert.deepStrictEqual(where("worker_spi.naptime"), ["5", "server configuration", serverFile, 3])
+          // The server's configuration beats the supervisor's auto file too, as ALTER SYSTEM beats postgresql.conf.
+          assert.deepStrictEqual(where("demo.timeout"), ["2000", "server configuration", serverFile, 4])
+          assert.deepStrictEqual(where("demo.ratio"), ["0.75", "environment variable", null, null])
+          assert.deepStrictEqual(where("worker_spi.role"), ["coded", "override", null, null])
+          assert.deepStrictEqual(where("demo.mode"), ["safe", "session", null, null])
+          assert.strictEqual(rows["demo.mode"]!.reset_val, "fast")
+        })
+      )
+    }).pipe(Effect.provide(NodeServices.layer)))
+
+  it.effect("before the supervisor starts the server's values apply at once; after, at the next reload", () => {
+    const logs = captureLogs()
+    return withRegistry(
+      { parameters: [naptime, totalWorkers] },
+      Effect.gen(function*() {
+        assert.strictEqual(yield* Guc.replaceExternal(fromServer({ "worker_spi.total_workers": "3" })), "applied")
+        assert.strictEqual(yield* Guc.get(totalWorkers), 3)
+        yield* started
+        const next = fromServer({ "worker_spi.total_workers": "4", "worker_spi.naptime": "5" })
+        assert.strictEqual(yield* Guc.replaceExternal(next), "stored")
+        assert.strictEqual(yield* Guc.get(naptime), 10) // stored until the reload
+        assert.strictEqual(yield* Guc.replaceExternal(next), "unchanged")
+        const report = yield* Guc.reload
+        assert.deepStrictEqual(report.changed, ["worker_spi.naptime"])
+        assert.deepStrictEqual(report.pendingRestart, ["worker_spi.total_workers"])
+        assert.deepStrictEqual([yield* Guc.get(naptime), yield* Guc.get(totalWorkers)], [5, 3])
+        assert.isTrue((yield* Guc.settings).find((r) => r.name === "worker_spi.total_workers")!.pending_restart)
+        assert.isTrue(logs.lines.includes(
+          `INFO parameter "worker_spi.total_workers" cannot be changed without restarting the server`
+        ))
+      })
+    ).pipe(Effect.provide(logs.layer))
+  })
+
+  it.effect("an invalid value from the server keeps the old one, and a value it drops falls back to the files", () => {
+    const logs = captureLogs()
+    return Effect.gen(function*() {
+      const conf = yield* confDir(`worker_spi.naptime = 20\n`)
+      yield* withRegistry(
+        { configFile: conf.file, parameters: [naptime, ratio] },
+        Effect.gen(function*() {
+          yield* started
+          yield* Guc.replaceExternal(fromServer({ "worker_spi.naptime": "5" }))
+          yield* Guc.reload
+          assert.strictEqual(yield* Guc.get(naptime), 5)
+          yield* Guc.replaceExternal(fromServer({ "worker_spi.naptime": "abc", "demo.ratio": "0.9" }))
+          const report = yield* Guc.reload
+          assert.deepStrictEqual([yield* Guc.get(naptime), yield* Guc.get(ratio)], [5, 0.9])
+          assert.deepStrictEqual(
+            report.errors.map((e) => [e.reason._tag, (e.reason as any).file, (e.reason as any).line]),
+            [["InvalidValue", serverFile, 3]]
+          )
+          assert.isTrue(logs.lines.includes(
+            `WARN invalid value for parameter "worker_spi.naptime": "abc" in file "${serverFile}" line 3`
+          ))
+          assert.isTrue(logs.lines.includes(
+            `WARN server configuration file "${serverFile}" contains errors; unaffected changes were applied`
+          ))
+          yield* Guc.replaceExternal([])
+          yield* Guc.reload
+          const row = (yield* Guc.settings).find((r) => r.name === "worker_spi.naptime")!
+          assert.deepStrictEqual([row.setting, row.source, row.sourcefile], ["20", "configuration file", conf.file])
+          assert.strictEqual(yield* Guc.get(ratio), 0.5)
+        })
+      )
+    }).pipe(Effect.provide(NodeServices.layer), Effect.provide(logs.layer))
+  })
+
+  it.effect("a server value is adopted when its parameter is defined; one under a reserved prefix is refused", () =>
+    withRegistry(
+      { parameters: [naptime], reservedPrefixes: ["worker_spi"] },
+      Effect.gen(function*() {
+        yield* Guc.replaceExternal(fromServer({ "demo.timeout": "2s", "worker_spi.nap": "3" }))
+        yield* started
+        yield* Guc.define(timeout)
+        const row = (yield* Guc.settings).find((r) => r.name === "demo.timeout")!
+        assert.deepStrictEqual([row.setting, row.source, row.sourcefile], ["2000", "server configuration", serverFile])
+        const report = yield* Guc.reload
+        assert.deepStrictEqual(report.errors.map((e) => [e.reason._tag, e.reason.message]), [[
+          "ReservedPrefix",
+          `invalid configuration parameter name "worker_spi.nap"`
+        ]])
+      })
+    ))
+})

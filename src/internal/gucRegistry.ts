@@ -3,11 +3,14 @@
  * view.
  *
  * Protocol: every change goes through `plan` then `commit`. `plan` computes, for each parameter, what its
- * value would be from the current candidates (session > override > environment > files > default) and
- * whether the context allows the change, without changing any value (it only keeps two pieces of
- * bookkeeping up to date: `pending_restart` and the reset value); `commit` applies all planned changes at
- * once, publishes one new snapshot, then runs the assign hooks. So a reload either validates everything
+ * value would be from the current candidates (session > override > environment > external > files >
+ * default) and whether the context allows the change, without changing any value (it only keeps two pieces
+ * of bookkeeping up to date: `pending_restart` and the reset value); `commit` applies all planned changes
+ * at once, publishes one new snapshot, then runs the assign hooks. So a reload either validates everything
  * before applying anything, or (on a syntax error) never gets to `plan` at all.
+ *
+ * The external source (`server configuration`) is a map that a module outside the core replaces as a
+ * whole (`replaceExternal`); the core knows nothing of where it comes from. A reload keeps it as it is.
  *
  * @internal
  */
@@ -90,6 +93,9 @@ const withHint = <T extends object>(fields: T, hint: string | undefined): T & { 
 
 const fail = (reason: Guc.GucErrorReason) => new GucModule.GucError({ reason })
 
+/** The external source's name (`pg_settings.source`). */
+const EXTERNAL = "server configuration" satisfies Guc.Source
+
 const customName = /^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)+$/
 const builtinName = /^[A-Za-z_][A-Za-z0-9_$]*$/
 
@@ -117,6 +123,10 @@ export const make = (options: Guc.Options) =>
     const slots = new Map<string, Slot>()
     const reserved = new Set<string>()
     let fileCandidates = new Map<string, Candidate>()
+    /** The external source (`server configuration`), replaced as a whole by `replaceExternal`. */
+    let externalCandidates = new Map<string, Candidate>()
+    /** Errors about external values, so that the reload's summary names the right configuration. */
+    const externalErrors = new WeakSet<Guc.GucError>()
     const envCandidates = new Map<string, Candidate>()
     const overrideCandidates = new Map<string, Candidate>()
     const sessionCandidates = new Map<string, Candidate>()
@@ -159,11 +169,20 @@ export const make = (options: Guc.Options) =>
 
     const candidateFor = (name: string, includeSession: boolean): Candidate | undefined =>
       (includeSession ? sessionCandidates.get(name) : undefined) ?? overrideCandidates.get(name) ??
-        envCandidates.get(name) ?? fileCandidates.get(name)
+        envCandidates.get(name) ?? externalCandidates.get(name) ?? fileCandidates.get(name)
 
     // --- validation ---
 
     const evaluate = (
+      slot: Slot,
+      candidate: Candidate | undefined
+    ): { ok: true; value: unknown } | { ok: false; error: Guc.GucError } => {
+      const result = evaluateCandidate(slot, candidate)
+      if (!result.ok && candidate?.source === EXTERNAL) externalErrors.add(result.error)
+      return result
+    }
+
+    const evaluateCandidate = (
       slot: Slot,
       candidate: Candidate | undefined
     ): { ok: true; value: unknown } | { ok: false; error: Guc.GucError } => {
@@ -233,7 +252,10 @@ export const make = (options: Guc.Options) =>
           if (changed) pending.push(slot)
           continue
         }
-        if (changed || candidate?.source !== slot.source || candidate?.file !== slot.file) {
+        if (
+          changed || candidate?.source !== slot.source || candidate?.file !== slot.file ||
+          candidate?.line !== slot.line
+        ) {
           plans.push({ slot, value: evaluated.value, candidate, resetValue })
         } else {
           slot.resetValue = resetValue
@@ -272,6 +294,7 @@ export const make = (options: Guc.Options) =>
     /** Names in the candidates that no parameter has: errors, reserved-prefix refusals, or placeholders. */
     const unknownNames = (candidates: ReadonlyMap<string, Candidate>): Array<Guc.GucError> => {
       const errors: Array<Guc.GucError> = []
+      const external = candidates === externalCandidates
       for (const [name, c] of candidates) {
         if (slots.has(name)) continue
         const prefix = name.split(".")[0]!
@@ -296,6 +319,7 @@ export const make = (options: Guc.Options) =>
         }
         // otherwise a placeholder: adopted (or refused) when its parameter is defined
       }
+      if (external) for (const e of errors) externalErrors.add(e)
       return errors
     }
 
@@ -363,7 +387,7 @@ export const make = (options: Guc.Options) =>
         return { applied: false, changed: [], pendingRestart: [], errors: [read.failure] }
       }
       fileCandidates = read.success
-      const unknown = unknownNames(fileCandidates)
+      const unknown = [...unknownNames(fileCandidates), ...unknownNames(externalCandidates)]
       const { plans, errors, pending } = plan("reload")
       const changed = yield* commit(plans)
       for (const slot of pending) {
@@ -374,9 +398,7 @@ export const make = (options: Guc.Options) =>
       }
       const all = [...unknown, ...errors]
       yield* logErrors(all)
-      if (all.length > 0) {
-        yield* log("Warn", `configuration file "${configFile}" contains errors; unaffected changes were applied`)
-      }
+      if (all.length > 0) yield* log("Warn", `${withErrors(all)} contains errors; unaffected changes were applied`)
       return {
         applied: true,
         changed,
@@ -384,6 +406,53 @@ export const make = (options: Guc.Options) =>
         errors: all
       }
     })
+
+    /** What the reload's summary line names: the supervisor's file, or the external configuration's. */
+    const withErrors = (errors: ReadonlyArray<Guc.GucError>): string => {
+      if (configFile !== undefined && errors.some((e) => !externalErrors.has(e))) {
+        return `configuration file "${configFile}"`
+      }
+      const file = errors.map((e) => (e.reason as { file?: string }).file).find((f) => f !== undefined)
+      if (errors.every((e) => externalErrors.has(e))) {
+        return file === undefined ? EXTERNAL : `${EXTERNAL} file "${file}"`
+      }
+      return file === undefined ? "the configuration" : `configuration file "${file}"`
+    }
+
+    // --- the external source ---
+
+    const sameCandidates = (a: ReadonlyMap<string, Candidate>, b: ReadonlyMap<string, Candidate>): boolean => {
+      if (a.size !== b.size) return false
+      for (const [name, x] of a) {
+        const y = b.get(name)
+        if (y === undefined || y.raw !== x.raw || y.file !== x.file || y.line !== x.line) return false
+      }
+      return true
+    }
+
+    const replaceExternal = (settings: ReadonlyArray<Guc.ExternalSetting>): Effect.Effect<Guc.ExternalUpdate> =>
+      Effect.suspend(() => {
+        const next = new Map<string, Candidate>()
+        for (const s of settings) {
+          next.set(s.name, {
+            raw: s.value,
+            text: true,
+            source: EXTERNAL,
+            ...(s.file === undefined ? {} : { file: s.file }),
+            ...(s.line === undefined ? {} : { line: s.line })
+          })
+        }
+        if (sameCandidates(next, externalCandidates)) return Effect.succeed("unchanged")
+        externalCandidates = next
+        if (started) return Effect.succeed("stored")
+        // Before the supervisor started, the values apply at once, as they would have at start
+        // (`postmaster` parameters included); refusals are warnings, as the values are not ours to refuse.
+        const { plans, errors } = plan("start")
+        return logErrors([...unknownNames(externalCandidates), ...errors]).pipe(
+          Effect.andThen(commit(plans)),
+          Effect.as("applied")
+        )
+      })
 
     // --- settings ---
 
@@ -546,7 +615,7 @@ export const make = (options: Guc.Options) =>
         Effect.suspend(() => {
           reserved.add(prefix)
           const removed: Array<string> = []
-          for (const source of [fileCandidates, envCandidates, overrideCandidates]) {
+          for (const source of [fileCandidates, externalCandidates, envCandidates, overrideCandidates]) {
             for (const name of Array.from(source.keys())) {
               if (name.startsWith(`${prefix}.`) && !slots.has(name)) {
                 source.delete(name)
@@ -570,6 +639,8 @@ export const make = (options: Guc.Options) =>
       alterSystem,
       show: (name) => Effect.map(lookup(name), showValue),
       settings,
+      replaceExternal,
+      parameterNames: () => Array.from(slots.keys()),
       configProvider,
       markStarted: () => {
         started = true

@@ -9,4 +9,5 @@
 export * as ControlPlane from "./ControlPlane.ts"
 export * as DatabaseProbe from "./DatabaseProbe.ts"
 export * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
+export * as ServerSettings from "./ServerSettings.ts"
 export * as WorkerConnection from "./WorkerConnection.ts"
