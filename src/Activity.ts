@@ -69,8 +69,14 @@ export interface LastExit {
 export interface ActivityRow {
   readonly slot: number
   readonly generation: number
-  /** `null` unless running. */
+  /**
+   * `null` unless running. A database worker's pid is its session's backend pid (it joins
+   * `pg_stat_activity.pid`), and `null` until that session is open; other workers show their
+   * {@link incarnation}.
+   */
   readonly pid: number | null
+  /** The supervisor's own number for the running incarnation; `null` unless running. */
+  readonly incarnation: number | null
   readonly name: string
   readonly backendType: string
   readonly origin: "static" | "dynamic"

@@ -36,6 +36,7 @@ import type { Shmem, Supervisor } from "./internal/context.ts"
 import { CurrentWorker } from "./internal/context.ts"
 import type { ProcLatch } from "./ProcLatch.ts"
 import { InvalidDefinition } from "./SupervisorError.ts"
+import type { WorkerConnector } from "./WorkerConnector.ts"
 import type { WorkerHandle } from "./WorkerHandle.ts"
 
 export { CurrentWorker } from "./internal/context.ts"
@@ -170,8 +171,14 @@ export type Any = BackgroundWorker<any, any, any>
 export interface WorkerInfo {
   readonly name: string
   readonly type: string
-  /** The pid of this incarnation: a new one at every start. */
+  /**
+   * The pid of this incarnation: a new one at every start. For a database worker whose connector reports
+   * its session's backend pid (`WorkerConnector.SessionInfo`), that pid once the session is open (so it
+   * joins `pg_stat_activity.pid`); otherwise, and before that, the supervisor's own number ({@link incarnation}).
+   */
   readonly pid: number
+  /** The supervisor's own number for this incarnation, unique within the supervisor and never changing. */
+  readonly incarnation: number
   readonly handle: WorkerHandle
   readonly origin: "static" | "dynamic"
   /** The `extra` bytes given at registration (`bgw_extra`). */
@@ -192,6 +199,16 @@ export interface WorkerInfo {
 export type WorkerServices = CurrentWorker | Supervisor | Scope.Scope
 
 type Provided<Sh, Db> = WorkerServices | (Sh extends true ? Shmem : never) | (Db extends DatabaseOptions ? SqlClient : never)
+
+/**
+ * What a definition asks of whoever registers it, besides its `main`'s own requirements: a database worker
+ * needs a `WorkerConnector` (e.g. `WorkerConnection.layer()` from `effect-bgworker/pg`) to open its session,
+ * so a supervisor layer that preloads one does not compile until the connector is provided to it.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type Needs<Db> = [Db] extends [undefined] ? never : WorkerConnector
 
 type Capabilities<R, Sh, Db> =
   & ([Extract<R, Shmem>] extends [never] ? unknown
@@ -262,7 +279,7 @@ export const make = <
   const Db extends DatabaseOptions | undefined = undefined
 >(
   options: MakeOptions<A, E, R, Sh, Db> & Capabilities<R, Sh, Db>
-): BackgroundWorker<A, E, Exclude<R, Provided<Sh, Db>>> => ({
+): BackgroundWorker<A, E, Exclude<R, Provided<Sh, Db>> | Needs<Db>> => ({
   [TypeId]: undefined as any,
   name: options.name,
   type: options.type === undefined || options.type === "" ? options.name : options.type,

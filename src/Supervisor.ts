@@ -70,7 +70,7 @@ import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type { ActivityEvent, ActivityRow, WaitEventInfo } from "./Activity.ts"
+import type { ActivityEvent, ActivityRow, LastExit, WaitEventInfo } from "./Activity.ts"
 import * as BackgroundWorker from "./BackgroundWorker.ts"
 import * as DatabaseState from "./DatabaseState.ts"
 import * as Guc from "./Guc.ts"
@@ -78,6 +78,7 @@ import { Preload, Supervisor } from "./internal/context.ts"
 import * as internal from "./internal/postmaster.ts"
 import type { ShmemStruct } from "./Shmem.ts"
 import * as Errors from "./SupervisorError.ts"
+import type { WorkerConnector } from "./WorkerConnector.ts"
 import type { WorkerHandle, WorkerStatus } from "./WorkerHandle.ts"
 
 export { Supervisor } from "./internal/context.ts"
@@ -178,6 +179,11 @@ export interface SupervisorApi {
   launch(request: LaunchRequest): Effect.Effect<WorkerHandle, Errors.SupervisorError>
   status(handle: WorkerHandle): Effect.Effect<WorkerStatus>
   info(handle: WorkerHandle): Effect.Effect<Option.Option<ActivityRow>>
+  /**
+   * How the registration's last incarnation ended, while it is registered and, once forgotten, for the
+   * latest 1024 forgotten ones (what `could not start background process` can then name as its cause).
+   */
+  lastExit(handle: WorkerHandle): Effect.Effect<Option.Option<LastExit>>
   awaitStartup(handle: WorkerHandle): Effect.Effect<WorkerStatus>
   awaitShutdown(handle: WorkerHandle): Effect.Effect<WorkerStatus>
   changes(handle: WorkerHandle): Stream.Stream<WorkerStatus>
@@ -252,6 +258,11 @@ export interface Options<E = never, R = never> {
  * Closing the scope is not a shutdown: waiters get `PostmasterDied`. Call {@link shutdown} first for a clean
  * stop (`NodeSupervisor` does it on SIGTERM and SIGINT).
  *
+ * A preloaded worker or an entry point declared with `database` needs a `WorkerConnector` in this layer's
+ * context (`Layer.provide(WorkerConnection.layer())` from `effect-bgworker/pg`): the layer's type requires
+ * it, and without it building fails with `InvalidDefinition` (field `database`, with that hint) rather than
+ * starting a supervisor whose database workers could never run.
+ *
  * @category layers
  * @since 0.1.0
  */
@@ -321,6 +332,11 @@ export const make = <E = never, R = never>(
       ? undefined
       : Duration.fromInputUnsafe(options.abandonTimeout)
     const context = yield* Effect.context<never>()
+    // An entry point that asks for a session can only be launched with a connector in the supervisor's context.
+    for (const worker of entryPoints.values()) {
+      const missing = internal.noConnector(worker, context)
+      if (missing !== undefined) return yield* Errors.fail(missing)
+    }
     const postmaster = new internal.Postmaster({
       maxWorkerProcesses,
       restartAfterCrash: () => options.restartAfterCrash ?? settings.restartAfterCrash,
@@ -388,6 +404,13 @@ export const make = <E = never, R = never>(
  * Fails with `ShuttingDown` during a shutdown. The returned handle may already report `Stopped` if the
  * worker was quick.
  *
+ * A database worker (`database: {...}`) needs a `WorkerConnector` (`WorkerConnection.layer()` from
+ * `effect-bgworker/pg`) in the supervisor's context or the caller's: without one the registration fails
+ * with `InvalidDefinition` (field `database`, with that hint) and nothing is registered. Unlike the
+ * definition's other requirements it is not demanded from the caller's type, since the supervisor's layer
+ * usually holds it; a preload registration (`Preload.register`) does demand it, so a `Supervisor.layer`
+ * that preloads a database worker does not compile until the connector is provided to it.
+ *
  * @category registration
  * @since 0.1.0
  */
@@ -395,9 +418,15 @@ export const register = <A, E, R>(
   worker: BackgroundWorker.BackgroundWorker<A, E, R>,
   ...[argument, options]: void extends A ? [argument?: A, options?: { readonly extra?: Uint8Array | undefined }]
     : [argument: A, options?: { readonly extra?: Uint8Array | undefined }]
-): Effect.Effect<WorkerHandle, Errors.SupervisorError, Supervisor | R> =>
+): Effect.Effect<WorkerHandle, Errors.SupervisorError, Supervisor | Exclude<R, WorkerConnector>> =>
+  // A database worker's `WorkerConnector` may come from the supervisor's layer rather than the caller's
+  // context: it is checked when the worker is registered (`InvalidDefinition`, field `database`).
   Effect.flatMap(Effect.context<R>(), (context) =>
-    Supervisor.use((s) => s.register(worker, argument, options, context as Context.Context<never>)))
+    Supervisor.use((s) => s.register(worker, argument, options, context as Context.Context<never>))) as Effect.Effect<
+      WorkerHandle,
+      Errors.SupervisorError,
+      Supervisor | Exclude<R, WorkerConnector>
+    >
 
 /**
  * Launches a registered entry point by name with an encoded argument.

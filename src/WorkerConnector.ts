@@ -93,6 +93,21 @@ export class SessionLost extends Context.Service<SessionLost, Effect.Effect<neve
 ) {}
 
 /**
+ * A connector puts this into the context it returns from `connect` when the session is a server process of
+ * its own: `backendPid` is that process's pid (`pg_backend_pid()`). The worker then takes it as its pid
+ * everywhere (its status, the activity view, its log lines), as a PostgreSQL background worker's pid is
+ * its backend's, so it joins `pg_stat_activity.pid` and `pg_terminate_backend(pid)` reaches it. Until the
+ * session is open the worker counts as not yet started; without this service it is started once `connect`
+ * succeeds and keeps the supervisor's own number.
+ *
+ * @category services
+ * @since 0.2.0
+ */
+export class SessionInfo extends Context.Service<SessionInfo, { readonly backendPid: number }>()(
+  "effect-bgworker/WorkerConnector/SessionInfo"
+) {}
+
+/**
  * Opens workers' sessions, and checks launches made on someone's behalf.
  *
  * @category services

@@ -22,14 +22,15 @@
  * | `MarkGUCPrefixReserved("worker_spi")` | `Guc.reservePrefix("worker_spi")` in {@link init} |
  * | `RegisterBackgroundWorker` x `worker_spi.total_workers` | static workers `worker_spi worker N` (type `worker_spi`) |
  * | `bgw_library_name = "worker_spi"`, `bgw_function_name = "worker_spi_main"` | entry point `{ library: "worker_spi", function: "worker_spi_main" }` ({@link entryPoints}) |
- * | `worker_spi_launch(index, dboid, roleoid, flags)` | {@link launch} in TypeScript; `CALL worker_spi_launch(index, database, role, flags)` in SQL ({@link install}) |
+ * | `worker_spi_launch(index, dboid, roleoid, flags)` | {@link launch} in TypeScript; `SELECT worker_spi_launch(index, dboid, roleoid, flags)` (or with names) in SQL ({@link install}) |
  * | `bgw_main_arg` (the index) + `bgw_extra` (dboid, roleoid, flags) | one Schema-typed {@link Argument}: `{ index, database?, role?, flags? }` |
  * | `worker_spi_main` | {@link worker_spi_main} |
  * | `WaitEventExtensionNew("WorkerSpiMain")` | `ProcLatch.wait({ waitEvent: "WorkerSpiMain" })` |
  *
  * **Deliberate differences**
  *
- * - Databases and roles are passed by name, not by oid. A missing `database` or `role` falls back to
+ * - The {@link Argument} carries databases and roles by name, not by oid (SQL's `worker_spi_launch` takes
+ *   either, and resolves oids in the calling session). A missing `database` or `role` falls back to
  *   `worker_spi.database` / `worker_spi.role` as the worker starts (PostgreSQL's static workers do the same;
  *   `worker_spi_launch` resolves the parameters in the launching session, which reads the same values).
  * - The workers are clients of the server, through the `WorkerConnector` (`src/pg/WorkerConnection.ts`):
@@ -42,8 +43,9 @@
  * - The wait event `WorkerSpiMain` shows in this project's activity view (`Activity.snapshot`,
  *   `bgworker.activity`) and catalogue (`Activity.waitEvents`), not in the server's `pg_stat_activity`,
  *   where an idle client session always waits on `Client`/`ClientRead`.
- * - In SQL, `worker_spi_launch` is a procedure (`CALL worker_spi_launch(5)`): a launch through the control
- *   plane takes effect at commit, so it commits before it waits (see {@link install}).
+ * - A worker's pid is its session's backend pid, known once the session is open: a worker that cannot
+ *   connect never counts as started, so `worker_spi_launch` fails for it with `could not start background
+ *   process` and the cause, where PostgreSQL returns the pid of a process that then exits.
  * - {@link Argument} has one field PostgreSQL lacks, `schemaPrefix` (default `"schema"`), so that a schema
  *   name that needs quoting can be exercised.
  *
@@ -63,6 +65,7 @@ import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Spi from "../../src/Spi.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import type * as SupervisorError from "../../src/SupervisorError.ts"
+import type { WorkerConnector } from "../../src/WorkerConnector.ts"
 
 // --- Parameters (_PG_init's DefineCustom*Variable calls) ---
 
@@ -359,9 +362,8 @@ const run = (me: BackgroundWorker.WorkerInfo, argument: Argument) =>
  * @since 0.1.0
  */
 export const worker_spi_main = (argument: Argument) =>
-  Effect.flatMap(BackgroundWorker.current, (me) =>
-    // Log lines carry the backend type, as PostgreSQL's `%b` in log_line_prefix.
-    Effect.annotateLogs(run(me, argument), { worker: me.type }))
+  // The supervisor annotates every line with the worker's name, type and pid (log_line_prefix's %a %b %p).
+  Effect.flatMap(BackgroundWorker.current, (me) => run(me, argument))
 
 /** `BackgroundWorkerInitializeConnection(ByOid)`: the argument's database and role, else the parameters now. */
 const connection = (gucs: Guc.GucsApi, argument: Argument): BackgroundWorker.DatabaseOptions => {
@@ -402,7 +404,7 @@ export interface MakeOptions {
 export const make = (
   gucs: Guc.GucsApi,
   options: MakeOptions
-): BackgroundWorker.BackgroundWorker<Argument, SqlError | WorkerSpiError, Guc.Gucs> =>
+): BackgroundWorker.BackgroundWorker<Argument, SqlError | WorkerSpiError, Guc.Gucs | WorkerConnector> =>
   BackgroundWorker.make({
     name: options.name,
     type: options.type,
@@ -428,7 +430,7 @@ export const make = (
  * @category preload
  * @since 0.1.0
  */
-export const init: Effect.Effect<void, Guc.GucError, Preload.Preload | Guc.Gucs> = Effect.gen(function*() {
+export const init: Effect.Effect<void, Guc.GucError, Preload.Preload | Guc.Gucs | WorkerConnector> = Effect.gen(function*() {
   yield* Guc.define(Naptime)
   yield* Guc.define(Database)
   yield* Guc.define(Role)
@@ -543,39 +545,31 @@ export const launch = (
 export interface InstallOptions {
   /** The control plane's schema (`ControlPlane.layer({ schema })`). Default `"bgworker"`. */
   readonly controlPlane?: string | undefined
-  /** Where the procedure goes. Default `"public"`. */
+  /** Where the functions go. Default `"public"`. */
   readonly schema?: string | undefined
 }
 
 /**
- * The text of `worker_spi_launch` for SQL, a procedure over the control plane. See {@link install}.
+ * The statements of `worker_spi_launch` for SQL: PostgreSQL's signature, `worker_spi_launch(index int4,
+ * dboid oid DEFAULT 0, roleoid oid DEFAULT 0, flags text[] DEFAULT '{}') RETURNS int4`, and one taking names,
+ * `worker_spi_launch(index int4, database text, role text DEFAULT NULL, flags text[] DEFAULT '{}')`. Both
+ * are functions over the control plane's `start`. See {@link install}.
  *
  * @category sql
- * @since 0.1.0
+ * @since 0.2.0
  */
-export const launchProcedure = (options: InstallOptions = {}): string => {
+export const launchFunctions = (options: InstallOptions = {}): ReadonlyArray<string> => {
   const cp = quoteIdentifier(options.controlPlane ?? "bgworker")
   const schema = quoteIdentifier(options.schema ?? "public")
-  return `CREATE OR REPLACE PROCEDURE ${schema}.worker_spi_launch(
-  index int4,
-  database text DEFAULT NULL,
-  role text DEFAULT NULL,
-  flags text[] DEFAULT '{}',
-  INOUT pid int4 DEFAULT NULL)
-LANGUAGE plpgsql
-AS $worker_spi$
+  // One body for both forms: `database` and `role` are names (NULL: the parameter, at the worker's start).
+  const body = (resolve: string) => `
 DECLARE
   flag text;
-  handle bigint;
-  msg text;
-  code text;
-  det text;
-  hnt text;
+  database text;
+  role text;
 BEGIN
-  pid := NULL;
-  -- worker_spi_launch is STRICT: a NULL index or flags array gives NULL without launching anything.
   IF index IS NULL OR flags IS NULL THEN
-    RETURN;
+    RETURN NULL;
   END IF;
   IF pg_catalog.array_ndims(flags) > 1 THEN
     RAISE EXCEPTION 'flags array must be one-dimensional' USING ERRCODE = 'array_subscript_error';
@@ -588,43 +582,58 @@ BEGIN
       RAISE EXCEPTION 'incorrect flag value found in array' USING ERRCODE = 'invalid_parameter_value';
     END IF;
   END LOOP;
-  -- worker_spi takes oids, so a missing database or role fails in the caller's cast ('x'::regdatabase).
-  IF database IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_database d WHERE d.datname = database) THEN
-    RAISE EXCEPTION 'database "%" does not exist', database USING ERRCODE = '3D000';
-  END IF;
-  IF role IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = role) THEN
-    RAISE EXCEPTION 'role "%" does not exist', role USING ERRCODE = 'undefined_object';
-  END IF;
-  handle := ${cp}.launch('${library}', '${mainFunction}', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+${resolve}
+  RETURN ${cp}.start('${library}', '${mainFunction}', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
     'index', index,
     'database', database,
     'role', role,
     'flags', CASE WHEN pg_catalog.cardinality(flags) = 0 THEN NULL ELSE pg_catalog.to_jsonb(flags) END)),
     'worker_spi dynamic worker ' || index, 'worker_spi dynamic');
-  -- The launch takes effect at commit: commit it, then wait in a new transaction.
-  COMMIT;
-  LOOP
-    BEGIN
-      pid := ${cp}.wait_for_startup(handle);
-      RETURN;
-    EXCEPTION WHEN query_canceled OR insufficient_resources THEN
-      GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, code = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL,
-                              hnt = PG_EXCEPTION_HINT;
-      IF msg NOT LIKE '%pending%' THEN
-        RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = code, DETAIL = det, HINT = hnt;
-      END IF;
-    END;
-    -- Still queued (no supervisor attached, or not reached in time): withdraw it, so that the failure is
-    -- final, as worker_spi_launch's is. If a supervisor claimed it meanwhile, wait for its outcome.
-    IF ${cp}.cancel(handle) THEN
-      COMMIT;
-      RAISE EXCEPTION 'could not start background process'
-        USING ERRCODE = 'insufficient_resources', DETAIL = msg || '; the launch was withdrawn.',
-              HINT = 'More details may be available in the server log.';
+END`
+  return [
+    // 0.1 installed a procedure of that name: functions and procedures share one namespace.
+    `DROP PROCEDURE IF EXISTS ${schema}.worker_spi_launch(int4, text, text, text[], int4)`,
+    `CREATE OR REPLACE FUNCTION ${schema}.worker_spi_launch(
+  index int4,
+  dboid oid DEFAULT 0,
+  roleoid oid DEFAULT 0,
+  flags text[] DEFAULT '{}')
+RETURNS pg_catalog.int4 STRICT
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $worker_spi$${body(`  -- 0: worker_spi.database / worker_spi.role, read by the worker as it starts.
+  IF dboid <> 0 THEN
+    SELECT d.datname INTO database FROM pg_catalog.pg_database d WHERE d.oid = dboid;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'database % does not exist', dboid USING ERRCODE = 'invalid_catalog_name';
     END IF;
-  END LOOP;
-END
+  END IF;
+  IF roleoid <> 0 THEN
+    SELECT r.rolname INTO role FROM pg_catalog.pg_roles r WHERE r.oid = roleoid;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'role with OID % does not exist', roleoid USING ERRCODE = 'undefined_object';
+    END IF;
+  END IF;`)}
+$worker_spi$`,
+    `CREATE OR REPLACE FUNCTION ${schema}.worker_spi_launch(
+  index int4,
+  db_name text,
+  role_name text DEFAULT NULL,
+  flags text[] DEFAULT '{}')
+RETURNS pg_catalog.int4
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $worker_spi$${body(`  -- What worker_spi's callers meet in their 'x'::regdatabase and 'x'::regrole casts.
+  IF db_name IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_database d WHERE d.datname = db_name) THEN
+    RAISE EXCEPTION 'database "%" does not exist', db_name USING ERRCODE = 'invalid_catalog_name';
+  END IF;
+  IF role_name IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = role_name) THEN
+    RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+  END IF;
+  database := db_name;
+  role := role_name;`)}
 $worker_spi$`
+  ]
 }
 
 /**
@@ -632,30 +641,40 @@ $worker_spi$`
  * `CREATE OR REPLACE`, under a transaction-scoped advisory lock so that concurrent installs queue.
  *
  * ```sql
- * CALL worker_spi_launch(5);                                   -- pid | 4321
- * CALL worker_spi_launch(10, 'mydb', 'myrole');                -- names, not oids
- * CALL worker_spi_launch(13, 'mydb', 'nologrole', '{ROLELOGINCHECK}');
+ * SELECT worker_spi_launch(5);                                 -- 4321: the worker's backend pid
+ * SELECT worker_spi_launch(10, 16384, 16385);                  -- database and role oids, as in PostgreSQL
+ * SELECT worker_spi_launch(10, 'mydb', 'myrole');              -- or their names
+ * SELECT worker_spi_launch(13, 'mydb', 'nologrole', '{ROLELOGINCHECK}');
+ * SELECT pg_terminate_backend(worker_spi_launch(6));           -- the pid is a real backend's
  * ```
  *
  * **Details**
  *
- * A procedure, not a function: a launch through the control plane (`bgworker.launch`) takes effect when
- * its transaction commits, so a function could never wait for its own worker. The procedure launches,
- * `COMMIT`s, then waits with `bgworker.wait_for_startup`, and returns the pid in its `pid` column, NULL
- * when no slot was free; it raises `could not start background process` when the worker stopped first,
- * and when the launch was still queued at the timeout or with no supervisor attached: it then withdraws it
- * (`bgworker.cancel`) first, so that, as with PostgreSQL's function, a failed launch never starts later.
- * It validates like worker_spi (`flags array must be one-dimensional`, `flags array must not contain
- * nulls`, `incorrect flag value found in array`, and the missing database or role that worker_spi's
- * callers meet in their `regdatabase`/`regrole` casts).
+ * As PostgreSQL's function: launches `worker_spi dynamic worker <index>` (type `worker_spi dynamic`), waits
+ * until it has started and returns its pid, which is the backend pid of the worker's session (it joins
+ * `pg_stat_activity.pid`); NULL when no slot was free. A database or role oid of 0 means
+ * `worker_spi.database` / `worker_spi.role`, read by the worker as it starts. It raises `could not start
+ * background process` (hint `More details may be available in the server log.`, the cause in the detail)
+ * when the worker stopped before its session opened (a database that does not accept connections, a role
+ * that may not log in), and when the launch was still queued at the timeout or with no supervisor attached
+ * (it then withdraws it first, so that a failed launch never starts later). It validates like worker_spi
+ * (`flags array must be one-dimensional`, `flags array must not contain nulls`, `incorrect flag value found
+ * in array`).
+ *
+ * How it can return the pid: the control plane's `bgworker.start` commits the launch on a session of its
+ * own (dblink, over the loopback connection the supervisor checks when it attaches), so the supervisor
+ * sees it while the caller's statement still runs. Where that session is not available (no dblink, or no
+ * loopback: see `ControlPlane.layer({ loopback })`; the supervisor logs why at start), the launch takes
+ * effect when the caller's transaction commits and the function returns NULL with a notice naming the
+ * handle: `SELECT bgworker.wait_for_startup(<handle>)` after the commit gives the pid.
  *
  * **Gotchas**
  *
- * - `CALL` must run outside an explicit transaction block (`BEGIN; CALL ...` fails with `invalid
- *   transaction termination`), as any procedure that commits.
- * - Workers launched this way are named `worker_spi dynamic worker N` through `bgworker.launch`'s `name`
- *   argument, as PostgreSQL's launcher sets `bgw_name`.
- * - The caller needs `EXECUTE` on `bgworker.launch`, that is membership in `bgworker_launcher`
+ * - A launch is committed even if the calling transaction rolls back (PostgreSQL's is too: a registered
+ *   background worker is not transactional). The wait needs READ COMMITTED only for the fallback.
+ * - Workers launched this way run as the role that called `worker_spi_launch`, unless it names a role that
+ *   caller could `SET ROLE` to (PostgreSQL runs them as any role given).
+ * - The caller needs `EXECUTE` on `bgworker.start`, that is membership in `bgworker_launcher`
  *   (worker_spi_launch has no such check).
  * - Needs the control plane's schema, installed by `ControlPlane.layer()`.
  *
@@ -667,6 +686,6 @@ export const install = (options: InstallOptions = {}): Effect.Effect<void, SqlEr
     const sql = yield* SqlClient
     yield* sql.withTransaction(Effect.gen(function*() {
       yield* sql`SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('worker_spi install'))`
-      yield* sql.unsafe(launchProcedure(options))
+      for (const statement of launchFunctions(options)) yield* sql.unsafe(statement)
     }))
   })

@@ -52,7 +52,7 @@ import type { LaunchRequest, ShutdownMode, SupervisorApi, SupervisorState, Worke
 import * as Errors from "../SupervisorError.ts"
 import * as Handle from "../WorkerHandle.ts"
 import { CurrentWorker, Preload, Shmem, Supervisor } from "./context.ts"
-import { SessionLost, WorkerConnector } from "../WorkerConnector.ts"
+import { SessionInfo, SessionLost, WorkerConnector } from "../WorkerConnector.ts"
 import { escape, escapeBounded } from "./logText.ts"
 import { Proc, type ProcHost } from "./proc.ts"
 
@@ -286,7 +286,10 @@ export class Postmaster implements SupervisorApi, ProcHost {
   statusOf(reg: Reg | undefined, handle: Handle.WorkerHandle): Handle.WorkerStatus {
     if (this.state === "dead") return Handle.PostmasterDied
     if (reg === undefined || reg.generation !== handle.generation) return Handle.Stopped
-    if (reg.phase === "running") return Handle.Started(reg.proc!.pid)
+    if (reg.phase === "running") {
+      // A database worker starts when its session opens: its pid is then the session's backend pid.
+      return reg.proc!.awaitingSession ? Handle.NotYetStarted : Handle.Started(reg.proc!.pid)
+    }
     if (reg.phase === "pending" && !reg.everStarted) return Handle.NotYetStarted
     return Handle.Stopped
   }
@@ -359,7 +362,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
     return {
       slot: reg.slot,
       generation: reg.generation,
-      pid: p?.pid ?? null,
+      pid: p === undefined || p.awaitingSession ? null : p.pid,
+      incarnation: p?.incarnation ?? null,
       name: reg.def.name,
       backendType: reg.def.type,
       origin: reg.origin,
@@ -436,14 +440,13 @@ export class Postmaster implements SupervisorApi, ProcHost {
       this.prepare(def, argument, options?.extra),
       // The worker runs with the supervisor's services (its layer's: a connector, the GUC registry, ...) and,
       // on top, the registrant's (which satisfy the definition's own requirements).
-      (encoded) =>
-        this.registerPrepared(
-          def,
-          encoded,
-          options?.extra,
-          this.workerContext(context),
-          undefined
-        )
+      (encoded) => {
+        const merged = this.workerContext(context)
+        const missing = noConnector(def, merged)
+        return missing !== undefined
+          ? Effect.fail(Errors.fail(missing))
+          : this.registerPrepared(def, encoded, options?.extra, merged, undefined)
+      }
     )
   }
 
@@ -541,18 +544,10 @@ export class Postmaster implements SupervisorApi, ProcHost {
     argument: unknown,
     caller: string | undefined
   ): Effect.Effect<BackgroundWorker.Any, Errors.SupervisorError> {
+    const missing = noConnector(def, this.context)
+    if (missing !== undefined) return Effect.fail(Errors.fail(missing))
     if (caller === undefined || def.database === undefined) return Effect.succeed(def)
-    const connector = Context.getOrUndefined(this.context, WorkerConnector)
-    if (connector === undefined) {
-      return Effect.fail(Errors.fail(
-        new Errors.InvalidDefinition({
-          worker: def.name,
-          field: "database",
-          detail: "database connection requested, but no WorkerConnector is installed",
-          hint: "Provide a connector to the supervisor layer, e.g. WorkerConnection.layer() from effect-bgworker/pg."
-        })
-      ))
-    }
+    const connector = Context.getOrUndefined(this.context, WorkerConnector)!
     const options = def.databaseFor === undefined ? def.database : { ...def.database, ...def.databaseFor(argument) }
     return connector.authorize({ caller, worker: def.name, options }).pipe(
       Effect.map((pinned): BackgroundWorker.Any => ({ ...def, database: pinned, databaseFor: undefined })),
@@ -602,6 +597,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
       reg.encodedArgument,
       reg.def
     )
+    // Known before the fiber runs, so that the status published below already says "not yet started".
+    proc.awaitingSession = this.startsWithSession(reg)
     reg.proc = proc
     reg.phase = "running"
     reg.everStarted = true
@@ -618,8 +615,29 @@ export class Postmaster implements SupervisorApi, ProcHost {
       proc.fiber = fiber as Fiber.Fiber<void, unknown>
       this.live.add(proc)
       fiber.addObserver((exit) => this.onExit(reg, proc, exit as Exit.Exit<void, unknown>))
-      return this.body(reg, proc)
+      // Every line the worker logs says who wrote it (log_line_prefix's %a, %b and %p).
+      return Effect.annotateLogs(this.body(reg, proc), { worker: proc.name, type: proc.type, pid: proc.pid })
     }))
+  }
+
+  /** Whether the incarnation about to start opens a database session before its `main` runs. */
+  private startsWithSession(reg: Reg): boolean {
+    const name = reg.lazyEntryPoint
+    const def = name === undefined ? reg.def : this.options.entryPoints.get(BackgroundWorker.entryPointKey(name))
+    return def?.database !== undefined
+  }
+
+  /** The worker's session is open: the incarnation has started, under its backend's pid. */
+  private sessionOpened(reg: Reg, proc: Proc, backendPid: number | undefined): void {
+    if (proc.endReason !== undefined || reg.proc !== proc) return
+    this.begin()
+    try {
+      proc.backendPid = backendPid
+      proc.awaitingSession = false
+      this.changed(reg)
+    } finally {
+      this.end()
+    }
   }
 
   private body(reg: Reg, proc: Proc): Effect.Effect<void, unknown> {
@@ -648,10 +666,12 @@ export class Postmaster implements SupervisorApi, ProcHost {
               message: escape(e.hint === undefined ? e.message : `${e.message} (hint: ${e.hint})`)
             })),
           (session) => {
+            this.sessionOpened(reg, proc, Context.getOrUndefined(session, SessionInfo)?.backendPid)
             proc.report("idle", undefined)
-            const main = Effect.updateContext(
-              worker.main(argument),
-              (c: Context.Context<never>) => Context.merge(c, session)
+            const main = Effect.annotateLogs(
+              Effect.updateContext(worker.main(argument), (c: Context.Context<never>) => Context.merge(c, session)),
+              "pid",
+              proc.pid
             )
             // A session that ends under the worker ends the worker, napping or not (exit 1: its policy applies).
             const lost = Context.getOrUndefined(session, SessionLost)
@@ -798,8 +818,15 @@ export class Postmaster implements SupervisorApi, ProcHost {
   }
 
   /** Frees the slot (`ForgetBackgroundWorker`); waiters see `Stopped`. */
+  /** How forgotten registrations last ended, by handle, for {@link lastExit}: the latest 1024. */
+  private readonly recentExits = new Map<string, LastExit>()
+
   private forget(reg: Reg): void {
     if (this.slots[reg.slot] !== reg) return
+    if (reg.lastExit !== undefined) {
+      this.recentExits.set(`${reg.slot}:${reg.generation}`, reg.lastExit)
+      if (this.recentExits.size > 1024) this.recentExits.delete(this.recentExits.keys().next().value!)
+    }
     if (reg.timer !== undefined) reg.timer.interruptUnsafe()
     this.slots[reg.slot] = undefined
     this.freeSlots.push(reg.slot)
@@ -1158,6 +1185,15 @@ export class Postmaster implements SupervisorApi, ProcHost {
     return Effect.sync(() => this.statusOf(this.slots[handle.slot], handle))
   }
 
+  lastExit(handle: Handle.WorkerHandle): Effect.Effect<Option.Option<LastExit>> {
+    return Effect.sync(() => {
+      const reg = this.lookup(handle)
+      return Option.fromNullishOr(
+        reg === undefined ? this.recentExits.get(`${handle.slot}:${handle.generation}`) : reg.lastExit
+      )
+    })
+  }
+
   info(handle: Handle.WorkerHandle): Effect.Effect<Option.Option<ActivityRow>> {
     return Effect.sync(() => {
       const reg = this.lookup(handle)
@@ -1407,7 +1443,13 @@ export class Postmaster implements SupervisorApi, ProcHost {
     })
   }
 
-  registerStatic(pending: ReadonlyArray<StaticRegistration>): Effect.Effect<void> {
+  registerStatic(pending: ReadonlyArray<StaticRegistration>): Effect.Effect<void, Errors.SupervisorError> {
+    // A database worker without a connector is a mistake in the program, not in one registration: the
+    // supervisor does not start (instead of running on without it, as it does for an invalid definition).
+    for (const s of pending) {
+      const missing = noConnector(s.worker, s.context)
+      if (missing !== undefined) return Effect.fail(Errors.fail(missing))
+    }
     return Effect.forEach(pending, (s) =>
       Effect.matchEffect(this.prepare(s.worker, s.argument, s.extra), {
         onFailure: (error) =>
@@ -1439,6 +1481,26 @@ export class Postmaster implements SupervisorApi, ProcHost {
     if (this.state === "running") this.startPending()
   }
 }
+
+/**
+ * Why a database worker cannot be registered in `context`: it asks for a session and no `WorkerConnector`
+ * is there to open one. `undefined` when it can.
+ *
+ * @internal
+ */
+export const noConnector = (
+  def: BackgroundWorker.Any,
+  context: Context.Context<never>
+): Errors.InvalidDefinition | undefined =>
+  def?.database === undefined || Context.getOrUndefined(context, WorkerConnector) !== undefined
+    ? undefined
+    : new Errors.InvalidDefinition({
+      worker: escape(String(def.name)),
+      field: "database",
+      detail: "database connection requested, but no WorkerConnector is installed",
+      hint: "Provide WorkerConnection.layer() from effect-bgworker/pg to the supervisor's layer " +
+        "(Supervisor.layer(...).pipe(Layer.provide(WorkerConnection.layer()))), or another WorkerConnector."
+    })
 
 /** Whether two statuses say the same (the status stream skips repeats). */
 const sameStatus = (a: Handle.WorkerStatus, b: Handle.WorkerStatus): boolean =>

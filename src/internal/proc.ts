@@ -5,6 +5,10 @@
  * A `Proc` is created when the supervisor starts a worker and dropped when that incarnation ends; a restart
  * makes a new one with a new pid. It is the `CurrentWorker` service of that incarnation.
  *
+ * Two numbers: `incarnation`, the supervisor's own counter, and `pid`, which is the incarnation until a
+ * database worker's session opens and the backend pid of that session from then on (a PostgreSQL
+ * background worker's pid is its backend's). A database worker does not count as started before that.
+ *
  * Interrupt protocol (as `die()` and `SignalHandlerForConfigReload` do): a requester sets a flag, then sets
  * the latch. The worker acts on the flag at its next wait or `Interrupts.check`. `holdCount > 0` (inside
  * `Interrupts.holdInterrupts`) defers a terminate request until the region ends.
@@ -55,7 +59,12 @@ export class Proc implements BackgroundWorker.WorkerInfo {
   readonly host: ProcHost
   readonly name: string
   readonly type: string
-  readonly pid: number
+  /** The supervisor's number for this incarnation: never reused, never changes. */
+  readonly incarnation: number
+  /** The server's pid of the worker's own session, once it is open. */
+  backendPid: number | undefined = undefined
+  /** A database worker whose session is not open yet: not started, as its status and view say. */
+  awaitingSession = false
   readonly handle: WorkerHandle
   readonly origin: "static" | "dynamic"
   readonly extra: Uint8Array | undefined
@@ -65,7 +74,7 @@ export class Proc implements BackgroundWorker.WorkerInfo {
     host: ProcHost,
     name: string,
     type: string,
-    pid: number,
+    incarnation: number,
     handle: WorkerHandle,
     origin: "static" | "dynamic",
     extra: Uint8Array | undefined,
@@ -75,7 +84,7 @@ export class Proc implements BackgroundWorker.WorkerInfo {
     this.host = host
     this.name = name
     this.type = type
-    this.pid = pid
+    this.incarnation = incarnation
     this.handle = handle
     this.origin = origin
     this.extra = extra
@@ -83,6 +92,11 @@ export class Proc implements BackgroundWorker.WorkerInfo {
     this.definition = definition
     this.backendStart = host.clock.currentTimeMillisUnsafe()
     this.stateChange = this.backendStart
+  }
+
+  /** The worker's pid: its session's backend pid once it has one, else its incarnation number. */
+  get pid(): number {
+    return this.backendPid ?? this.incarnation
   }
 
   report(state: BackendState, query: string | undefined): void {

@@ -11,7 +11,8 @@
  * | function | does |
  * |---|---|
  * | `bgworker.launch(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL, type text DEFAULT NULL) RETURNS bigint` | asks for a launch (`name`/`type` are `bgw_name`/`bgw_type`, else the entry point's); returns the handle |
- * | `bgworker.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer` | the pid; NULL when no slot was free |
+ * | `bgworker.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer` | the pid (a database worker's backend pid); NULL when no slot was free |
+ * | `bgworker.start(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL, type text DEFAULT NULL, timeout interval DEFAULT '10 seconds') RETURNS integer` | `launch` committed at once on a session of its own, then `wait_for_startup`: the pid, in one call, inside any transaction (see below) |
  * | `bgworker.cancel(handle bigint) RETURNS boolean` | withdraws a launch no supervisor has claimed yet: true when it will never start |
  * | `bgworker.terminate(handle bigint) RETURNS void` | `Supervisor.terminate` |
  * | `bgworker.set_latch(handle bigint) RETURNS void` | `Supervisor.setLatch` |
@@ -67,6 +68,16 @@
  *   the launching transaction it fails with `cannot wait for a background worker launched in the same
  *   transaction` (SQLSTATE 25001). In autocommit, `SELECT bgworker.launch(...)` and then
  *   `SELECT bgworker.wait_for_startup(...)` behaves like `worker_spi_launch`.
+ * - `start` is the exception, and what `worker_spi_launch` is built on: it commits the launch on a session
+ *   of its own, opened with dblink as the schema's owner (the `loopback` option; the caller's identity is
+ *   passed by the function itself, never by the caller, to an internal `_launch` only the owner may call),
+ *   so that `SELECT start(...)` returns the pid like PostgreSQL's function, whatever the caller's
+ *   transaction does afterwards. Without that session (no dblink, `loopback: false`, a loopback login
+ *   refused; the supervisor logs which at attach) it launches in the caller's transaction and returns
+ *   NULL with a notice naming the handle.
+ * - A worker's pid is its session's backend pid for a database worker (it joins `pg_stat_activity.pid`),
+ *   the supervisor's own number otherwise; `bgworker.activity.incarnation` is the supervisor's number for
+ *   every worker.
  * - `wait_for_startup` polls the request row (every 5 ms) and needs READ COMMITTED: under REPEATABLE READ
  *   or SERIALIZABLE its snapshot never sees the outcome, and it times out.
  * - A handle is a `bigint` that outlives the session, and any role with the right privileges may use it.
@@ -175,6 +186,18 @@ export interface Options {
   readonly pollInterval?: Duration.Input | undefined
   /** The shortest time between two writes of a view (bursts of changes are coalesced). Default 50 ms. */
   readonly publishInterval?: Duration.Input | undefined
+  /**
+   * How `start` (and so `worker_spi_launch`) commits a launch at once, on a session of its own: a libpq
+   * connection string dblink opens as the schema's owner on this database; `false` for never (launches
+   * through `start` then take effect at the caller's commit, and it returns NULL with a notice). Default:
+   * derived from `EmbeddedPostgres.PgServer` (an embedded server's owner-only socket; a URL's host, port,
+   * user and password, the password then being kept in the private `_config` table), checked once when the
+   * supervisor attaches. dblink is created, in a schema `<schema>_dblink` closed to `PUBLIC`, when it is
+   * missing and the role may create it.
+   *
+   * @since 0.2.0
+   */
+  readonly loopback?: string | false | undefined
 }
 
 /**
@@ -200,7 +223,8 @@ const resolve = (options: Options): Effect.Effect<internal.ResolvedOptions> =>
       maxArgumentBytes,
       retention: Duration.fromInputUnsafe(options.retention ?? "24 hours"),
       pollInterval: Duration.fromInputUnsafe(options.pollInterval ?? "1 second"),
-      publishInterval: Duration.fromInputUnsafe(options.publishInterval ?? "50 millis")
+      publishInterval: Duration.fromInputUnsafe(options.publishInterval ?? "50 millis"),
+      loopback: options.loopback
     })
   })
 

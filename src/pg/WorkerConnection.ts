@@ -58,7 +58,7 @@ import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { DatabaseOptions, WorkerInfo } from "../BackgroundWorker.ts"
 import { PermissionDenied } from "../SupervisorError.ts"
-import { type AuthorizeRequest, SessionLost, WorkerConnectionError, WorkerConnector } from "../WorkerConnector.ts"
+import { type AuthorizeRequest, SessionInfo, SessionLost, WorkerConnectionError, WorkerConnector } from "../WorkerConnector.ts"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import { PgServer, quoteIdentifier } from "./EmbeddedPostgres.ts"
@@ -386,15 +386,24 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
             }
           }
           // Connect now, so a failure is a failed start rather than the first query's error.
-          yield* client`SELECT 1`.pipe(Effect.mapError((e) => fail(serverText(e))))
+          // Its backend's pid becomes the worker's pid, so the worker joins pg_stat_activity.pid.
+          const [backend] = yield* client<{ pid: number }>`SELECT pg_catalog.pg_backend_pid() AS pid`.pipe(
+            Effect.mapError((e) => fail(serverText(e)))
+          )
           const lost = Effect.flatMap(watch.ended, (end) =>
             Effect.andThen(
               end.code === "57P02" ? crashNoticed : Effect.void,
-              Effect.fail(fail(`the worker's database session ended: ${end.message}`))
+              Effect.fail(fail(
+                // pg_terminate_backend(pid): what a background worker's die() reports, in its words.
+                end.code === "57P01"
+                  ? `terminating background worker "${worker.type}" due to administrator command`
+                  : `the worker's database session ended: ${end.message}`
+              ))
             ))
           return Context.make(SqlClient, client as SqlClient).pipe(
             Context.add(PgClient.PgClient, client),
-            Context.add(SessionLost, lost)
+            Context.add(SessionLost, lost),
+            Context.add(SessionInfo, { backendPid: backend!.pid })
           )
         })
 

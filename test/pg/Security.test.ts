@@ -244,7 +244,7 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
           "CREATE TRIGGER t BEFORE DELETE ON schema77.counted FOR EACH ROW EXECUTE FUNCTION schema77.f()"
         ]
       ) yield* runAs(mallory, statement, malldb)
-      const [called] = yield* runAs(mallory, `CALL worker_spi_launch(77, '${malldb}')`)
+      const [called] = yield* runAs(mallory, `SELECT worker_spi_launch(77, '${malldb}') AS pid`)
       assert.isNumber((called as { pid: number | null }).pid)
       // The worker runs as mallory on malldb; its first cycle fires the trigger, which fails.
       yield* PgTest.eventually("the worker's cycle to fail", logged("permission denied to alter role"))
@@ -282,7 +282,7 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       assert.strictEqual((yield* Activity.snapshot).length, before)
       assert.isTrue(yield* logged(`request ${handle} by role "${mallory}"`))
       // worker_spi_launch with a role argument raises the same.
-      const viaCall = yield* Effect.result(runAs(mallory, `CALL worker_spi_launch(80, NULL, '${server.user}')`))
+      const viaCall = yield* Effect.result(runAs(mallory, `SELECT worker_spi_launch(80, NULL, '${server.user}')`))
       assert.strictEqual(failureOf(viaCall).code, "42501")
     }))
 

@@ -1,7 +1,7 @@
 /**
  * worker_spi against a real PostgreSQL: the library in examples/worker_spi/worker_spi.ts, driven the way
  * PostgreSQL's TAP test t/001_worker_spi.pl drives the C module, plus the behaviour worker_spi.c implies
- * (lost deltas, restarts, quoting) and the SQL `worker_spi_launch` procedure over the control plane.
+ * (lost deltas, restarts, quoting) and the SQL `worker_spi_launch` function over the control plane, in the forms the TAP test types.
  *
  * Databases and roles carry a per-run suffix (`mydb_<suffix>`): roles are cluster-wide, and a shared
  * `DATABASE_URL` server may run other suites at the same time.
@@ -18,6 +18,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
 import { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
 import * as WorkerSpi from "../../examples/worker_spi/worker_spi.ts"
 import * as Activity from "../../src/Activity.ts"
@@ -68,7 +69,8 @@ const Suite = cleanup.pipe(Layer.provideMerge(PgTest.layer({ prefix: "wspi" })))
  */
 const withWorkerSpi = (
   settings: Readonly<Record<string, unknown>> = {},
-  connection: WorkerConnection.Options = {}
+  connection: WorkerConnection.Options = {},
+  controlPlane: ControlPlane.Options = {}
 ) =>
 <A, E, R>(body: Effect.Effect<A, E, R>) =>
   Effect.gen(function*() {
@@ -81,7 +83,7 @@ const withWorkerSpi = (
     }
     const supervisor = Layer.unwrap(Effect.map(WorkerSpi.entryPoints, (entryPoints) =>
       Supervisor.layer({ preload: [WorkerSpi.init], entryPoints, shutdownTimeout: "2 seconds" })))
-    const stack = ControlPlane.layer({ pollInterval: "200 millis" }).pipe(
+    const stack = ControlPlane.layer({ pollInterval: "200 millis", ...controlPlane }).pipe(
       Layer.provideMerge(supervisor),
       Layer.provideMerge(Guc.layer({ overrides })),
       Layer.provide(WorkerConnection.layer({
@@ -146,10 +148,10 @@ const sessionsNamed = (applicationName: string) =>
   )
 
 
-/** `CALL worker_spi_launch(...)`: the pid column. */
+/** `SELECT worker_spi_launch(...)`, as typed in psql: the pid. */
 const callLaunch = (args: string) =>
   SqlClient.use((sql) =>
-    Effect.map(sql.unsafe<{ pid: number | null }>(`CALL worker_spi_launch(${args})`), (rows) => rows[0]!.pid)
+    Effect.map(sql.unsafe<{ pid: number | null }>(`SELECT worker_spi_launch(${args}) AS pid`), (rows) => rows[0]!.pid)
   )
 
 const ensureDatabase = (name: string, options = "") =>
@@ -446,9 +448,9 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       assert.strictEqual(yield* Guc.show("worker_spi.naptime"), "1")
     })))
 
-  // --- SQL: CALL worker_spi_launch over the control plane ---
+  // --- SQL: SELECT worker_spi_launch over the control plane ---
 
-  it.effect("CALL worker_spi_launch(index) returns the pid of a running worker, which folds deltas", () =>
+  it.effect("SELECT worker_spi_launch(index) returns the backend pid of a running worker, which folds deltas", () =>
     withWorkerSpi()(Effect.gen(function*() {
       const sql = yield* SqlClient
       yield* WorkerSpi.install()
@@ -464,11 +466,112 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       yield* PgTest.eventually("the delta to be folded", Effect.map(deltasLeft("schema20.counted"), (n) => n === 0))
       assert.deepStrictEqual(yield* contents("schema20.counted"), ["total|1"])
       // Named arguments, a database and a role by name.
-      const other = yield* callLaunch(`21, database => current_database(), flags => '{ROLELOGINCHECK}'`)
+      const other = yield* callLaunch(`21, db_name => current_database(), flags => '{ROLELOGINCHECK}'`)
       assert.isNumber(other)
     })))
 
-  it.effect("CALL worker_spi_launch validates like worker_spi: flags, dimensions, nulls, unknown names", () =>
+  // --- as typed in psql: the TAP test's forms, pids that join pg_stat_activity ---
+
+  /** One statement sent as psql sends it (the simple query protocol, no parameters). */
+  const typed = (text: string) =>
+    SqlClient.use((sql) =>
+      Effect.scoped(Effect.flatMap(sql.reserve, (conn) => conn.executeUnprepared(text, [], undefined)))
+    ) as Effect.Effect<ReadonlyArray<Record<string, unknown>>, SqlError, SqlClient>
+  const oidOf = (catalog: "pg_database" | "pg_roles", name: string) =>
+    Effect.map(
+      typed(`SELECT oid::int AS oid FROM ${catalog} WHERE ${catalog === "pg_database" ? "datname" : "rolname"} = '${name}'`),
+      (rows) => rows[0]!["oid"] as number
+    )
+
+  it.effect("the talk's demo line, SELECT worker_spi_launch(2), returns the backend pid of the worker's session", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      yield* WorkerSpi.install()
+      const [launched] = yield* typed("SELECT worker_spi_launch(2);")
+      const pid = launched!["worker_spi_launch"] as number
+      assert.isNumber(pid)
+      // It is a server process: pg_stat_activity has it, under the worker's name.
+      const [session] = yield* typed(`SELECT application_name, backend_type FROM pg_stat_activity WHERE pid = ${pid}`)
+      assert.deepStrictEqual(session, { application_name: "worker_spi dynamic worker 2", backend_type: "client backend" })
+      // The activity view agrees, and keeps the supervisor's own number apart.
+      const inView = typed(`SELECT pid, incarnation, name, backend_type FROM bgworker.activity WHERE pid = ${pid}`)
+      yield* PgTest.eventually("the view to show it", Effect.map(inView, (rows) => rows.length === 1))
+      const [row] = yield* inView
+      assert.strictEqual(row!["name"], "worker_spi dynamic worker 2")
+      assert.isNumber(row!["incarnation"])
+      const mine = Option.getOrThrow(yield* activityOf("worker_spi dynamic worker 2"))
+      assert.deepStrictEqual([mine.pid, mine.incarnation], [pid, row!["incarnation"]])
+    })))
+
+  it.effect("the TAP test's forms resolve as in PostgreSQL: index; database and role oids; flags; and its pg_stat_activity query sees the workers", () =>
+    Effect.gen(function*() {
+      const server = yield* PgServer
+      yield* ensureDatabase(mydb)
+      yield* ensureRole(myrole, `SUPERUSER LOGIN PASSWORD '${Redacted.value(myrolePassword)}'`)
+      yield* withWorkerSpi()(Effect.gen(function*() {
+        yield* WorkerSpi.install()
+        const dbOid = yield* oidOf("pg_database", mydb)
+        const suiteOid = yield* oidOf("pg_database", server.database)
+        const roleOid = yield* oidOf("pg_roles", myrole)
+        const [four] = yield* typed("SELECT worker_spi_launch(4) IS NOT NULL AS launched")
+        assert.strictEqual(four!["launched"], true)
+        const pid1 = (yield* typed(`SELECT worker_spi_launch(10, ${dbOid}, ${roleOid});`))[0]!["worker_spi_launch"]
+        const pid2 = (yield* typed(`SELECT worker_spi_launch(11, ${suiteOid}, ${roleOid});`))[0]!["worker_spi_launch"]
+        // t/001_worker_spi.pl's query, with the backend type and wait event read from bgworker.activity.
+        const tap = typed(`SELECT a.datname, a.usename, w.wait_event FROM pg_stat_activity a
+          JOIN bgworker.activity w USING (pid)
+          WHERE w.backend_type = 'worker_spi dynamic' AND a.pid IN (${pid1}, ${pid2}) ORDER BY a.datname`)
+        const expected = [`${mydb}|${myrole}|WorkerSpiMain`, `${server.database}|${myrole}|WorkerSpiMain`].sort()
+        yield* PgTest.eventually("both workers napping", Effect.map(tap, (rows) =>
+          JSON.stringify(rows.map((r) => `${r["datname"]}|${r["usename"]}|${r["wait_event"]}`)) ===
+            JSON.stringify(expected)))
+        // An oid that names nothing is refused at the call.
+        const missing = yield* PgTest.pgFailure(typed("SELECT worker_spi_launch(12, 4294967295, 0)"))
+        assert.deepStrictEqual([missing.message, missing.code], ["database 4294967295 does not exist", "3D000"])
+        // Flags: an unknown one is refused; ALLOWCONN cannot be honoured by a client session, and says why.
+        const bogus = yield* PgTest.pgFailure(typed(`SELECT worker_spi_launch(12, ${dbOid}, ${roleOid}, '{"BOGUS"}')`))
+        assert.strictEqual(bogus.message, "incorrect flag value found in array")
+        const allowconn = yield* PgTest.pgFailure(
+          typed(`SELECT worker_spi_launch(12, ${dbOid}, ${roleOid}, '{"ALLOWCONN"}')`)
+        )
+        assert.strictEqual(allowconn.message, "could not start background process")
+        assert.include(allowconn.detail, "BGWORKER_BYPASS_ALLOWCONN is not available")
+      }))
+    }))
+
+  it.effect("without a session of its own to commit on, SELECT worker_spi_launch launches at commit and returns NULL", () =>
+    withWorkerSpi({}, {}, { loopback: false })(Effect.gen(function*() {
+      yield* WorkerSpi.install()
+      assert.isTrue(yield* logged("launches at the caller's commit and returns NULL"))
+      const [row] = yield* typed("SELECT worker_spi_launch(25) AS pid")
+      const pid = row!["pid"]
+      assert.isNull(pid)
+      // Committed (autocommit): the launch is there, and wait_for_startup gives the backend pid.
+      const [request] = yield* typed(`SELECT id::int AS id FROM bgworker._requests
+        WHERE name = 'worker_spi dynamic worker 25' ORDER BY id DESC LIMIT 1`)
+      const [waited] = yield* typed(`SELECT bgworker.wait_for_startup(${request!["id"]}) AS pid`)
+      const started = waited!["pid"] as number
+      const [session] = yield* typed(`SELECT application_name FROM pg_stat_activity WHERE pid = ${started}`)
+      assert.strictEqual(session!["application_name"], "worker_spi dynamic worker 25")
+    })))
+
+  it.effect("pg_terminate_backend(worker_spi_launch(n)) ends the worker as it ends a background worker", () =>
+    withWorkerSpi()(Effect.gen(function*() {
+      yield* WorkerSpi.install()
+      const [row] = yield* typed("SELECT pg_terminate_backend(worker_spi_launch(24)) AS terminated")
+      assert.strictEqual(row!["terminated"], true)
+      yield* PgTest.eventually(
+        "PostgreSQL's words in the log",
+        logged(`terminating background worker "worker_spi dynamic" due to administrator command`)
+      )
+      // Never restarted (BGW_NEVER_RESTART): gone from both views.
+      yield* PgTest.eventually("the worker to be gone", Effect.map(activityOf("worker_spi dynamic worker 24"), Option.isNone))
+      yield* PgTest.eventually("the view to drop it", Effect.map(
+        typed(`SELECT pid FROM bgworker.activity WHERE name = 'worker_spi dynamic worker 24'`),
+        (rows) => rows.length === 0
+      ))
+    })))
+
+  it.effect("worker_spi_launch validates like worker_spi: flags, dimensions, nulls, unknown names", () =>
     withWorkerSpi()(Effect.gen(function*() {
       yield* WorkerSpi.install()
       const before = (yield* Activity.snapshot).length
@@ -506,12 +609,12 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       assert.strictEqual((yield* Activity.snapshot).length, before)
     })))
 
-  it.effect("CALL worker_spi_launch with no supervisor attached fails, and the launch never starts later", () =>
+  it.effect("worker_spi_launch with no supervisor attached fails, and the launch never starts later", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient
       // Installed by an earlier supervisor, which is gone: nobody is attached now.
       yield* withWorkerSpi()(WorkerSpi.install())
-      const failed = yield* PgTest.pgFailure(sql.unsafe(`CALL worker_spi_launch(31)`))
+      const failed = yield* PgTest.pgFailure(sql.unsafe(`SELECT worker_spi_launch(31)`))
       assert.strictEqual(failed.message, "could not start background process")
       assert.include(failed.detail, "the launch was withdrawn")
       const [row] = yield* sql<{ state: string }>`
@@ -522,7 +625,7 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       assert.isFalse(yield* tableExists("schema31"))
     }))
 
-  it.effect("CALL worker_spi_launch without the bgworker_launcher role is denied", () =>
+  it.effect("worker_spi_launch without the bgworker_launcher role is denied", () =>
     withWorkerSpi()(Effect.gen(function*() {
       const sql = yield* SqlClient
       yield* WorkerSpi.install()
@@ -534,18 +637,18 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
         const conn = yield* sql.reserve
         yield* conn.executeUnprepared(`SET ROLE ${outsider}`, [], undefined)
         return yield* Effect.ensuring(
-          conn.executeUnprepared(`CALL worker_spi_launch(23)`, [], undefined),
+          conn.executeUnprepared(`SELECT worker_spi_launch(23) AS pid`, [], undefined),
           Effect.ignore(conn.executeUnprepared(`RESET ROLE`, [], undefined))
         )
       })))
-      assert.deepStrictEqual([denied.message, denied.code], ["permission denied for function launch", "42501"])
+      assert.deepStrictEqual([denied.message, denied.code], ["permission denied for function start", "42501"])
       // Granted the launcher role, the same caller may launch.
       yield* sql.unsafe(`GRANT ${ControlPlane.launcherRole()} TO ${outsider}`)
       const pid = yield* Effect.scoped(Effect.gen(function*() {
         const conn = yield* sql.reserve
         yield* conn.executeUnprepared(`SET ROLE ${outsider}`, [], undefined)
         const rows = yield* Effect.ensuring(
-          conn.executeUnprepared(`CALL worker_spi_launch(23)`, [], undefined),
+          conn.executeUnprepared(`SELECT worker_spi_launch(23) AS pid`, [], undefined),
           Effect.ignore(conn.executeUnprepared(`RESET ROLE`, [], undefined))
         )
         return (rows[0] as { pid: number | null }).pid

@@ -18,9 +18,12 @@ import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
 import { SqlError, UnknownError } from "effect/sql/SqlError"
 import * as Stream from "effect/Stream"
+import * as Redacted from "effect/Redacted"
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
+import * as path from "node:path"
 import type { ActivityRow } from "../../Activity.ts"
 import * as Guc from "../../Guc.ts"
+import * as EmbeddedPostgres from "../EmbeddedPostgres.ts"
 import { Supervisor } from "../../Supervisor.ts"
 import type { SupervisorApi } from "../../Supervisor.ts"
 import * as WorkerHandle from "../../WorkerHandle.ts"
@@ -36,6 +39,8 @@ export interface ResolvedOptions {
   readonly retention: Duration.Duration
   readonly pollInterval: Duration.Duration
   readonly publishInterval: Duration.Duration
+  /** How `start` commits a launch on a session of its own: a libpq string, `false` for never, else derived. */
+  readonly loopback: string | false | undefined
 }
 
 const logAnnotations = { module: "effect-bgworker/pg/ControlPlane" }
@@ -72,7 +77,8 @@ export const migrate = (
     return yield* Migrator.make({})({
       loader: Migrator.fromRecord({
         "0001_init": Effect.forEach(Sql.init(schema), (statement) => sql.unsafe(statement), { discard: true }),
-        "0002_security": Effect.forEach(Sql.security(schema), (statement) => sql.unsafe(statement), { discard: true })
+        "0002_security": Effect.forEach(Sql.security(schema), (statement) => sql.unsafe(statement), { discard: true }),
+        "0003_fidelity": Effect.forEach(Sql.fidelity(schema), (statement) => sql.unsafe(statement), { discard: true })
       }),
       table: `${schema}._migrations`
     })
@@ -134,6 +140,8 @@ const activityRecord = (row: ActivityRow) => ({
   worker_handle: WorkerHandle.format(row),
   slot: row.slot,
   pid: row.pid,
+  incarnation: row.incarnation,
+  usename: row.role,
   name: row.name,
   backend_type: row.backendType,
   origin: row.origin,
@@ -226,6 +234,69 @@ const pageSize = 100
 
 const ms = (column: string) => `CASE WHEN x.${column} IS NULL THEN NULL ELSE to_timestamp(x.${column} / 1000.0) END`
 
+/** libpq's quoting of a connection-string value. */
+const libpqValue = (value: string): string => `'${value.replaceAll("\\", "\\\\").replaceAll("'", "\\'")}'`
+
+/**
+ * How `start` reaches this database on a session of its own: the given string, or one derived from the
+ * embedded server (its owner-only Unix socket, no password) or the server's URL (with its password, which
+ * is then kept in the private `_config` table). Checked by connecting once; dblink is installed, in a schema
+ * of its own closed to PUBLIC, when it is missing and this role may. `null` when any of it fails (logged
+ * once, at Info: `start` still works, at commit).
+ */
+const resolveLoopback = (sql: SqlClient, schema: string, option: string | false | undefined) =>
+  Effect.gen(function*() {
+    if (option === false) return yield* Effect.fail("turned off with ControlPlane.layer({ loopback: false })")
+    const server = yield* Effect.serviceOption(EmbeddedPostgres.PgServer)
+    const [here] = yield* sql<{ db: string; who: string; ext: string | null }>`
+      SELECT pg_catalog.current_database() AS db, session_user::text AS who,
+             (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+              WHERE e.extname = 'dblink') AS ext`
+    let ext = here!.ext
+    if (ext === null) {
+      ext = `${schema}_dblink`
+      yield* sql.withTransaction(Effect.gen(function*() {
+        yield* sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${ext}`)
+        yield* sql.unsafe(`REVOKE ALL ON SCHEMA ${ext} FROM PUBLIC`)
+        yield* sql.unsafe(`CREATE EXTENSION IF NOT EXISTS dblink SCHEMA ${ext}`)
+      }))
+    }
+    let connection = option
+    if (connection === undefined) {
+      if (server._tag === "None") return yield* Effect.fail("no PgServer to derive a loopback connection from")
+      const s = server.value
+      const parts = s.localSocket !== undefined
+        ? [`host=${libpqValue(path.dirname(s.localSocket))}`, `port=${s.port}`, `user=${libpqValue(here!.who)}`]
+        : [
+          `host=${libpqValue(s.host)}`,
+          `port=${s.port}`,
+          `user=${libpqValue(here!.who)}`,
+          ...(here!.who === s.user && Redacted.value(s.password) !== ""
+            ? [`password=${libpqValue(Redacted.value(s.password))}`]
+            : [])
+        ]
+      connection = [...parts, `dbname=${libpqValue(here!.db)}`, `application_name='bgworker launch'`].join(" ")
+    }
+    // One connection now, so that a refused login says so here rather than at each call.
+    yield* sql.unsafe(`SELECT ${ext}.dblink_connect('bgworker_loopback_check', $1)`, [connection])
+    yield* sql.unsafe(`SELECT ${ext}.dblink_disconnect('bgworker_loopback_check')`)
+    return connection
+  }).pipe(
+    Effect.catchCause((cause) => {
+      const error = Cause.findErrorOption(cause)
+      const why = error._tag === "Some"
+        ? typeof error.value === "string" ? error.value : serverText(error.value)
+        : Cause.pretty(cause)
+      return Effect.as(
+        Effect.logInfo(
+          `SELECT ${schema}.start(...) launches at the caller's commit and returns NULL: ` +
+            `no session of its own to commit a launch at once (${escapeBounded(why, 300)})`
+        ).pipe(Effect.annotateLogs(logAnnotations)),
+        null
+      )
+    })
+  )
+
 export const make = (
   options: ResolvedOptions
 ): Effect.Effect<void, SqlError | Migrator.MigrationError, Scope.Scope | Supervisor | PgClient.PgClient | SqlClient> =>
@@ -239,6 +310,12 @@ export const make = (
     const table = (name: string) => sql(`${schema}.${name}`)
 
     yield* migrate(schema)
+
+    /**
+     * The connection string `start` commits launches with (dblink, as this supervisor's role), once checked;
+     * NULL when there is none: `start` then launches at the caller's commit, and says so.
+     */
+    const loopback = yield* Effect.cached(resolveLoopback(sql, schema, options.loopback))
 
     /** Open while this process holds the lock: only then are requests processed and views written. */
     const attached = yield* Latch.make(false)
@@ -268,10 +345,21 @@ export const make = (
 
     // --- handle statuses ---
 
-    const writeStatus = (id: bigint, status: WorkerHandle.WorkerStatus) =>
-      sql`UPDATE ${table("_requests")}
-        SET status = ${statusText(status)}, pid = ${status._tag === "Started" ? status.pid : null}
-        WHERE id = ${id} AND supervisor_id = ${me}`.pipe(
+    /** A worker that stopped: how it ended, for wait_for_startup's detail (a start that failed, say). */
+    const stoppedBecause = (handle: WorkerHandle.WorkerHandle, status: WorkerHandle.WorkerStatus) =>
+      status._tag === "Stopped"
+        ? Effect.map(supervisor.lastExit(handle), (exit) => exit._tag === "Some" ? exit.value.message.slice(0, 2000) : null)
+        : Effect.succeed(null)
+
+    const writeStatus = (id: bigint, handle: WorkerHandle.WorkerHandle, status: WorkerHandle.WorkerStatus) =>
+      Effect.flatMap(
+        stoppedBecause(handle, status),
+        (because) =>
+          sql`UPDATE ${table("_requests")}
+        SET status = ${statusText(status)}, pid = ${status._tag === "Started" ? status.pid : null},
+            error = coalesce(error, ${because})
+        WHERE id = ${id} AND supervisor_id = ${me}`
+      ).pipe(
         Effect.retry({ times: 5, schedule: Schedule.exponential("20 millis") }),
         Effect.catch((error) =>
           Effect.logWarning(`could not record the status of background worker handle ${id}: ${error.message}`)
@@ -283,7 +371,7 @@ export const make = (
       FiberMap.run(
         followers,
         String(id),
-        supervisor.changes(handle).pipe(Stream.runForEach((status) => writeStatus(id, status))),
+        supervisor.changes(handle).pipe(Stream.runForEach((status) => writeStatus(id, handle, status))),
         { onlyIfMissing: true }
       )
 
@@ -371,6 +459,7 @@ export const make = (
       yield* run(Sql.attach(schema), [me])
       // Only now, holding the lock: a standby must not move the channel from under the attached supervisor.
       yield* run(Sql.configure(schema), [channel, maxArgumentBytes, wakeKey])
+      yield* run(Sql.configureLoopback(schema), [yield* loopback])
       yield* takeOver
       lockSession = run
       yield* attached.open
@@ -419,10 +508,11 @@ export const make = (
         const status = yield* supervisor.status(handle)
         const info = yield* supervisor.info(handle)
         const runAs = info._tag === "Some" ? info.value.role : null
+        const because = yield* stoppedBecause(handle, status)
         const marked = yield* sql`UPDATE ${table("_requests")}
           SET state = 'launched', processed_at = now(), supervisor_id = ${me},
               handle = ${WorkerHandle.format(handle)}, status = ${statusText(status)},
-              pid = ${status._tag === "Started" ? status.pid : null}, run_as = ${runAs}
+              pid = ${status._tag === "Started" ? status.pid : null}, run_as = ${runAs}, error = ${because}
           WHERE id = ${row.id} AND supervisor_id = ${me} AND state = 'processing'
           RETURNING id`
         unrecorded.delete(String(row.id))
@@ -706,12 +796,13 @@ export const make = (
            SELECT $1, x.worker_handle, x.slot, x.pid, x.name, x.backend_type, x.origin, x.registration, x.state,
                   x.query, ${ms("backend_start")}, ${ms("state_change")}, x.wait_event_type, x.wait_event,
                   x.restart_count, x.last_exit_kind, x.last_exit_message, ${ms("last_exit_at")},
-                  ${ms("next_restart_at")}, x.given_up_reason
+                  ${ms("next_restart_at")}, x.given_up_reason, x.incarnation, x.usename
            FROM jsonb_to_recordset($2::jsonb) AS x(
              worker_handle text, slot integer, pid integer, name text, backend_type text, origin text,
              registration text, state text, query text, backend_start float8, state_change float8,
              wait_event_type text, wait_event text, restart_count integer, last_exit_kind text,
-             last_exit_message text, last_exit_at float8, next_restart_at float8, given_up_reason text)`,
+             last_exit_message text, last_exit_at float8, next_restart_at float8, given_up_reason text,
+             incarnation integer, usename text)`,
           [me, json]
         )
       }))

@@ -338,6 +338,70 @@ export const maxLibraryLen = 1024
  */
 export const fastPathArgumentBytes = 2048
 
+/**
+ * The body of `launch` (migration 2) and of `_launch` (migration 3, which takes the caller as its first
+ * argument, for a launch made on a session of the supervisor's on the caller's behalf): the same text.
+ */
+const tooLong = (field: string, column: string, limit: number, what: string) =>
+  `IF octet_length(${column}) >= ${limit} THEN
+    RAISE EXCEPTION 'background worker ${field} is too long (% bytes)', octet_length(${column})
+      USING ERRCODE = 'string_data_right_truncation',
+            DETAIL = '${what} holds at most ${limit - 1} bytes.';
+  END IF;`
+
+const launchFunction = (s: string, name: string, caller: string) => {
+  const callerParam = caller === "caller" ? "caller text, " : ""
+  const p = (n: number) => `$${caller === "caller" ? n + 1 : n}`
+  return `CREATE OR REPLACE FUNCTION ${s}.${name}(${callerParam}library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
+  type text DEFAULT NULL) RETURNS bigint
+${definer}
+AS $$
+DECLARE
+  request bigint;
+  arg_bytes integer;
+  max_bytes integer := (SELECT max_argument_bytes FROM ${s}._config);
+  sup text;
+  key text;
+  chan text;
+  body text;
+BEGIN
+  IF ${p(1)} IS NULL OR ${p(2)} IS NULL THEN
+    RAISE EXCEPTION 'library and function must not be null' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  ${tooLong("library name", p(1), maxLibraryLen, "bgw_library_name (MAXPGPATH)")}
+  ${tooLong("function name", p(2), bgwMaxLen, "bgw_function_name (BGW_MAXLEN)")}
+  ${tooLong("name", p(4), bgwMaxLen, "bgw_name (BGW_MAXLEN)")}
+  ${tooLong("type", p(5), bgwMaxLen, "bgw_type (BGW_MAXLEN)")}
+  arg_bytes := octet_length(${p(3)}::text);
+  IF arg_bytes > max_bytes THEN
+    RAISE EXCEPTION 'background worker argument is too large (% bytes)', arg_bytes
+      USING ERRCODE = 'program_limit_exceeded',
+            DETAIL = format('The limit is %s bytes of JSON text (ControlPlane option maxArgumentBytes).', max_bytes),
+            HINT = 'Pass a key to data the worker reads itself, rather than the data.';
+  END IF;
+  INSERT INTO ${s}._requests (kind, library, function, arg, arg_bytes, name, type, requested_by)
+    VALUES ('launch', ${p(1)}, ${p(2)}, ${p(3)}, arg_bytes, ${p(4)}, ${p(5)}, ${caller})
+    RETURNING id INTO request;
+  SELECT c.supervisor_id, c.wake_key, c.channel INTO sup, key, chan FROM ${s}._config c;
+  IF sup IS NOT NULL AND key IS NOT NULL AND coalesce(arg_bytes, 0) <= ${fastPathArgumentBytes}
+     AND ${s}._attached() THEN
+    -- The fast path: claimed here for the attached supervisor (as its own claim would), and the whole
+    -- request in the notification, signed with the key only that supervisor and the schema's owner know,
+    -- so that it can start the worker without reading the row.
+    UPDATE ${s}._requests SET state = 'processing', supervisor_id = sup, processed_at = pg_catalog.now()
+      WHERE id = request;
+    body := pg_catalog.jsonb_build_object('i', request, 's', sup, 'l', ${p(1)}, 'f', ${p(2)}, 'a', ${p(3)}, 'x', ${p(3)} IS NULL,
+      'n', ${p(4)}, 't', ${p(5)}, 'r', ${caller})::text;
+    PERFORM pg_catalog.pg_notify(chan,
+      pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(key || body, 'UTF8')), 'hex') || body);
+  ELSE
+    PERFORM ${s}._notify(request);
+  END IF;
+  RETURN request;
+END
+$$`
+}
+
 /** The default bound on a launch's argument, as text (`jsonb::text`): 1 MiB. */
 export const defaultMaxArgumentBytes = 1024 * 1024
 
@@ -353,12 +417,6 @@ const isSuper = (role: string) =>
  */
 export const security = (s: string): ReadonlyArray<string> => {
   const role = launcherRole(s)
-  const tooLong = (field: string, column: string, limit: number, what: string) =>
-    `IF octet_length(${column}) >= ${limit} THEN
-    RAISE EXCEPTION 'background worker ${field} is too long (% bytes)', octet_length(${column})
-      USING ERRCODE = 'string_data_right_truncation',
-            DETAIL = '${what} holds at most ${limit - 1} bytes.';
-  END IF;`
   return [
     `ALTER TABLE ${s}._config ADD COLUMN max_argument_bytes integer NOT NULL DEFAULT ${defaultMaxArgumentBytes}
   CHECK (max_argument_bytes > 0)`,
@@ -375,54 +433,7 @@ export const security = (s: string): ReadonlyArray<string> => {
     `ALTER TABLE ${s}._requests ADD COLUMN sqlstate text, ADD COLUMN detail text, ADD COLUMN hint text,
   ADD COLUMN run_as text, ADD COLUMN arg_bytes integer`,
     // Limits are checked in the calling session, before anything is stored: an oversized call fails at once.
-    `CREATE OR REPLACE FUNCTION ${s}.launch(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
-  type text DEFAULT NULL) RETURNS bigint
-${definer}
-AS $$
-DECLARE
-  request bigint;
-  arg_bytes integer;
-  max_bytes integer := (SELECT max_argument_bytes FROM ${s}._config);
-  sup text;
-  key text;
-  chan text;
-  body text;
-BEGIN
-  IF $1 IS NULL OR $2 IS NULL THEN
-    RAISE EXCEPTION 'library and function must not be null' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  ${tooLong("library name", "$1", maxLibraryLen, "bgw_library_name (MAXPGPATH)")}
-  ${tooLong("function name", "$2", bgwMaxLen, "bgw_function_name (BGW_MAXLEN)")}
-  ${tooLong("name", "$4", bgwMaxLen, "bgw_name (BGW_MAXLEN)")}
-  ${tooLong("type", "$5", bgwMaxLen, "bgw_type (BGW_MAXLEN)")}
-  arg_bytes := octet_length($3::text);
-  IF arg_bytes > max_bytes THEN
-    RAISE EXCEPTION 'background worker argument is too large (% bytes)', arg_bytes
-      USING ERRCODE = 'program_limit_exceeded',
-            DETAIL = format('The limit is %s bytes of JSON text (ControlPlane option maxArgumentBytes).', max_bytes),
-            HINT = 'Pass a key to data the worker reads itself, rather than the data.';
-  END IF;
-  INSERT INTO ${s}._requests (kind, library, function, arg, arg_bytes, name, type, requested_by)
-    VALUES ('launch', $1, $2, $3, arg_bytes, $4, $5, ${s}._caller())
-    RETURNING id INTO request;
-  SELECT c.supervisor_id, c.wake_key, c.channel INTO sup, key, chan FROM ${s}._config c;
-  IF sup IS NOT NULL AND key IS NOT NULL AND coalesce(arg_bytes, 0) <= ${fastPathArgumentBytes}
-     AND ${s}._attached() THEN
-    -- The fast path: claimed here for the attached supervisor (as its own claim would), and the whole
-    -- request in the notification, signed with the key only that supervisor and the schema's owner know,
-    -- so that it can start the worker without reading the row.
-    UPDATE ${s}._requests SET state = 'processing', supervisor_id = sup, processed_at = pg_catalog.now()
-      WHERE id = request;
-    body := pg_catalog.jsonb_build_object('i', request, 's', sup, 'l', $1, 'f', $2, 'a', $3, 'x', $3 IS NULL,
-      'n', $4, 't', $5, 'r', ${s}._caller())::text;
-    PERFORM pg_catalog.pg_notify(chan,
-      pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(key || body, 'UTF8')), 'hex') || body);
-  ELSE
-    PERFORM ${s}._notify(request);
-  END IF;
-  RETURN request;
-END
-$$`,
+    launchFunction(s, "launch", `${s}._caller()`),
     // pg_terminate_backend's rules (signalfuncs.c, pg_signal_backend): a superuser's worker only by a
     // superuser; others by roles with privileges of the worker's role, or of pg_signal_backend.
     `CREATE OR REPLACE FUNCTION ${s}._handle(handle bigint, action text) RETURNS ${s}._requests
@@ -615,3 +626,112 @@ export const purge = (s: string): ReadonlyArray<string> => [
 /** Run on the lock's session with the lock held: the channel only this supervisor knows, and the limits. */
 export const configure = (s: string) =>
   `UPDATE ${s}._config SET channel = $1, max_argument_bytes = $2, wake_key = $3`
+
+/** The schema, if any, where the dblink extension lives (the autonomous launch needs it). */
+const dblinkSchema =
+  `(SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'dblink')`
+
+/**
+ * The statements of migration 3, for PostgreSQL users' habits: the activity view gets the incarnation
+ * number (its `pid` is now a database worker's backend pid) and the role (`usename`), and `start` launches
+ * and waits in one call, committed on a session of its own (dblink), so that `SELECT start(...)` returns
+ * the pid as `worker_spi_launch` does.
+ */
+export const fidelity = (s: string): ReadonlyArray<string> => {
+  const role = launcherRole(s)
+  return [
+    `ALTER TABLE ${s}._activity ADD COLUMN incarnation integer, ADD COLUMN usename text`,
+    // The libpq connection string of a session of the schema's owner on this database: set by the attached
+    // supervisor when dblink can reach it, NULL otherwise. Private, like the rest of _config.
+    `ALTER TABLE ${s}._config ADD COLUMN loopback text`,
+    `DROP VIEW ${s}.activity`,
+    `CREATE VIEW ${s}.activity AS
+SELECT a.pid, a.incarnation, a.name, a.backend_type, a.usename, a.origin, a.registration, a.state, a.query,
+       a.backend_start, a.state_change, a.wait_event_type, a.wait_event, a.restart_count, a.last_exit_kind,
+       a.last_exit_message, a.last_exit_at, a.next_restart_at, a.given_up_reason,
+       r.id AS handle, a.worker_handle, r.requested_by
+FROM ${s}._activity a
+JOIN ${s}._config c ON c.supervisor_id = a.supervisor_id
+LEFT JOIN ${s}._requests r ON r.kind = 'launch' AND r.supervisor_id = a.supervisor_id AND r.handle = a.worker_handle
+WHERE ${attached(s)}
+ORDER BY a.slot`,
+    `GRANT SELECT ON ${s}.activity TO ${role}, pg_read_all_stats`,
+    // launch, with the caller given: only the owner may call it (from the loopback session of start).
+    launchFunction(s, "_launch", "caller"),
+    `REVOKE ALL ON FUNCTION ${s}._launch(text, text, text, jsonb, text, text) FROM PUBLIC`,
+    // RegisterDynamicBackgroundWorker + WaitForBackgroundWorkerStartup in one call. The launch is committed
+    // on a session of its own (dblink, as the owner), in the caller's name computed here, so that it takes
+    // effect at once and the wait can see it, inside the caller's transaction. Without that session, the
+    // launch belongs to the caller's transaction and the result is NULL with a notice saying so.
+    `CREATE FUNCTION ${s}.start(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
+  type text DEFAULT NULL, timeout interval DEFAULT '10 seconds') RETURNS integer
+${definer}
+AS $$
+DECLARE
+  caller text := ${s}._caller();
+  loopback text := (SELECT c.loopback FROM ${s}._config c);
+  ext text := ${dblinkSchema};
+  conn text := '${s}_start_' || pg_backend_pid();
+  handle bigint;
+  pid integer;
+  withdrawn boolean;
+  msg text;
+  code text;
+  det text;
+  hnt text;
+BEGIN
+  IF loopback IS NULL OR ext IS NULL THEN
+    handle := ${s}._launch(caller, $1, $2, $3, $4, $5);
+    RAISE NOTICE 'background worker launch % takes effect when this transaction commits', handle
+      USING DETAIL = 'The control plane has no session of its own to commit it at once (dblink is not installed, or no loopback connection is configured), so no pid is known yet.',
+            HINT = format('After COMMIT, SELECT ${s}.wait_for_startup(%s) returns its pid.', handle);
+    RETURN NULL;
+  END IF;
+  -- A connection left behind by a call of this session that was cancelled mid-way.
+  EXECUTE format('SELECT %L = ANY (coalesce(%I.dblink_get_connections(), ''{}''))', conn, ext) INTO withdrawn;
+  IF withdrawn THEN
+    EXECUTE format('SELECT %I.dblink_disconnect(%L)', ext, conn);
+  END IF;
+  EXECUTE format('SELECT %I.dblink_connect(%L, %L)', ext, conn, loopback);
+  BEGIN
+    EXECUTE format('SELECT h FROM %I.dblink(%L, %L) AS t(h bigint)', ext, conn,
+      format('SELECT %I._launch(%L, %L, %L, %L::jsonb, %L, %L)', '${s}', caller, $1, $2, $3::text, $4, $5))
+      INTO handle;
+    LOOP
+      BEGIN
+        EXECUTE format('SELECT p FROM %I.dblink(%L, %L) AS t(p integer)', ext, conn,
+          format('SELECT %I.wait_for_startup(%s, %L)', '${s}', handle, timeout)) INTO pid;
+        EXIT;
+      EXCEPTION WHEN query_canceled OR insufficient_resources THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, code = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL,
+                                hnt = PG_EXCEPTION_HINT;
+        IF msg NOT LIKE '%pending%' THEN
+          RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = code, DETAIL = det, HINT = hnt;
+        END IF;
+      END;
+      -- Still queued (no supervisor attached, or not reached in time): withdrawn, so that the failure is
+      -- final, as worker_spi_launch's is. If a supervisor claimed it meanwhile, its outcome is awaited.
+      EXECUTE format('SELECT w FROM %I.dblink(%L, %L) AS t(w boolean)', ext, conn,
+        format('SELECT %I.cancel(%s)', '${s}', handle)) INTO withdrawn;
+      IF withdrawn THEN
+        RAISE EXCEPTION 'could not start background process'
+          USING ERRCODE = 'insufficient_resources', DETAIL = msg || '; the launch was withdrawn.',
+                HINT = 'More details may be available in the server log.';
+      END IF;
+    END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    EXECUTE format('SELECT %I.dblink_disconnect(%L)', ext, conn);
+    RAISE;
+  END;
+  EXECUTE format('SELECT %I.dblink_disconnect(%L)', ext, conn);
+  RETURN pid;
+END
+$$`,
+    `REVOKE ALL ON FUNCTION ${s}.start(text, text, jsonb, text, text, interval) FROM PUBLIC`,
+    `GRANT EXECUTE ON FUNCTION ${s}.start(text, text, jsonb, text, text, interval) TO ${role}`
+  ]
+}
+
+/** Run on the lock's session: how `start` reaches this database as the owner (NULL: it cannot). */
+export const configureLoopback = (s: string) => `UPDATE ${s}._config SET loopback = $1`
