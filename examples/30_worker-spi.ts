@@ -120,7 +120,7 @@ const session = Effect.gen(function*() {
 const app = Layer.effectDiscard(
   Effect.andThen(howTo, Effect.andThen(Effect.forkScoped(session), Effect.forkScoped(exitAfter)))
 ).pipe(
-  // CREATE EXTENSION worker_spi: the SQL procedure, over the control plane's schema.
+  // CREATE EXTENSION worker_spi: both worker_spi_launch forms, over the control plane's schema.
   Layer.provideMerge(Layer.effectDiscard(WorkerSpi.install())),
   Layer.provideMerge(ControlPlane.layer()),
   // The server's own configuration: ALTER SYSTEM SET worker_spi.naptime = 5; SELECT pg_reload_conf();

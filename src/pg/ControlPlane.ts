@@ -34,7 +34,7 @@
  *
  * | right | who, by default | as PostgreSQL |
  * |---|---|---|
- * | `launch` | members of `bgworker_launcher` (`<schema>_launcher`, created `NOLOGIN` if missing), superusers | `worker_spi_launch`'s EXECUTE |
+ * | `launch`, `start` | members of `bgworker_launcher` (`<schema>_launcher`, created `NOLOGIN` if missing), superusers | `worker_spi_launch`'s EXECUTE |
  * | the role a launched worker runs as | a role the caller could `SET ROLE` to itself (`pg_has_role(caller, role, 'SET')`; `'MEMBER'` before PostgreSQL 16); a superuser role only for a superuser; the caller's own role when the argument names none | `SET ROLE` |
  * | the database it connects to | one its role may `CONNECT` to | login |
  * | `wait_for_startup`, `terminate`, `set_latch` on a worker | roles with the privileges of the role the worker runs as, or of `pg_signal_backend`; a worker that runs as a superuser only by superusers | `pg_terminate_backend` |
@@ -74,7 +74,9 @@
  *   so that `SELECT start(...)` returns the pid like PostgreSQL's function, whatever the caller's
  *   transaction does afterwards. Without that session (no dblink, `loopback: false`, a loopback login
  *   refused; the supervisor logs which at attach) it launches in the caller's transaction and returns
- *   NULL with a notice naming the handle.
+ *   NULL with a notice naming the handle. So it does for a caller (not a superuser) who may call dblink
+ *   itself: it could otherwise reach the owner's session while it is open. dblink installed by the
+ *   supervisor lives in `<schema>_dblink`, closed to `PUBLIC` (schema and functions).
  * - A worker's pid is its session's backend pid for a database worker (it joins `pg_stat_activity.pid`),
  *   the supervisor's own number otherwise; `bgworker.activity.incarnation` is the supervisor's number for
  *   every worker.

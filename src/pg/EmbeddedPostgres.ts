@@ -1670,7 +1670,10 @@ export const layerFromEnv: typeof layer = layer
 export interface ClientOptions {
   /** Default: the server's database. */
   readonly database?: string | undefined
-  /** Shown in `pg_stat_activity`. Default: `@effect/sql-pg`'s. */
+  /**
+   * Shown in `pg_stat_activity`. Default `"bgworker supervisor"`: not a worker's name, so that a filter on
+   * workers' names (`application_name LIKE 'worker_spi%'`) finds only workers.
+   */
   readonly applicationName?: string | undefined
   /** Pool size of {@link clientLayer} (default 10). */
   readonly maxConnections?: number | undefined
@@ -1686,7 +1689,7 @@ const connectionConfig = (server: PgServer["Service"], options: ClientOptions) =
   username: server.user,
   password: server.password,
   database: options.database ?? server.database,
-  applicationName: options.applicationName,
+  applicationName: options.applicationName ?? "bgworker supervisor",
   connectTimeout: options.connectTimeout
 })
 

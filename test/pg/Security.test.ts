@@ -487,6 +487,56 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       assert.strictEqual(listening[0]!.n, 0)
     }))
 
+  it.effect("SELECT worker_spi_launch commits on the owner's loopback session, yet no caller can name another caller, use dblink or read the loopback", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const server = yield* PgServer
+      // The internal launch that takes the caller as an argument: the owner's alone.
+      const forged = yield* Effect.result(
+        runAs(mallory, `SELECT bgworker._launch('${server.user}', 'worker_spi', 'worker_spi_main', '{"index": 90}')`)
+      )
+      assert.deepStrictEqual([failureOf(forged).code, failureOf(forged).message], [
+        "42501",
+        "permission denied for function _launch"
+      ])
+      // dblink, installed for the loopback, is closed to other roles (it could reach other hosts).
+      const [ext] = yield* sql<{ schema: string }>`
+        SELECT n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+        WHERE e.extname = 'dblink'`
+      assert.strictEqual(ext!.schema, "bgworker_dblink")
+      const dblink = yield* Effect.result(runAs(mallory, `SELECT bgworker_dblink.dblink_get_connections()`))
+      assert.strictEqual(failureOf(dblink).code, "42501")
+      const loopback = yield* Effect.result(runAs(mallory, `SELECT loopback FROM bgworker._config`))
+      assert.strictEqual(failureOf(loopback).code, "42501")
+      // Through start, the worker still runs as the role that called it, not as the loopback's owner.
+      const [started] = yield* runAs(mallory, `SELECT bgworker.start('worker_spi', 'worker_spi_main',
+        '{"index": 91}', 'worker_spi by mallory via start') AS pid`)
+      const pid = (started as { pid: number }).pid
+      const [session] = yield* sql<{ usename: string; application_name: string }>`
+        SELECT usename, application_name FROM pg_stat_activity WHERE pid = ${pid}`
+      assert.deepStrictEqual(session, { usename: mallory, application_name: "worker_spi by mallory via start" })
+      const [request] = yield* sql<{ requested_by: string }>`
+        SELECT requested_by FROM bgworker._requests WHERE name = 'worker_spi by mallory via start'`
+      assert.strictEqual(request!.requested_by, mallory)
+      // A caller who may call dblink itself could use the owner's session while it is open: for such a
+      // caller start launches at commit instead, and returns NULL.
+      const grant = `${ext!.schema}.dblink(text, text)`
+      yield* sql.unsafe(`GRANT USAGE ON SCHEMA ${ext!.schema} TO ${mallory}`)
+      yield* sql.unsafe(`GRANT EXECUTE ON FUNCTION ${grant} TO ${mallory}`)
+      const [deferred] = yield* Effect.ensuring(
+        runAs(mallory, `SELECT bgworker.start('worker_spi', 'worker_spi_main', '{"index": 92}', 'deferred by mallory') AS pid`),
+        Effect.orDie(Effect.andThen(
+          sql.unsafe(`REVOKE EXECUTE ON FUNCTION ${grant} FROM ${mallory}`),
+          sql.unsafe(`REVOKE USAGE ON SCHEMA ${ext!.schema} FROM ${mallory}`)
+        ))
+      )
+      assert.isNull((deferred as { pid: number | null }).pid)
+      yield* PgTest.eventually("the deferred launch to run, as mallory", Effect.map(
+        sessionsOf("deferred by mallory"),
+        (rows) => rows.length === 1 && rows[0]!.usename === mallory
+      ))
+    }))
+
   it.effect("a notification without the supervisor's key launches nothing, and a replayed signed one launches once", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient

@@ -554,6 +554,31 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       assert.strictEqual(session!["application_name"], "worker_spi dynamic worker 25")
     })))
 
+  it.effect("the README's filter on pg_stat_activity finds the workers' sessions and nothing else, each joining bgworker.activity on pid", () =>
+    withWorkerSpi({ "worker_spi.total_workers": 2 })(Effect.gen(function*() {
+      yield* WorkerSpi.install()
+      yield* typed("SELECT worker_spi_launch(26)")
+      const filter = typed(`SELECT application_name, pid FROM pg_stat_activity
+        WHERE application_name LIKE 'worker_spi%' AND datname = current_database() ORDER BY application_name`)
+      yield* PgTest.eventually("three worker sessions", Effect.map(filter, (rows) => rows.length === 3))
+      assert.deepStrictEqual(
+        (yield* filter).map((r) => r["application_name"]),
+        ["worker_spi dynamic worker 26", "worker_spi worker 1", "worker_spi worker 2"]
+      )
+      // The supervisor's own sessions are named apart (the pool, the connector, the probe).
+      const others = yield* typed(`SELECT DISTINCT application_name FROM pg_stat_activity
+        WHERE backend_type = 'client backend' AND application_name NOT LIKE 'worker_spi%' AND application_name <> ''`)
+      assert.include(others.map((r) => r["application_name"]), "bgworker supervisor")
+      const joined = typed(`SELECT a.application_name, w.name, w.backend_type FROM pg_stat_activity a
+        JOIN bgworker.activity w USING (pid) WHERE a.application_name LIKE 'worker_spi%' ORDER BY w.name`)
+      yield* PgTest.eventually("the view to list all three", Effect.map(joined, (rows) => rows.length === 3))
+      assert.deepStrictEqual((yield* joined).map((r) => `${r["application_name"]}|${r["name"]}|${r["backend_type"]}`), [
+        "worker_spi dynamic worker 26|worker_spi dynamic worker 26|worker_spi dynamic",
+        "worker_spi worker 1|worker_spi worker 1|worker_spi",
+        "worker_spi worker 2|worker_spi worker 2|worker_spi"
+      ])
+    })))
+
   it.effect("pg_terminate_backend(worker_spi_launch(n)) ends the worker as it ends a background worker", () =>
     withWorkerSpi()(Effect.gen(function*() {
       yield* WorkerSpi.install()

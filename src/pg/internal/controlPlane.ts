@@ -259,6 +259,8 @@ const resolveLoopback = (sql: SqlClient, schema: string, option: string | false 
         yield* sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${ext}`)
         yield* sql.unsafe(`REVOKE ALL ON SCHEMA ${ext} FROM PUBLIC`)
         yield* sql.unsafe(`CREATE EXTENSION IF NOT EXISTS dblink SCHEMA ${ext}`)
+        // It can reach other hosts: nobody else's, as closed as its schema.
+        yield* sql.unsafe(`REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ${ext} FROM PUBLIC`)
       }))
     }
     let connection = option

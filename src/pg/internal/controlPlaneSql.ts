@@ -673,6 +673,7 @@ DECLARE
   loopback text := (SELECT c.loopback FROM ${s}._config c);
   ext text := ${dblinkSchema};
   conn text := '${s}_start_' || pg_backend_pid();
+  why text;
   handle bigint;
   pid integer;
   withdrawn boolean;
@@ -681,10 +682,18 @@ DECLARE
   det text;
   hnt text;
 BEGIN
+  -- The loopback session is the owner's: a caller who may call dblink itself could use it while it is
+  -- open (or left open by a cancelled call), so such a caller (unless a superuser) launches at commit.
+  IF ext IS NOT NULL AND NOT ${isSuper("caller")} AND has_schema_privilege(caller, ext, 'USAGE')
+     AND has_function_privilege(caller, format('%I.dblink(text, text)', ext)::regprocedure, 'EXECUTE') THEN
+    loopback := NULL;
+    why := format('role "%s" may call dblink itself, so the owner''s session is not opened for it', caller);
+  END IF;
   IF loopback IS NULL OR ext IS NULL THEN
     handle := ${s}._launch(caller, $1, $2, $3, $4, $5);
     RAISE NOTICE 'background worker launch % takes effect when this transaction commits', handle
-      USING DETAIL = 'The control plane has no session of its own to commit it at once (dblink is not installed, or no loopback connection is configured), so no pid is known yet.',
+      USING DETAIL = format('No session of its own commits it at once (%s), so no pid is known yet.',
+                            coalesce(why, 'dblink is not installed, or the supervisor has no loopback connection')),
             HINT = format('After COMMIT, SELECT ${s}.wait_for_startup(%s) returns its pid.', handle);
     RETURN NULL;
   END IF;
@@ -720,7 +729,8 @@ BEGIN
                 HINT = 'More details may be available in the server log.';
       END IF;
     END LOOP;
-  EXCEPTION WHEN OTHERS THEN
+  EXCEPTION WHEN OTHERS OR query_canceled THEN
+    -- query_canceled too (OTHERS leaves it out): a cancelled call must not leave the session behind.
     EXECUTE format('SELECT %I.dblink_disconnect(%L)', ext, conn);
     RAISE;
   END;
