@@ -53,6 +53,7 @@ import * as Errors from "../SupervisorError.ts"
 import * as Handle from "../WorkerHandle.ts"
 import { CurrentWorker, Preload, Shmem, Supervisor } from "./context.ts"
 import { SessionInfo, SessionLost, WorkerConnector } from "../WorkerConnector.ts"
+import { withRootCause } from "./causeChain.ts"
 import { escape, escapeBounded } from "./logText.ts"
 import { Proc, type ProcHost } from "./proc.ts"
 
@@ -606,6 +607,14 @@ export class Postmaster implements SupervisorApi, ProcHost {
     let context = Context.add(reg.context, CurrentWorker, proc)
     if (Context.getOrUndefined(context, Supervisor) !== this) context = Context.add(context, Supervisor, this)
     if (reg.def.shmem) context = Context.add(context, Shmem, this.shmemApi())
+    // Every line the worker logs says who wrote it (log_line_prefix's %a, %b and %p): in the context the
+    // fiber starts with, rather than a wrapper, which would copy the context once more per worker.
+    context = Context.add(context, References.CurrentLogAnnotations, {
+      ...Context.get(context, References.CurrentLogAnnotations),
+      worker: proc.name,
+      type: proc.type,
+      pid: proc.pid
+    })
     // Everything about the start is recorded before the fiber runs: it runs at once, up to its first wait,
     // and may even end before `runForkWith` returns. So the fiber binds itself to its incarnation as its
     // very first step, before any of the worker's code can ask the supervisor about it. Waiters hear of
@@ -615,8 +624,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
       proc.fiber = fiber as Fiber.Fiber<void, unknown>
       this.live.add(proc)
       fiber.addObserver((exit) => this.onExit(reg, proc, exit as Exit.Exit<void, unknown>))
-      // Every line the worker logs says who wrote it (log_line_prefix's %a, %b and %p).
-      return Effect.annotateLogs(this.body(reg, proc), { worker: proc.name, type: proc.type, pid: proc.pid })
+      return this.body(reg, proc)
     }))
   }
 
@@ -803,11 +811,11 @@ export class Postmaster implements SupervisorApi, ProcHost {
     if (Option.isSome(error)) {
       const e = error.value
       if (e instanceof StartupFailure) return failed("startup", e.message, e)
-      return failed("error", errorMessage(e), e)
+      return failed("error", withRootCause(e), e)
     }
     const defect = Cause.findDefect(cause)
     if (defect._tag === "Success") {
-      const message = errorMessage(defect.success)
+      const message = withRootCause(defect.success)
       if (reg.def.shmem) return { kind: "crashed", message }
       return failed("defect", message, defect.success)
     }
@@ -1094,7 +1102,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
             return Effect.fail(failed(struct, `initialization did not finish within ${Duration.format(timeout)}`))
           }
           if (Exit.isSuccess(created.value)) return Effect.void
-          return Effect.fail(failed(struct, escape(errorMessage(Cause.squash(created.value.cause)))))
+          return Effect.fail(failed(struct, escape(withRootCause(Cause.squash(created.value.cause)))))
         }), { discard: true })
     })
   }
@@ -1544,26 +1552,3 @@ export class CrashedError extends Schema.TaggedError<CrashedError>()("Supervisor
   }
 }
 
-/** An error's message, followed by its root cause's when that says more (an `SqlError` keeps the server's text there). */
-const errorMessage = (error: unknown): string => {
-  const own = ownMessage(error)
-  let root: unknown = error
-  for (let i = 0; i < 8; i++) {
-    const cause = typeof root === "object" && root !== null ? (root as { cause?: unknown }).cause : undefined
-    if (cause === undefined || cause === null) break
-    root = cause
-  }
-  if (root === error) return own
-  const rootMessage = ownMessage(root)
-  return rootMessage === "" || own.includes(rootMessage) ? own : `${own}: ${rootMessage}`
-}
-
-const ownMessage = (error: unknown): string => {
-  if (error instanceof Error && !("_tag" in error)) return error.message
-  if (typeof error === "object" && error !== null && "_tag" in error) {
-    const tag = String((error as { _tag: unknown })._tag)
-    const message = (error as { message?: unknown }).message
-    return typeof message === "string" && message !== "" ? `${tag}: ${message}` : tag
-  }
-  return String(error)
-}

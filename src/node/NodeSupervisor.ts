@@ -89,6 +89,7 @@ import { escape } from "../internal/logText.ts"
 import * as Supervisor from "../Supervisor.ts"
 import type * as SupervisorError from "../SupervisorError.ts"
 import * as NodeLogger from "./NodeLogger.ts"
+import { causeChain, hintOf } from "../internal/causeChain.ts"
 
 const logAnnotations = { module: "effect-bgworker/NodeSupervisor" }
 
@@ -406,22 +407,15 @@ const ownText = (value: unknown): string => {
 export const describeFailure = (error: unknown): { readonly message: string; readonly hint: string | undefined } => {
   let message = ownText(error)
   let hint: string | undefined = undefined
-  let current: unknown = error
-  for (let depth = 0; depth < 8 && typeof current === "object" && current !== null; depth++) {
-    const own = (current as { hint?: unknown }).hint
-    if (hint === undefined && typeof own === "string" && own !== "") hint = own
-    const system = asSystemError(current)
+  for (const [depth, link] of causeChain(error).entries()) {
+    hint ??= hintOf(link)
+    const system = asSystemError(link)
     if (system !== undefined) {
       const described = describeSystemError(system)
-      message = `${message}: ${described.text}`
-      hint ??= described.hint
-      return { message, hint }
+      return { message: `${message}: ${described.text}`, hint: hint ?? described.hint }
     }
-    const next = (current as { cause?: unknown }).cause
-    if (next === undefined || next === null || next === current) break
-    const text = ownText(next)
-    if (asSystemError(next) === undefined && text !== "" && !message.includes(text)) message = `${message}: ${text}`
-    current = next
+    const text = ownText(link)
+    if (depth > 0 && text !== "" && !message.includes(text)) message = `${message}: ${text}`
   }
   return { message, hint }
 }
