@@ -18,6 +18,7 @@
  * After a warm-up, the variants take turns in rounds so that drift and GC hit all of them alike; samples of
  * all rounds are pooled per variant.
  */
+import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -167,7 +168,7 @@ export const runLatch = (options: LatchOptions): Effect.Effect<ReadonlyArray<Row
         }µs`
       )
     }
-    progress(`latch: supervisor live fibers before close: ${supervisor.liveFibers()}`)
+    progress(`latch: supervisor live fibers before close: ${liveFibers(supervisor)}`)
     const [r, h, l, w] = stats as [Stats, Stats, Stats, Stats]
     const row = (figure: string, ours: number, baseline: number): Row => {
       const ratio = costRatio(ours, baseline)

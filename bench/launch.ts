@@ -11,6 +11,7 @@
  * both) and the median round is reported. Measured with one launcher, and with several concurrent launcher
  * fibers (each doing cycles against the same supervisor / forking its own raw fibers).
  */
+import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -112,7 +113,7 @@ const compare = (label: string, launchers: number, options: LaunchOptions, capac
     progress(
       `${label}: ours ${ourRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")}k/s, raw ${
         rawRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")
-      }k/s; live fibers after the rounds: ${supervisor.liveFibers()}`
+      }k/s; live fibers after the rounds: ${liveFibers(supervisor)}`
     )
     const ratio = throughputRatio(our, raw)
     const row: Row = {

@@ -14,6 +14,7 @@
  *
  * Also reported: the time from the first register (fork) to all N waiting.
  */
+import { liveFibers as liveFibersOf } from "../src/internal/postmaster/postmaster.ts"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -70,7 +71,7 @@ const ours = (n: number): Effect.Effect<Measurement> =>
     yield* Effect.scoped(Effect.gen(function*() {
       const context = yield* Effect.orDie(Layer.build(Supervisor.layer({ maxWorkerProcesses: n })))
       const supervisor = Context.get(context, Supervisor.Supervisor)
-      liveFibers = () => supervisor.liveFibers()
+      liveFibers = () => liveFibersOf(supervisor)
       const register = Effect.orDie(Supervisor.register(idle))
       start = now()
       yield* Effect.provideContext(

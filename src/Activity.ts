@@ -47,9 +47,15 @@ export type Registration = "running" | "not yet started" | "waiting for restart"
  *
  * - `done`: returned (exit 0): the registration is forgotten.
  * - `failed`: a typed failure, a terminate signal, a failed start, or a defect in a worker without shared
- *   state (exit 1): restarted per its schedule.
+ *   state (exit 1): restarted per its schedule. `message` is the `WorkerFailure` message its schedule was
+ *   stepped with.
  * - `crashed`: a defect in a worker with shared-state access: a crash restart of every worker.
- * - `killed`: ended by the supervisor (crash restart of another worker, shutdown).
+ * - `killed`: ended by the supervisor: `terminated by crash restart`, `terminated by shutdown`,
+ *   `terminated by death` (postmaster death), or `abandoned after ...` (it did not end within
+ *   `abandonTimeout` after being interrupted).
+ *
+ * The supervisor classifies each end once; this row, the postmaster's log line and the restart decision
+ * are all derived from that one classification.
  *
  * @category models
  * @since 0.1.0
@@ -164,7 +170,7 @@ export const waitEvents: Effect.Effect<ReadonlyArray<WaitEventInfo>, never, Supe
 /**
  * Renders rows as an aligned text table, for logs and examples.
  *
- * @category utils
+ * @category formats
  * @since 0.1.0
  */
 export const formatTable = (rows: ReadonlyArray<ActivityRow>, now: number): string => {

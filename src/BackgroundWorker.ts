@@ -60,7 +60,9 @@ export const TypeId = "~effect-bgworker/BackgroundWorker"
 export type StartTime = "postmasterStart" | "consistentState" | "recoveryFinished"
 
 /**
- * What the restart schedule is stepped with: the failure that ended the incarnation.
+ * What the restart schedule is stepped with: the failure that ended the incarnation. Only failures (exit 1)
+ * step a schedule; the same failure is the activity row's `lastExit` (kind `failed`, same `message`) and
+ * the supervisor's `exited with exit code 1` log line.
  *
  * @category models
  * @since 0.1.0
@@ -392,7 +394,7 @@ export const check = (worker: Any): InvalidDefinition | undefined => {
 /**
  * The key under which an entry point is registered: `"library.function"`.
  *
- * @category utils
+ * @category formats
  * @since 0.1.0
  */
 export const entryPointKey = (name: EntryPointName): string => `${name.library}.${name.function}`

@@ -8,8 +8,9 @@
  * - `consistent`: `consistentState` workers may start too.
  * - `ready`: every worker may start (`recoveryFinished`).
  *
- * The supervisor reads this service when it is present; without it every gate is open. This module has an
- * in-memory implementation, settable from tests and examples; `src/pg/` probes a real server.
+ * The supervisor reads this service when it is present; without it every gate is open. The service is read
+ * only. This module has an in-memory implementation, settable with `set` from tests and examples;
+ * `src/pg/` probes a real server, and only the probe changes its state.
  *
  * @since 0.1.0
  */
@@ -26,15 +27,17 @@ import * as SubscriptionRef from "effect/SubscriptionRef"
 export type State = "starting" | "consistent" | "ready"
 
 /**
- * @category services
- * @since 0.1.0
+ * What the supervisor reads: the state now, its changes, and whether the database is gone for good. Read
+ * only: whoever publishes the state (an in-memory {@link layerMemory}, a probe of a real server) keeps the
+ * means to change it to itself.
+ *
+ * @category models
+ * @since 0.2.0
  */
-export class DatabaseState extends Context.Service<DatabaseState, {
+export interface DatabaseStateApi {
   readonly get: Effect.Effect<State>
   /** The current state first, then every change. */
   readonly changes: Stream.Stream<State>
-  /** Only the in-memory implementation can be set; others ignore it. */
-  readonly set: (state: State) => Effect.Effect<void>
   /**
    * Completes, with why, when the database is gone for good (an embedded server that exited under the
    * supervisor): the supervisor then ends with `DatabaseLost`. Never, for a database that may come back.
@@ -42,10 +45,21 @@ export class DatabaseState extends Context.Service<DatabaseState, {
    * @since 0.2.0
    */
   readonly lost?: Effect.Effect<string> | undefined
-}>()("effect-bgworker/DatabaseState") {}
+}
 
 /**
- * An in-memory state, starting at `initial`.
+ * @category services
+ * @since 0.1.0
+ */
+export class DatabaseState
+  extends Context.Service<DatabaseState, DatabaseStateApi>()("effect-bgworker/DatabaseState")
+{}
+
+/** The setters of the in-memory states, by service: only {@link set} reaches them. */
+const memorySetters = new WeakMap<DatabaseStateApi, (state: State) => Effect.Effect<void>>()
+
+/**
+ * An in-memory state, starting at `initial`, changed with {@link set} (from tests and examples).
  *
  * @category layers
  * @since 0.1.0
@@ -53,26 +67,31 @@ export class DatabaseState extends Context.Service<DatabaseState, {
 export const layerMemory = (initial: State = "ready"): Layer.Layer<DatabaseState> =>
   Layer.effect(
     DatabaseState,
-    Effect.map(SubscriptionRef.make<State>(initial), (ref) =>
-      DatabaseState.of({
-        get: SubscriptionRef.get(ref),
-        changes: SubscriptionRef.changes(ref),
-        set: (state) => SubscriptionRef.set(ref, state)
-      }))
+    Effect.map(SubscriptionRef.make<State>(initial), (ref) => {
+      const service = DatabaseState.of({ get: SubscriptionRef.get(ref), changes: SubscriptionRef.changes(ref) })
+      memorySetters.set(service, (state) => SubscriptionRef.set(ref, state))
+      return service
+    })
   )
 
 /**
- * Sets the in-memory state.
+ * Sets the state of a {@link layerMemory} service.
  *
- * @category utils
+ * **Gotchas**
+ *
+ * A state published by anything else (a probe of a real server, `DatabaseProbe.layer`) belongs to its
+ * publisher: there, `set` does nothing.
+ *
+ * @category setters
  * @since 0.1.0
  */
-export const set = (state: State): Effect.Effect<void, never, DatabaseState> => DatabaseState.use((db) => db.set(state))
+export const set = (state: State): Effect.Effect<void, never, DatabaseState> =>
+  DatabaseState.use((db) => memorySetters.get(db)?.(state) ?? Effect.void)
 
 /**
- * Whether a worker with `startTime` may start in `state`.
+ * Whether a worker with `startTime` may start in `state` (`bgworker_should_start_now`).
  *
- * @category utils
+ * @category predicates
  * @since 0.1.0
  */
 export const allows = (state: State, startTime: "postmasterStart" | "consistentState" | "recoveryFinished"): boolean =>

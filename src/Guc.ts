@@ -50,19 +50,25 @@
  */
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
-import * as Effect from "effect/Effect"
+import type * as Effect from "effect/Effect"
 import type * as FileSystem from "effect/FileSystem"
 import * as Layer from "effect/Layer"
 import type * as Path from "effect/Path"
-import * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
+import * as errors from "./internal/gucError.ts"
+import * as parameterInternal from "./internal/gucParameter.ts"
 import * as internal from "./internal/gucRegistry.ts"
+import * as supervisorParameters from "./internal/gucSupervisor.ts"
 import type { Unit } from "./internal/gucValue.ts"
 
 export type { Unit } from "./internal/gucValue.ts"
 
-/** @internal */
-export const TypeId = "~effect-bgworker/Guc"
+/**
+ * The type id of a parameter definition (see {@link isParameter}).
+ *
+ * @internal
+ */
+export const TypeId: typeof parameterInternal.TypeId = parameterInternal.TypeId
 
 /**
  * `PGC_INTERNAL`, `PGC_POSTMASTER`, `PGC_SIGHUP`, `PGC_SUSET`, `PGC_USERSET`.
@@ -113,22 +119,27 @@ export type VarType = "integer" | "real" | "bool" | "string" | "enum"
  * @since 0.1.0
  */
 export interface CheckFailure {
-  readonly [TypeId]: "CheckFailure"
+  readonly [parameterInternal.CheckFailureTypeId]: typeof parameterInternal.CheckFailureTypeId
   readonly message: string
   readonly hint: string | undefined
 }
 
 /**
- * Refuses a value from a check hook, with a message and an optional hint.
+ * Refuses a value from a check hook, with a message and an optional hint (`GUC_check_errmsg`,
+ * `GUC_check_errhint`).
  *
  * @category hooks
  * @since 0.1.0
  */
-export const reject = (message: string, hint?: string): CheckFailure => ({ [TypeId]: "CheckFailure", message, hint })
+export const reject: (message: string, hint?: string) => CheckFailure = parameterInternal.reject
 
-/** @internal */
-export const isCheckFailure = (u: unknown): u is CheckFailure =>
-  typeof u === "object" && u !== null && (u as any)[TypeId] === "CheckFailure"
+/**
+ * Whether a check hook's result is a refusal made with {@link reject} (rather than a value).
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isCheckFailure: (u: unknown) => u is CheckFailure = parameterInternal.isCheckFailure
 
 /**
  * A parameter definition.
@@ -137,7 +148,7 @@ export const isCheckFailure = (u: unknown): u is CheckFailure =>
  * @since 0.1.0
  */
 export interface Parameter<A> {
-  readonly [TypeId]: { readonly _A: (a: A) => A }
+  readonly [parameterInternal.TypeId]: { readonly _A: (a: A) => A }
   readonly name: string
   readonly vartype: VarType
   readonly default: A
@@ -167,45 +178,16 @@ export interface Parameter<A> {
  */
 export type Any = Parameter<any>
 
-interface CommonOptions<A> {
-  readonly context: GucContext
-  /** `short_desc`. */
-  readonly description: string
-  /** `extra_desc`. */
-  readonly longDescription?: string | undefined
-  /** Defaults to "Customized Options" for `prefix.name` parameters. */
-  readonly category?: string | undefined
-  readonly noShowAll?: boolean | undefined
-  readonly notInSample?: boolean | undefined
-  readonly check?: ((value: A, source: Source) => A | CheckFailure) | undefined
-  readonly assign?: ((value: A) => void) | undefined
-  readonly show?: ((value: A) => string) | undefined
-}
+/**
+ * Whether `u` is a parameter definition made by {@link int}, {@link real}, {@link bool}, {@link string} or
+ * {@link enumeration}.
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isParameter: (u: unknown) => u is Any = parameterInternal.isParameter
 
-const make = <A>(
-  name: string,
-  vartype: VarType,
-  options: CommonOptions<A> & { readonly default: A },
-  extra: Partial<Pick<Parameter<A>, "unit" | "min" | "max" | "enumValues">>
-): Parameter<A> => ({
-  [TypeId]: undefined as any,
-  name,
-  vartype,
-  default: options.default,
-  context: options.context,
-  category: options.category ?? (name.includes(".") ? "Customized Options" : "Background Workers"),
-  shortDesc: options.description,
-  longDesc: options.longDescription,
-  unit: extra.unit,
-  min: extra.min,
-  max: extra.max,
-  enumValues: extra.enumValues,
-  noShowAll: options.noShowAll === true,
-  notInSample: options.notInSample === true,
-  check: options.check,
-  assign: options.assign,
-  show: options.show
-})
+type CommonOptions<A> = parameterInternal.CommonOptions<A>
 
 /**
  * An integer parameter (`DefineCustomIntVariable`). With a `unit`, values are stored in that unit and input
@@ -223,7 +205,8 @@ export const int = (
     readonly max: number
     readonly unit?: Unit | undefined
   }
-): Parameter<number> => make(name, "integer", options, { unit: options.unit, min: options.min, max: options.max })
+): Parameter<number> =>
+  parameterInternal.make(name, "integer", options, { unit: options.unit, min: options.min, max: options.max })
 
 /**
  * A floating-point parameter (`DefineCustomRealVariable`).
@@ -239,7 +222,8 @@ export const real = (
     readonly max: number
     readonly unit?: Unit | undefined
   }
-): Parameter<number> => make(name, "real", options, { unit: options.unit, min: options.min, max: options.max })
+): Parameter<number> =>
+  parameterInternal.make(name, "real", options, { unit: options.unit, min: options.min, max: options.max })
 
 /**
  * A Boolean parameter (`DefineCustomBoolVariable`): `on`/`off`, `true`/`false`, `yes`/`no`, `1`/`0` and
@@ -248,8 +232,11 @@ export const real = (
  * @category constructors
  * @since 0.1.0
  */
-export const bool = (name: string, options: CommonOptions<boolean> & { readonly default: boolean }): Parameter<boolean> =>
-  make(name, "bool", options, {})
+export const bool = (
+  name: string,
+  options: CommonOptions<boolean> & { readonly default: boolean }
+): Parameter<boolean> =>
+  parameterInternal.make(name, "bool", options, {})
 
 /**
  * A string parameter (`DefineCustomStringVariable`). A `null` default is PostgreSQL's NULL boot value: the
@@ -261,7 +248,7 @@ export const bool = (name: string, options: CommonOptions<boolean> & { readonly 
 export const string = <D extends string | null>(
   name: string,
   options: CommonOptions<D extends null ? string | null : string> & { readonly default: D }
-): Parameter<D extends null ? string | null : string> => make(name, "string", options as any, {})
+): Parameter<D extends null ? string | null : string> => parameterInternal.make(name, "string", options as any, {})
 
 /**
  * An enum parameter (`DefineCustomEnumVariable`). Values are matched without regard to case; hidden ones
@@ -277,7 +264,7 @@ export const enumeration = <const V extends string>(
     readonly default: NoInfer<V>
   }
 ): Parameter<V> =>
-  make(name, "enum", options, {
+  parameterInternal.make(name, "enum", options, {
     enumValues: options.values.map((v) =>
       typeof v === "string" ? { name: v, hidden: false } : { name: v.name, hidden: v.hidden === true }
     )
@@ -285,23 +272,19 @@ export const enumeration = <const V extends string>(
 
 // --- errors ---
 
-const hint = Schema.optionalKey(Schema.String)
-const file = Schema.optionalKey(Schema.String)
-const line = Schema.optionalKey(Schema.Number)
-
 /**
  * A value that does not parse, is out of range, or was refused by a check hook.
  *
  * @category errors
  * @since 0.1.0
  */
-export class InvalidValue extends Schema.TaggedError<InvalidValue>()("InvalidValue", {
-  parameter: Schema.String,
-  message: Schema.String,
-  hint,
-  file,
-  line
-}) {}
+export const InvalidValue: typeof errors.InvalidValue = errors.InvalidValue
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export type InvalidValue = errors.InvalidValue
 
 /**
  * No parameter by that name (`unrecognized configuration parameter "x"`).
@@ -309,13 +292,13 @@ export class InvalidValue extends Schema.TaggedError<InvalidValue>()("InvalidVal
  * @category errors
  * @since 0.1.0
  */
-export class UnknownParameter extends Schema.TaggedError<UnknownParameter>()("UnknownParameter", {
-  parameter: Schema.String,
-  message: Schema.String,
-  hint,
-  file,
-  line
-}) {}
+export const UnknownParameter: typeof errors.UnknownParameter = errors.UnknownParameter
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export type UnknownParameter = errors.UnknownParameter
 
 /**
  * The parameter cannot change now: a `postmaster` parameter after start, an `internal` one ever, a
@@ -324,13 +307,13 @@ export class UnknownParameter extends Schema.TaggedError<UnknownParameter>()("Un
  * @category errors
  * @since 0.1.0
  */
-export class CannotChange extends Schema.TaggedError<CannotChange>()("CannotChange", {
-  parameter: Schema.String,
-  message: Schema.String,
-  hint,
-  file,
-  line
-}) {}
+export const CannotChange: typeof errors.CannotChange = errors.CannotChange
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export type CannotChange = errors.CannotChange
 
 /**
  * A configuration file does not parse, or cannot be read (the message names the file and line).
@@ -338,12 +321,13 @@ export class CannotChange extends Schema.TaggedError<CannotChange>()("CannotChan
  * @category errors
  * @since 0.1.0
  */
-export class ConfigFileError extends Schema.TaggedError<ConfigFileError>()("ConfigFileError", {
-  message: Schema.String,
-  hint,
-  file,
-  line
-}) {}
+export const ConfigFileError: typeof errors.ConfigFileError = errors.ConfigFileError
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export type ConfigFileError = errors.ConfigFileError
 
 /**
  * A name under a reserved prefix that no parameter has (`MarkGUCPrefixReserved`).
@@ -351,13 +335,13 @@ export class ConfigFileError extends Schema.TaggedError<ConfigFileError>()("Conf
  * @category errors
  * @since 0.1.0
  */
-export class ReservedPrefix extends Schema.TaggedError<ReservedPrefix>()("ReservedPrefix", {
-  parameter: Schema.String,
-  message: Schema.String,
-  hint,
-  file,
-  line
-}) {}
+export const ReservedPrefix: typeof errors.ReservedPrefix = errors.ReservedPrefix
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export type ReservedPrefix = errors.ReservedPrefix
 
 /**
  * Defining a parameter twice, defining a `postmaster` parameter after start, or an invalid name.
@@ -365,45 +349,58 @@ export class ReservedPrefix extends Schema.TaggedError<ReservedPrefix>()("Reserv
  * @category errors
  * @since 0.1.0
  */
-export class InvalidDefinition extends Schema.TaggedError<InvalidDefinition>()("InvalidDefinition", {
-  parameter: Schema.String,
-  message: Schema.String,
-  hint
-}) {}
+export const InvalidDefinition: typeof errors.InvalidDefinition = errors.InvalidDefinition
 
 /**
  * @category errors
  * @since 0.1.0
  */
-export const GucErrorReason = Schema.Union([
-  InvalidValue,
-  UnknownParameter,
-  CannotChange,
-  ConfigFileError,
-  ReservedPrefix,
-  InvalidDefinition
-])
+export type InvalidDefinition = errors.InvalidDefinition
 
 /**
- * @category errors
- * @since 0.1.0
- */
-export type GucErrorReason = typeof GucErrorReason.Type
-
-/**
- * The error of every GUC operation that can fail; match on `reason._tag` or with `Effect.catchReason`.
+ * The reasons of a {@link GucError}, as a schema.
  *
  * @category errors
  * @since 0.1.0
  */
-export class GucError extends Schema.TaggedError<GucError>()("GucError", { reason: GucErrorReason }) {
-  override get message(): string {
-    return this.reason.message
-  }
-  get hint(): string | undefined {
-    return this.reason.hint
-  }
-}
+export const GucErrorReason: typeof errors.GucErrorReason = errors.GucErrorReason
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export type GucErrorReason = errors.GucErrorReason
+
+/**
+ * The error of every GUC operation that can fail; match on `reason._tag` or with `Effect.catchReason`.
+ * Its `message` and `hint` are the reason's.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export const GucError: typeof errors.GucError = errors.GucError
+
+/**
+ * @category errors
+ * @since 0.1.0
+ */
+export type GucError = errors.GucError
+
+/**
+ * Whether `u` is a {@link GucError}.
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isGucError: (u: unknown) => u is GucError = errors.isGucError
+
+/**
+ * Whether `u` is one of a {@link GucError}'s reasons ({@link InvalidValue}, {@link UnknownParameter}, ...).
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isGucErrorReason: (u: unknown) => u is GucErrorReason = errors.isGucErrorReason
 
 // --- the registry ---
 
@@ -438,6 +435,13 @@ export interface ReloadReport {
 
 /**
  * A row of the settings view: `pg_settings`' columns.
+ *
+ * **Details**
+ *
+ * The field names are `pg_settings`' column names, snake_case included (`short_desc`, `pending_restart`),
+ * unlike the camelCase of the other models (`ActivityRow`): a row is a `pg_settings` row, the control plane
+ * writes it as columns of the same names (`bgworker.settings`), and a reader who knows PostgreSQL's view
+ * finds each column where it expects it.
  *
  * @category models
  * @since 0.1.0
@@ -495,8 +499,6 @@ export interface GucsApi {
    */
   parameterNames(): ReadonlyArray<string>
   readonly configProvider: ConfigProvider.ConfigProvider
-  /** Called by the supervisor once its preloads ran: from now on `postmaster` parameters cannot be defined. */
-  markStarted(): void
   sampleConfig(): string
 }
 
@@ -527,41 +529,30 @@ export interface Options {
 }
 
 /**
- * The supervisor's own parameters, always defined.
+ * `max_worker_processes`: how many workers may run at once (`postmaster`, default 8). One of the supervisor's
+ * own parameters, which every registry defines.
  *
  * @category parameters
  * @since 0.1.0
  */
-export const maxWorkerProcesses: Parameter<number> = int("max_worker_processes", {
-  context: "postmaster",
-  description: "Maximum number of concurrent worker processes.",
-  default: 8,
-  min: 0,
-  max: 262_143
-})
+export const maxWorkerProcesses: Parameter<number> = supervisorParameters.maxWorkerProcesses
 
 /**
+ * `restart_after_crash`: whether a worker's crash restarts the others (`sighup`, default on).
+ *
  * @category parameters
  * @since 0.1.0
  */
-export const restartAfterCrash: Parameter<boolean> = bool("restart_after_crash", {
-  context: "sighup",
-  description: "Reinitialize server after backend crash.",
-  default: true
-})
+export const restartAfterCrash: Parameter<boolean> = supervisorParameters.restartAfterCrash
 
 /**
+ * `shutdown_timeout`: how long a shutdown waits for workers before interrupting them by force (`sighup`, in
+ * milliseconds, default 5s).
+ *
  * @category parameters
  * @since 0.1.0
  */
-export const shutdownTimeout: Parameter<number> = int("shutdown_timeout", {
-  context: "sighup",
-  description: "Time a shutdown waits for workers before interrupting them by force.",
-  default: 5000,
-  min: 0,
-  max: 2_147_483_647,
-  unit: "ms"
-})
+export const shutdownTimeout: Parameter<number> = supervisorParameters.shutdownTimeout
 
 /**
  * The registry as a layer. Reads the files (if any) and fails with `GucError` when they do not parse or

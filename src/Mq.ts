@@ -79,6 +79,7 @@
 import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
+import type * as Types from "effect/Types"
 import type { Supervisor } from "./internal/context.ts"
 import * as internal from "./internal/mq.ts"
 import type { WorkerHandle } from "./WorkerHandle.ts"
@@ -92,7 +93,7 @@ import type { WorkerHandle } from "./WorkerHandle.ts"
  * @since 0.1.0
  */
 export interface MessageQueue<in out A> {
-  readonly [internal.QueueTypeId]: (a: A) => A
+  readonly [internal.QueueTypeId]: Types.Invariant<A>
   /** The queue's name in its supervisor's registry (`"mq-1"`, ...): serialisable, pass it as an argument. */
   readonly id: string
   /** How many messages the queue holds before `send` waits. */
@@ -106,7 +107,7 @@ export interface MessageQueue<in out A> {
  * @since 0.1.0
  */
 export interface Sender<in A> {
-  readonly [internal.SenderTypeId]: (a: A) => void
+  readonly [internal.SenderTypeId]: Types.Contravariant<A>
   readonly id: string
   readonly side: "sender"
 }
@@ -118,7 +119,7 @@ export interface Sender<in A> {
  * @since 0.1.0
  */
 export interface Receiver<out A> {
-  readonly [internal.ReceiverTypeId]: () => A
+  readonly [internal.ReceiverTypeId]: Types.Covariant<A>
   readonly id: string
   readonly side: "receiver"
 }
@@ -157,6 +158,32 @@ export interface AttachOptions {
  * @since 0.1.0
  */
 export type SendResult = "Sent" | "WouldBlock"
+
+// --- guards ---
+
+/**
+ * Whether `u` is a queue returned by {@link create}.
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isMessageQueue: (u: unknown) => u is MessageQueue<unknown> = internal.isMessageQueue
+
+/**
+ * Whether `u` is a sending side returned by {@link attachSender}.
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isSender: (u: unknown) => u is Sender<unknown> = internal.isSender
+
+/**
+ * Whether `u` is a receiving side returned by {@link attachReceiver}.
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isReceiver: (u: unknown) => u is Receiver<unknown> = internal.isReceiver
 
 // --- errors ---
 
@@ -232,6 +259,30 @@ export type MqInvalidCapacity = internal.MqInvalidCapacity
  * @since 0.1.0
  */
 export type MqError = MqDetached | MqNotFound | MqAlreadyAttached | MqInvalidCapacity
+
+/**
+ * Whether `u` is one of this module's errors ({@link MqError}), recognised by its type id.
+ *
+ * **Details**
+ *
+ * Every `MqError` has `isRetryable` = `false`: a detached queue stays detached, a destroyed one never comes
+ * back (ids are not reused), a side attaches once, and a bad capacity stays bad. Retrying the same call
+ * cannot help; a new queue can.
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isMqError: (u: unknown) => u is MqError = internal.isMqError
+
+/**
+ * Whether `u` is an {@link MqDetached}: the end of the conversation, where the type is lost (a defect, a
+ * `Cause` gathered from several fibers). In a typed error channel `Effect.catchTag("MqDetached", ...)` is
+ * simpler.
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isMqDetached: (u: unknown) => u is MqDetached = internal.isMqDetached
 
 // --- constructors ---
 
@@ -352,10 +403,20 @@ export const waitForAttach: (handle: Sender<any> | Receiver<any>) => Effect.Effe
  * Without a `handle`, a send into a full queue whose receiver never attaches waits forever. Inside a
  * worker, a terminate request ends a blocked send at once.
  *
+ * **Example** (Both forms)
+ *
+ * ```ts
+ * const hello = (tx: Mq.Sender<string>) => Mq.send(tx, "hello")
+ * const world = (tx: Mq.Sender<string>) => pipe(tx, Mq.send("world")) // data-last
+ * ```
+ *
  * @category messaging
  * @since 0.1.0
  */
-export const send: <A>(sender: Sender<A>, message: A) => Effect.Effect<void, MqDetached> = internal.send
+export const send: {
+  <A>(message: A): (sender: Sender<A>) => Effect.Effect<void, MqDetached>
+  <A>(sender: Sender<A>, message: A): Effect.Effect<void, MqDetached>
+} = internal.send
 
 /**
  * Sends one message if there is room (`shm_mq_send` with `nowait = true`): `"Sent"` or `"WouldBlock"`.
@@ -364,8 +425,10 @@ export const send: <A>(sender: Sender<A>, message: A) => Effect.Effect<void, MqD
  * @category messaging
  * @since 0.1.0
  */
-export const sendNow: <A>(sender: Sender<A>, message: A) => Effect.Effect<SendResult, MqDetached> =
-  internal.sendNow
+export const sendNow: {
+  <A>(message: A): (sender: Sender<A>) => Effect.Effect<SendResult, MqDetached>
+  <A>(sender: Sender<A>, message: A): Effect.Effect<SendResult, MqDetached>
+} = internal.sendNow
 
 /**
  * Receives the next message (`shm_mq_receive` with `nowait = false`), waiting while the queue is empty.

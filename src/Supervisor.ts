@@ -63,19 +63,19 @@
  *
  * @since 0.1.0
  */
-import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
+import type * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { ActivityEvent, ActivityRow, LastExit, WaitEventInfo } from "./Activity.ts"
-import * as BackgroundWorker from "./BackgroundWorker.ts"
-import * as DatabaseState from "./DatabaseState.ts"
-import * as Guc from "./Guc.ts"
-import { Preload, Supervisor } from "./internal/context.ts"
-import * as internal from "./internal/postmaster.ts"
+import type * as BackgroundWorker from "./BackgroundWorker.ts"
+import { type Preload, Supervisor } from "./internal/context.ts"
+import * as main from "./internal/postmaster/main.ts"
+import * as restart from "./internal/postmaster/restart.ts"
 import type { ShmemStruct } from "./Shmem.ts"
 import * as Errors from "./SupervisorError.ts"
 import type { WorkerConnector } from "./WorkerConnector.ts"
@@ -87,13 +87,13 @@ export { Supervisor } from "./internal/context.ts"
  * @category errors
  * @since 0.1.0
  */
-export const SupervisorCrashed = internal.CrashedError
+export const SupervisorCrashed = restart.CrashedError
 
 /**
  * @category errors
  * @since 0.1.0
  */
-export type SupervisorCrashed = internal.CrashedError
+export type SupervisorCrashed = restart.CrashedError
 
 /**
  * `starting` (preloads run), `running`, `recovering` (crash restart in progress), a shutdown in progress
@@ -197,11 +197,6 @@ export interface SupervisorApi {
   readonly activity: Effect.Effect<ReadonlyArray<ActivityRow>>
   readonly activityChanges: Stream.Stream<ActivityEvent>
   readonly waitEvents: Effect.Effect<ReadonlyArray<WaitEventInfo>>
-  /**
-   * Worker and timer fibers still alive: 0 once the supervisor's scope has closed, except for abandoned
-   * workers (see `abandonTimeout`), which count until their fibers end.
-   */
-  liveFibers(): number
 }
 
 /**
@@ -230,8 +225,8 @@ export interface Options<E = never, R = never> {
    * An abandoned worker is logged by name (`background worker "x" (PID n) did not end within 5s after ...;
    * abandoned`), its registration moves on (restarted after a crash restart if its schedule says so,
    * forgotten at shutdown), and its fiber is left to end whenever it does: Effect cannot kill a fiber whose
-   * finalizer will not return, so whatever that finalizer holds stays held. It counts in `liveFibers()`
-   * until it ends.
+   * finalizer will not return, so whatever that finalizer holds stays held. It counts among the supervisor's live fibers
+   * (the leak check of the tests) until it ends.
    *
    * @since 0.2.0
    */
@@ -272,121 +267,21 @@ export const layer = <E = never, R = never>(
   Layer.effect(Supervisor, make(options))
 
 /**
- * Builds a supervisor in the current scope (the layer's constructor).
+ * Builds a supervisor in the current scope (the layer's constructor): `PostmasterMain`.
+ *
+ * **Details**
+ *
+ * In order: reads the settings (the options, else the `Gucs` registry's parameters, else the defaults),
+ * checks the entry points, runs the preloads and registers their workers, freezes postmaster-context
+ * parameters, creates the listed shared state, follows `DatabaseState` when one is provided, and starts
+ * every worker whose gate is open. Closing the scope is postmaster death.
  *
  * @category constructors
  * @since 0.1.0
  */
-export const make = <E = never, R = never>(
-  options: Options<E, R> = {}
-) =>
-  Effect.gen(function*() {
-    // With a GUC registry, its parameters are the defaults: max_worker_processes at start, the others live.
-    const gucs = yield* Effect.serviceOption(Guc.Gucs)
-    const settings = { restartAfterCrash: true, shutdownTimeoutMs: 5000 }
-    if (gucs._tag === "Some") {
-      const read = (snapshot: Guc.Snapshot) => {
-        settings.restartAfterCrash = snapshot.get(Guc.restartAfterCrash)
-        settings.shutdownTimeoutMs = snapshot.get(Guc.shutdownTimeout)
-      }
-      read(yield* gucs.value.snapshot)
-      yield* gucs.value.changes.pipe(
-        Stream.runForEach((snapshot) => Effect.sync(() => read(snapshot))),
-        Effect.forkScoped
-      )
-    }
-    const maxWorkerProcesses = options.maxWorkerProcesses ??
-      (gucs._tag === "Some" ? yield* gucs.value.get(Guc.maxWorkerProcesses) : 8)
-    if (!Number.isInteger(maxWorkerProcesses) || maxWorkerProcesses < 0 || maxWorkerProcesses > 262_143) {
-      return yield* Errors.fail(
-        new Errors.InvalidDefinition({
-          worker: "supervisor",
-          field: "maxWorkerProcesses",
-          detail: `${maxWorkerProcesses} is outside the valid range for parameter "max_worker_processes" (0 .. 262143)`
-        })
-      )
-    }
-    const entryPoints = new Map<string, BackgroundWorker.Any>()
-    for (const worker of options.entryPoints ?? []) {
-      const problem = BackgroundWorker.check(worker) ??
-        (worker.entryPoint === undefined
-          ? new Errors.InvalidDefinition({ worker: worker.name, field: "entryPoint", detail: "missing" })
-          : entryPoints.has(BackgroundWorker.entryPointKey(worker.entryPoint))
-          ? new Errors.InvalidDefinition({
-            worker: worker.name,
-            field: "entryPoint",
-            detail: `"${BackgroundWorker.entryPointKey(worker.entryPoint)}" is registered twice`
-          })
-          : undefined)
-      if (problem !== undefined) return yield* Errors.fail(problem)
-      entryPoints.set(BackgroundWorker.entryPointKey(worker.entryPoint!), worker)
-    }
-    const fixedShutdown = options.shutdownTimeout === undefined
-      ? undefined
-      : Duration.fromInputUnsafe(options.shutdownTimeout)
-    const shutdownTimeout = () => fixedShutdown ?? Duration.millis(settings.shutdownTimeoutMs)
-    const fixedTerminate = options.terminateTimeout === undefined
-      ? undefined
-      : Duration.fromInputUnsafe(options.terminateTimeout)
-    const fixedAbandon = options.abandonTimeout === undefined
-      ? undefined
-      : Duration.fromInputUnsafe(options.abandonTimeout)
-    const context = yield* Effect.context<never>()
-    // An entry point that asks for a session can only be launched with a connector in the supervisor's context.
-    for (const worker of entryPoints.values()) {
-      const missing = internal.noConnector(worker, context)
-      if (missing !== undefined) return yield* Errors.fail(missing)
-    }
-    const postmaster = new internal.Postmaster({
-      maxWorkerProcesses,
-      restartAfterCrash: () => options.restartAfterCrash ?? settings.restartAfterCrash,
-      shutdownTimeout,
-      terminateTimeout: () => fixedTerminate ?? shutdownTimeout(),
-      abandonTimeout: () => fixedAbandon ?? shutdownTimeout(),
-      beforeReload: gucs._tag === "Some" ? Effect.asVoid(gucs.value.reload) : Effect.void,
-      entryPoints,
-      shmem: options.shmem ?? []
-    }, context)
-    yield* Effect.addFinalizer(() => postmaster.die())
-
-    // _PG_init of every preloaded library, then the static registrations in order.
-    const pending: Array<internal.StaticRegistration> = []
-    const preload = postmaster.preloadApi(pending)
-    for (const init of options.preload ?? []) {
-      yield* Effect.provideService(init, Preload, preload)
-    }
-    yield* postmaster.registerStatic(pending)
-    // Preloading is over: from now on a postmaster-context parameter can no longer be defined.
-    if (gucs._tag === "Some") gucs.value.markStarted()
-    yield* postmaster.initShmem()
-
-    const database = yield* Effect.serviceOption(DatabaseState.DatabaseState)
-    if (database._tag === "Some") {
-      postmaster.dbState = yield* database.value.get
-      yield* database.value.changes.pipe(
-        Stream.runForEach((state) => Effect.sync(() => postmaster.setDatabaseState(state))),
-        Effect.forkScoped
-      )
-      // A database gone for good (an embedded server that exited under us) ends the supervisor with it.
-      const lost = database.value.lost
-      if (lost !== undefined) {
-        yield* lost.pipe(
-          Effect.flatMap((detail) =>
-            postmaster.die(Errors.fail(
-              new Errors.DatabaseLost({
-                detail,
-                hint: "Every worker was stopped with it. Start the program again; a server given by " +
-                  "DATABASE_URL is not owned by the program, and its outages are waited out instead."
-              })
-            ))
-          ),
-          Effect.forkScoped
-        )
-      }
-    }
-    postmaster.run()
-    return Supervisor.of(postmaster)
-  }) as Effect.Effect<Supervisor["Service"], E | Errors.SupervisorError, Exclude<R, Preload> | Scope.Scope>
+export const make: <E = never, R = never>(
+  options?: Options<E, R>
+) => Effect.Effect<Supervisor["Service"], E | Errors.SupervisorError, Exclude<R, Preload> | Scope.Scope> = main.make
 
 /**
  * Registers a dynamic worker (`RegisterDynamicBackgroundWorker`) and returns its handle.
@@ -545,8 +440,14 @@ export const terminate = (handle: WorkerHandle): Effect.Effect<void, never, Supe
  * @category handles
  * @since 0.1.0
  */
-export const signal = (handle: WorkerHandle, signal: WorkerSignal): Effect.Effect<void, never, Supervisor> =>
-  Supervisor.use((s) => s.signal(handle, signal))
+export const signal: {
+  (signal: WorkerSignal): (handle: WorkerHandle) => Effect.Effect<void, never, Supervisor>
+  (handle: WorkerHandle, signal: WorkerSignal): Effect.Effect<void, never, Supervisor>
+} = dual(
+  2,
+  (handle: WorkerHandle, signal: WorkerSignal): Effect.Effect<void, never, Supervisor> =>
+    Supervisor.use((s) => s.signal(handle, signal))
+)
 
 /**
  * Sets the worker's latch (`SetLatch(&proc->procLatch)`). No-op when it is not running.

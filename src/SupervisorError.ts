@@ -14,9 +14,47 @@
  * Messages follow PostgreSQL's style: lowercase, no trailing period, names in double quotes; the advice
  * goes in `hint`.
  *
+ * **Identity**
+ *
+ * A `SupervisorError` carries a type id, and so does each of its reasons: {@link isSupervisorError} and
+ * {@link isSupervisorErrorReason} recognise them in an `unknown` (a defect, a `Cause`, a value that crossed a
+ * library boundary), as `SqlError.isSqlError` does for `effect/sql`.
+ *
+ * **Retrying**
+ *
+ * `isRetryable` is `true` when the same call, with the same arguments, against the same supervisor, may
+ * succeed later without any change by the caller: something else has to happen first (a worker ends, a
+ * server answers), and nothing the caller passed was wrong. Per reason:
+ *
+ * | reason | retryable | why |
+ * |---|---|---|
+ * | `NoFreeSlot` | yes | a slot frees up when some worker is forgotten |
+ * | `InvalidDefinition` | no | the definition must change |
+ * | `InvalidArgument` | no | the argument must change |
+ * | `UnknownEntryPoint` | no | entry points are fixed when the supervisor is built |
+ * | `ShuttingDown` | no | a supervisor that shuts down never accepts again; only a new one can |
+ * | `PermissionDenied` | only `08000` | a failed check can pass later; a denial stands until the grants change |
+ * | `ShmemInitFailed` | no | the supervisor has ended |
+ * | `DatabaseLost` | no | the supervisor has ended |
+ *
+ * **Errors that are not reasons**
+ *
+ * Only what a supervisor operation fails with is a reason. A queue's errors (`Mq.MqError`) come from `Mq`'s
+ * own operations, between the two sides, and never from the supervisor's. A worker's connection error
+ * (`WorkerConnector.WorkerConnectionError`) ends that worker's incarnation: it reaches its restart policy and
+ * its status, not the caller of `register`; a check that `WorkerConnector.authorize` cannot make is
+ * `PermissionDenied` with SQLSTATE `08000`. Both carry a type id, a guard and `isRetryable` by the same rule.
+ *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import * as Predicate from "effect/Predicate"
+import * as Schema from "effect/Schema"
+
+/** The type id of a {@link SupervisorError}: its value is the id itself, read through the prototype. */
+const TypeId = "~effect-bgworker/SupervisorError" as const
+
+/** The type id that every reason of a {@link SupervisorError} carries. */
+const ReasonTypeId = "~effect-bgworker/SupervisorError/Reason" as const
 
 const hint = Schema.optionalKey(Schema.String)
 
@@ -30,6 +68,10 @@ export class NoFreeSlot extends Schema.TaggedError<NoFreeSlot>()("NoFreeSlot", {
   maxWorkerProcesses: Schema.Number,
   hint
 }) {
+  /** Marks a reason of a `SupervisorError`, for {@link isSupervisorErrorReason}. */
+  get [ReasonTypeId](): typeof ReasonTypeId {
+    return ReasonTypeId
+  }
   override get message(): string {
     return `no free background worker slot (max_worker_processes = ${this.maxWorkerProcesses})`
   }
@@ -52,9 +94,14 @@ export class InvalidDefinition extends Schema.TaggedError<InvalidDefinition>()("
   detail: Schema.String,
   hint
 }) {
+  /** Marks a reason of a `SupervisorError`, for {@link isSupervisorErrorReason}. */
+  get [ReasonTypeId](): typeof ReasonTypeId {
+    return ReasonTypeId
+  }
   override get message(): string {
     return `background worker "${this.worker}": invalid ${this.field}: ${this.detail}`
   }
+  /** The definition is wrong as given: the same registration fails the same way. */
   get isRetryable(): boolean {
     return false
   }
@@ -71,9 +118,14 @@ export class InvalidArgument extends Schema.TaggedError<InvalidArgument>()("Inva
   detail: Schema.String,
   hint
 }) {
+  /** Marks a reason of a `SupervisorError`, for {@link isSupervisorErrorReason}. */
+  get [ReasonTypeId](): typeof ReasonTypeId {
+    return ReasonTypeId
+  }
   override get message(): string {
     return `background worker "${this.worker}": invalid argument: ${this.detail}`
   }
+  /** The argument is wrong as given: the same call fails the same way. */
   get isRetryable(): boolean {
     return false
   }
@@ -90,9 +142,14 @@ export class UnknownEntryPoint extends Schema.TaggedError<UnknownEntryPoint>()("
   function: Schema.String,
   hint
 }) {
+  /** Marks a reason of a `SupervisorError`, for {@link isSupervisorErrorReason}. */
+  get [ReasonTypeId](): typeof ReasonTypeId {
+    return ReasonTypeId
+  }
   override get message(): string {
     return `could not find function "${this.function}" in library "${this.library}"`
   }
+  /** Entry points are fixed when the supervisor is built: the same launch fails the same way. */
   get isRetryable(): boolean {
     return false
   }
@@ -108,9 +165,14 @@ export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()("ShuttingDo
   mode: Schema.String,
   hint
 }) {
+  /** Marks a reason of a `SupervisorError`, for {@link isSupervisorErrorReason}. */
+  get [ReasonTypeId](): typeof ReasonTypeId {
+    return ReasonTypeId
+  }
   override get message(): string {
     return `cannot register background workers: the supervisor is shutting down (${this.mode})`
   }
+  /** A supervisor that shuts down never accepts registrations again; only a new one can. */
   get isRetryable(): boolean {
     return false
   }
@@ -138,6 +200,10 @@ export class PermissionDenied extends Schema.TaggedError<PermissionDenied>()("Pe
   sqlstate: Schema.optionalKey(Schema.String),
   hint
 }) {
+  /** Marks a reason of a `SupervisorError`, for {@link isSupervisorErrorReason}. */
+  get [ReasonTypeId](): typeof ReasonTypeId {
+    return ReasonTypeId
+  }
   override get message(): string {
     return this.problem
   }
@@ -172,6 +238,10 @@ export class ShmemInitFailed extends Schema.TaggedError<ShmemInitFailed>()("Shme
   detail: Schema.String,
   hint
 }) {
+  /** Marks a reason of a `SupervisorError`, for {@link isSupervisorErrorReason}. */
+  get [ReasonTypeId](): typeof ReasonTypeId {
+    return ReasonTypeId
+  }
   override get message(): string {
     return `could not initialize shared memory structure "${this.struct}": ${this.detail}`
   }
@@ -193,6 +263,10 @@ export class DatabaseLost extends Schema.TaggedError<DatabaseLost>()("DatabaseLo
   detail: Schema.String,
   hint
 }) {
+  /** Marks a reason of a `SupervisorError`, for {@link isSupervisorErrorReason}. */
+  get [ReasonTypeId](): typeof ReasonTypeId {
+    return ReasonTypeId
+  }
   override get message(): string {
     return this.detail
   }
@@ -229,22 +303,68 @@ export type SupervisorErrorReason = typeof SupervisorErrorReason.Type
  * The error of every supervisor operation that can fail. Match on `reason._tag`, or with
  * `Effect.catchReason("SupervisorError", "NoFreeSlot", ...)`.
  *
+ * **Details**
+ *
+ * `message`, `hint` and `isRetryable` are the reason's. The reason is kept in `reason`, not in `cause`: it
+ * is the same condition, not an earlier one.
+ *
  * @category errors
  * @since 0.1.0
  */
 export class SupervisorError extends Schema.TaggedError<SupervisorError>()("SupervisorError", {
   reason: SupervisorErrorReason
 }) {
+  /** Marks a `SupervisorError`, for {@link isSupervisorError}. */
+  get [TypeId](): typeof TypeId {
+    return TypeId
+  }
   override get message(): string {
     return this.reason.message
   }
   get hint(): string | undefined {
     return this.reason.hint
   }
+  /** The reason's: see the table in the module comment. */
   get isRetryable(): boolean {
     return this.reason.isRetryable
   }
 }
+
+/**
+ * Whether `u` is a {@link SupervisorError}.
+ *
+ * **When to use**
+ *
+ * Where the type is lost: a defect, a `Cause` collected from several layers, an error that crossed a
+ * library boundary. Inside a typed error channel, `Effect.catchTag("SupervisorError", ...)` and
+ * `Effect.catchReason` are simpler.
+ *
+ * **Example** (Telling the supervisor's retryable failures apart where errors of many kinds meet)
+ *
+ * ```ts
+ * import { Cause } from "effect"
+ * import * as SupervisorError from "effect-bgworker/SupervisorError"
+ *
+ * const worthRetrying = (cause: Cause.Cause<unknown>): boolean => {
+ *   const error = Cause.squash(cause)
+ *   return SupervisorError.isSupervisorError(error) && error.isRetryable
+ * }
+ * ```
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isSupervisorError = (u: unknown): u is SupervisorError => Predicate.hasProperty(u, TypeId)
+
+/**
+ * Whether `u` is one of the reasons a {@link SupervisorError} carries (`NoFreeSlot`, `PermissionDenied`, ...),
+ * whether or not it is wrapped yet: `PermissionDenied` also comes bare from `WorkerConnector.authorize`.
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isSupervisorErrorReason = (u: unknown): u is SupervisorErrorReason =>
+  Predicate.hasProperty(u, ReasonTypeId)
 
 /** @internal */
 export const fail = (reason: SupervisorErrorReason): SupervisorError => new SupervisorError({ reason })

@@ -23,14 +23,37 @@
  */
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { DatabaseOptions, WorkerInfo } from "./BackgroundWorker.ts"
 import type { PermissionDenied } from "./SupervisorError.ts"
 
+/** The type id of a {@link WorkerConnectionError}, read through the prototype. */
+const ErrorTypeId = "~effect-bgworker/WorkerConnector/WorkerConnectionError" as const
+
 /**
- * The connection could not be made. `message` is the server's error text.
+ * SQLSTATE classes of conditions that pass by themselves: `08` connection exception, `53` insufficient
+ * resources (`too_many_connections`), `57` operator intervention (`admin_shutdown`, `crash_shutdown`,
+ * `cannot_connect_now`).
+ */
+const transientClasses: ReadonlySet<string> = new Set(["08", "53", "57"])
+
+/**
+ * The connection could not be made, or the session was lost (`SessionLost`). `message` is the server's error
+ * text.
+ *
+ * **Details**
+ *
+ * `isRetryable` follows the rule of `SupervisorError`: whether the same connection may succeed later
+ * without a change by the caller. With a `sqlstate` it is `true` for the classes that pass by themselves
+ * (`08` connection exception, `53` insufficient resources, `57` operator intervention such as a server
+ * restarting after a crash) and `false` for the rest (a missing database `3D000` or role `42704`, a role
+ * that may not log in `28000`, a database that does not accept connections `55000`): those stand until an
+ * administrator changes something. Without a `sqlstate` it is `true`, as the connector could not tell. A
+ * worker's restart policy applies either way, as PostgreSQL restarts a background worker whose connection
+ * failed (FATAL) after its `bgw_restart_time`.
  *
  * @category errors
  * @since 0.1.0
@@ -40,8 +63,33 @@ export class WorkerConnectionError extends Schema.TaggedError<WorkerConnectionEr
   database: Schema.optionalKey(Schema.String),
   user: Schema.optionalKey(Schema.String),
   /** What to do about it, when the connector knows. */
-  hint: Schema.optionalKey(Schema.String)
-}) {}
+  hint: Schema.optionalKey(Schema.String),
+  /** PostgreSQL's SQLSTATE for the condition, when the connector knows it (`3D000`, `08006`, ...). */
+  sqlstate: Schema.optionalKey(Schema.String)
+}) {
+  /** Marks a `WorkerConnectionError`, for {@link isWorkerConnectionError}. */
+  get [ErrorTypeId](): typeof ErrorTypeId {
+    return ErrorTypeId
+  }
+  /** See **Details**: transient SQLSTATE classes, or no SQLSTATE at all. */
+  get isRetryable(): boolean {
+    return this.sqlstate === undefined || transientClasses.has(this.sqlstate.slice(0, 2))
+  }
+}
+
+/**
+ * Whether `u` is a {@link WorkerConnectionError}: a worker's session could not be opened, or was lost.
+ *
+ * **When to use**
+ *
+ * Where the type is lost: a `Cause`, or `WorkerFailure.error` (`unknown`) in a restart schedule, which holds
+ * this error when a worker's session was lost under it (`SessionLost`).
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isWorkerConnectionError = (u: unknown): u is WorkerConnectionError =>
+  Predicate.hasProperty(u, ErrorTypeId)
 
 /**
  * What {@link WorkerConnectorApi.authorize} is asked.

@@ -33,7 +33,7 @@ export const make = (slot: number, generation: number): WorkerHandle => ({ slot,
 /**
  * A stable text form, `"slot:generation"`, for logs and for the SQL control plane.
  *
- * @category utils
+ * @category formats
  * @since 0.1.0
  */
 export const format = (handle: WorkerHandle): string => `${handle.slot}:${handle.generation}`

@@ -1,12 +1,20 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Scope, Stream } from "effect"
+import { Effect, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as DatabaseState from "../src/DatabaseState.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-import { napForever, settle, withSupervisor } from "./fixtures.ts"
+import {
+  eventually,
+  layerLeakChecked,
+  napForever,
+  supervisorService,
+  untilQuiet,
+  untilWaiting,
+  withSupervisor
+} from "./fixtures.ts"
 
 const reporter = BackgroundWorker.make({
   name: "reporter 1",
@@ -25,11 +33,32 @@ const reporter = BackgroundWorker.make({
 })
 
 describe("Activity", () => {
+  it.effect("lastExit says how each incarnation ended: returned, failed with its error, or ended by the supervisor", () =>
+    Effect.gen(function*() {
+      const supervisor = yield* supervisorService
+      const done = yield* Supervisor.register(BackgroundWorker.make({ name: "done", main: () => Effect.void }))
+      const failing = yield* Supervisor.register(
+        BackgroundWorker.make({ name: "failing", main: () => Effect.fail(new Error("boom")) })
+      )
+      const napping = yield* Supervisor.register(BackgroundWorker.make({ name: "napping", main: () => napForever() }))
+      yield* untilWaiting(napping)
+      yield* Supervisor.shutdown("fast")
+      const exits = yield* Effect.forEach([done, failing, napping], (h) => supervisor.lastExit(h))
+      assert.deepStrictEqual(
+        exits.map((exit) => Option.map(exit, ({ kind, message }) => `${kind}: ${message}`)),
+        [
+          Option.some("done: exited with exit code 0"),
+          Option.some("failed: boom"),
+          Option.some("killed: terminated by shutdown")
+        ]
+      )
+    }).pipe(withSupervisor()))
+
   it.effect("a running worker has PostgreSQL's columns: pid, type, name, state, query, backend start, state change", () =>
     Effect.gen(function*() {
       yield* TestClock.adjust("1 second")
       const h = yield* Supervisor.register(reporter)
-      yield* settle
+      yield* untilWaiting(h)
       let [row] = yield* Activity.snapshot
       assert.deepStrictEqual(
         [row!.pid, row!.name, row!.backendType, row!.state, row!.query, row!.backendStart, row!.waitEvent],
@@ -54,7 +83,7 @@ describe("Activity", () => {
         BackgroundWorker.make({ name: "gated", startTime: "recoveryFinished", main: () => napForever() })
       )
       const h = yield* Supervisor.register(reporter)
-      yield* settle
+      yield* untilWaiting(h)
       yield* TestClock.adjust("10 seconds") // the reporter is now inside its query
       yield* Supervisor.signal(h, "terminate")
       yield* TestClock.adjust("1 second")
@@ -80,15 +109,14 @@ describe("Activity", () => {
   it.effect("the change stream reports starts, state changes and forgotten registrations", () =>
     Effect.gen(function*() {
       const events = yield* Activity.changes
-      const collected = yield* Effect.forkChild(Stream.runCollect(Stream.take(events, 5)))
-      yield* settle
+      const collected = yield* Effect.forkChild(Stream.runCollect(Stream.take(events, 5)), { startImmediately: true })
       const h = yield* Supervisor.register(
         BackgroundWorker.make({
           name: "short",
           main: () => Effect.andThen(Activity.report("active", "VACUUM"), ProcLatch.wait({ onPostmasterDeath: "exit" }))
         })
       )
-      yield* settle
+      yield* eventually("the worker has reported its query", Effect.map(Supervisor.info(h), (row) => row._tag === "Some" && row.value.query === "VACUUM"))
       yield* Supervisor.terminate(h)
       const all = yield* Fiber.join(collected)
       const summary = all.map((e) => e._tag === "Removed" ? "removed" : `${e.row.registration}/${e.row.state}/${e.row.query}`)
@@ -104,12 +132,11 @@ describe("Activity", () => {
   it.effect("the change stream ends when the supervisor's scope closes", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
-      const context = yield* Layer.buildWithScope(Supervisor.layer(), scope)
+      const context = yield* Layer.buildWithScope(layerLeakChecked(), scope)
       const events = yield* Effect.provide(Activity.changes, context)
-      const collected = yield* Effect.forkChild(Stream.runCollect(events))
-      yield* settle
-      yield* Effect.provide(Supervisor.register(BackgroundWorker.make({ name: "last", main: () => napForever() })), context)
-      yield* settle
+      const collected = yield* Effect.forkChild(Stream.runCollect(events), { startImmediately: true })
+      const h = yield* Effect.provide(Supervisor.register(BackgroundWorker.make({ name: "last", main: () => napForever() })), context)
+      yield* Effect.provide(untilWaiting(h), context)
       yield* Scope.close(scope, Exit.void)
       const all = yield* Fiber.join(collected)
       assert.isAbove(all.length, 0)
@@ -118,7 +145,7 @@ describe("Activity", () => {
   it.effect("the table rendering lists every row with its registration and last exit", () =>
     Effect.gen(function*() {
       yield* Supervisor.register(BackgroundWorker.make({ name: "one", main: () => napForever() }))
-      yield* settle
+      yield* untilQuiet
       const table = Activity.formatTable(yield* Activity.snapshot, 0)
       const lines = table.split("\n")
       assert.lengthOf(lines, 3)

@@ -8,7 +8,7 @@ import * as Shmem from "../src/Shmem.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { SupervisorError } from "../src/SupervisorError.ts"
 import { WorkerConnector } from "../src/WorkerConnector.ts"
-import { settle, withSupervisor } from "./fixtures.ts"
+import { withSupervisor } from "./fixtures.ts"
 
 const invalidField = (worker: BackgroundWorker.Any) =>
   Effect.map(Effect.flip(BackgroundWorker.validate(worker)), (e) => e.field)
@@ -131,34 +131,5 @@ describe("BackgroundWorker definitions", () => {
       const error = yield* Effect.flip(Layer.build(layer))
       assert.strictEqual(error.reason._tag, "InvalidDefinition")
       assert.strictEqual((error.reason as { readonly field: string }).field, "database")
-    }))
-})
-
-describe("Shmem", () => {
-  it.effect("a struct is created once per generation, however many workers ask at once", () =>
-    Effect.gen(function*() {
-      let created = 0
-      const ids: Array<number> = []
-      const counter = Shmem.struct("counter", Effect.andThen(Effect.sleep(0), Effect.sync(() => ++created)))
-      const w = BackgroundWorker.make({
-        name: "user",
-        shmem: true,
-        main: () => Effect.flatMap(Shmem.get(counter), (id) => Effect.sync(() => ids.push(id)))
-      })
-      for (let i = 0; i < 5; i++) yield* Supervisor.register(w)
-      yield* settle
-      yield* Effect.sleep(0)
-      yield* settle
-      assert.strictEqual(created, 1)
-      assert.deepStrictEqual(ids, [1, 1, 1, 1, 1])
-    }).pipe(withSupervisor()))
-
-  it.effect("structs listed in the supervisor's options exist before any worker starts", () =>
-    Effect.gen(function*() {
-      const order: Array<string> = []
-      const config = Shmem.struct("config", Effect.sync(() => order.push("created")))
-      const w = BackgroundWorker.make({ name: "first", shmem: true, main: () => Effect.sync(() => order.push("worker ran")) })
-      yield* settle.pipe(withSupervisor({ shmem: [config], preload: [Preload.register(w)] }))
-      assert.deepStrictEqual(order, ["created", "worker ran"])
     }))
 })

@@ -6,11 +6,12 @@ import * as Path from "effect/Path"
 import { TestClock } from "effect/testing"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as Guc from "../src/Guc.ts"
+import { markStarted } from "../src/internal/gucRegistry.ts"
 import * as Interrupts from "../src/Interrupts.ts"
 import * as Preload from "../src/Preload.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-import { captureLogs, settle } from "./fixtures.ts"
+import { captureLogs, eventually, untilState, untilStatus } from "./fixtures.ts"
 
 const naptime = Guc.int("worker_spi.naptime", {
   context: "sighup",
@@ -410,8 +411,9 @@ describe("Guc: reload", () => {
         { configFile: conf.file, parameters: [naptime] },
         Effect.gen(function*() {
           const before = yield* Guc.snapshot
-          const seen = yield* Effect.forkChild(Stream.runCollect(Stream.take(yield* Guc.changes, 2)))
-          yield* settle
+          const seen = yield* Effect.forkChild(Stream.runCollect(Stream.take(yield* Guc.changes, 2)), {
+            startImmediately: true
+          })
           yield* conf.write(`worker_spi.naptime = 21\n`)
           yield* Guc.reload
           assert.strictEqual(before.get(naptime), 20)
@@ -442,11 +444,14 @@ describe("Guc with the supervisor", () => {
           })
       })
       yield* Effect.gen(function*() {
-        yield* settle
+        yield* eventually(
+          "the preloaded napper runs",
+          Effect.map(Supervisor.Supervisor.use((s) => s.activity), (rows) => rows[0]?.registration === "running")
+        )
         yield* TestClock.adjust("3 seconds")
         yield* conf.write(`worker_spi.naptime = 2\n`)
         yield* Supervisor.reload
-        yield* settle
+        yield* eventually("the napper has seen the reload", Effect.sync(() => seen.length === 1))
         yield* TestClock.adjust("2 seconds")
         assert.deepStrictEqual(seen, ["3000 reload=true naptime=2", "5000 reload=false naptime=2"])
       }).pipe(
@@ -479,13 +484,13 @@ describe("Guc with the supervisor", () => {
         assert.strictEqual(full.reason._tag, "NoFreeSlot")
         crashes.armed = true
         yield* Supervisor.setLatch(h)
-        yield* settle
+        yield* untilStatus(h, "runs again after a crash restart", (s) => s._tag === "Started" && s.pid > 2)
         assert.strictEqual(yield* Supervisor.state, "running") // restart_after_crash = on: a crash restart
         yield* conf.write(`max_worker_processes = 2\nrestart_after_crash = off\n`)
         yield* Supervisor.reload
-        yield* settle
+        yield* untilStatus(h, "has acted on the reload's wake-up", (s) => s._tag !== "Started")
         yield* Supervisor.setLatch(h)
-        yield* settle
+        yield* untilState("dead")
         assert.strictEqual(yield* Supervisor.state, "dead") // now off: the supervisor ends
       }).pipe(
         Effect.provide(Supervisor.layer().pipe(Layer.provideMerge(Guc.layer({ configFile: conf.file }))))
@@ -511,7 +516,7 @@ describe("Guc: the server's configuration (the external source)", () => {
   const serverFile = "/srv/pgdata/postgresql.auto.conf"
   const fromServer = (entries: Record<string, string>): ReadonlyArray<Guc.ExternalSetting> =>
     Object.entries(entries).map(([name, value], i) => ({ name, value, file: serverFile, line: i + 3 }))
-  const started = Guc.Gucs.useSync((g) => g.markStarted())
+  const started = Guc.Gucs.useSync(markStarted)
 
   it.effect("default < the supervisor's files < the server's configuration < environment < code < SET", () =>
     Effect.gen(function*() {

@@ -1,11 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Option } from "effect"
+import { Effect, Option, pipe } from "effect"
 import { TestClock } from "effect/testing"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as Interrupts from "../src/Interrupts.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-import { settle, withSupervisor } from "./fixtures.ts"
+import { eventually, untilStatus, withSupervisor } from "./fixtures.ts"
 
 describe("Interrupts", () => {
   it.effect("a reload request wakes a napping worker at once and is seen exactly once", () =>
@@ -23,11 +23,11 @@ describe("Interrupts", () => {
             }
           })
       })
-      yield* Supervisor.register(w)
-      yield* settle
+      const h = yield* Supervisor.register(w)
+      yield* untilStatus(h, "has started", (s) => s._tag === "Started")
       yield* TestClock.adjust("2 seconds")
       yield* Supervisor.reload
-      yield* settle
+      yield* eventually("the worker has seen the reload", Effect.sync(() => seen.length === 1))
       yield* TestClock.adjust("10 seconds")
       assert.deepStrictEqual(seen, ["2000: reload=true", "12000: reload=false"])
     }).pipe(withSupervisor()))
@@ -51,10 +51,10 @@ describe("Interrupts", () => {
           })
       })
       const h = yield* Supervisor.register(w)
-      yield* settle
+      yield* untilStatus(h, "has started", (s) => s._tag === "Started")
       yield* TestClock.adjust("1 second")
       yield* Supervisor.signal(h, "terminate")
-      yield* settle
+      yield* eventually("the cycle is under way", Effect.sync(() => log.length > 0))
       assert.deepStrictEqual(log, ["cycle started"])
       assert.strictEqual((yield* Supervisor.status(h))._tag, "Started")
       yield* TestClock.adjust("5 seconds")
@@ -79,7 +79,7 @@ describe("Interrupts", () => {
           })
       })
       const h = yield* Supervisor.register(w)
-      yield* settle
+      yield* untilStatus(h, "has started", (s) => s._tag === "Started")
       yield* TestClock.adjust("2 seconds")
       yield* Supervisor.terminate(h)
       yield* TestClock.adjust("1 second")
@@ -106,9 +106,9 @@ describe("Interrupts", () => {
           })
       })
       const h = yield* Supervisor.register(w)
-      yield* settle
+      yield* eventually("the critical section has begun", Effect.sync(() => log.length === 1))
       yield* Supervisor.terminate(h)
-      yield* settle
+      yield* eventually("the critical section has ended", Effect.sync(() => log.length === 2))
       yield* TestClock.adjust("3 seconds")
       assert.deepStrictEqual(log, ["critical start", "critical end"])
       assert.deepStrictEqual(yield* Supervisor.status(h), { _tag: "Stopped" })
@@ -122,12 +122,12 @@ describe("Interrupts", () => {
         main: () => Effect.andThen(Effect.addFinalizer(() => Effect.sync(() => log.push("finalized"))), Effect.never)
       })
       const h = yield* Supervisor.register(w)
-      yield* settle
+      yield* untilStatus(h, "has started", (s) => s._tag === "Started")
       yield* Supervisor.terminate(h)
       yield* TestClock.adjust("1999 millis")
       assert.deepStrictEqual(log, [])
       yield* TestClock.adjust("1 millis")
-      yield* settle
+      yield* untilStatus(h, "is Stopped", (s) => s._tag === "Stopped")
       assert.deepStrictEqual(log, ["finalized"])
       assert.deepStrictEqual(yield* Supervisor.status(h), { _tag: "Stopped" })
     }).pipe(withSupervisor({ terminateTimeout: "2 seconds" })))
@@ -148,10 +148,10 @@ describe("Interrupts", () => {
             })
         })
       const a = yield* Supervisor.register(w("a"))
-      yield* Supervisor.register(w("b"))
-      yield* settle
-      yield* Supervisor.signal(a, "reload")
-      yield* settle
+      const b = yield* Supervisor.register(w("b"))
+      yield* untilStatus(b, "has started", (s) => s._tag === "Started")
+      yield* pipe(a, Supervisor.signal("reload")) // data-last (Supervisor.signal is dual)
+      yield* eventually("a has seen the reload", Effect.sync(() => seen.length > 0))
       assert.deepStrictEqual(seen, ["a"])
     }).pipe(withSupervisor()))
 })

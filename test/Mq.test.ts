@@ -1,13 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Option, Ref, Schema, Scope } from "effect"
+import { Deferred, Effect, Exit, Fiber, Option, pipe, Ref, Schema, Scope } from "effect"
 import * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as Mq from "../src/Mq.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-
-/** Lets started workers and forked fibers run until they block. */
-const settle: Effect.Effect<void> = Effect.yieldNow.pipe(Effect.repeat({ times: 20 }))
+import { eventually, untilWaiting } from "./fixtures.ts"
 
 const withSupervisor = (options: Supervisor.Options = {}) =>
   Effect.provide(Supervisor.layer({ maxWorkerProcesses: 4, ...options }))
@@ -61,8 +59,7 @@ describe("Mq", () => {
       const rx = yield* Mq.attachReceiver(mq)
       yield* Mq.send(tx, 1)
       yield* Mq.send(tx, 2)
-      const third = yield* Effect.forkChild(Mq.send(tx, 3))
-      yield* settle
+      const third = yield* Effect.forkChild(Mq.send(tx, 3), { startImmediately: true })
       assert.isUndefined(third.pollUnsafe(), "the third send waits while two messages are buffered")
       assert.strictEqual(yield* Mq.receive(rx), 1)
       yield* Fiber.join(third)
@@ -74,8 +71,7 @@ describe("Mq", () => {
       const mq = yield* Mq.create<string>({ capacity: 1 })
       const tx = yield* Mq.attachSender(mq)
       const rx = yield* Mq.attachReceiver(mq)
-      const receiving = yield* Effect.forkChild(Mq.receive(rx))
-      yield* settle
+      const receiving = yield* Effect.forkChild(Mq.receive(rx), { startImmediately: true })
       assert.isUndefined(receiving.pollUnsafe())
       yield* Mq.send(tx, "hello")
       assert.strictEqual(yield* Fiber.join(receiving), "hello")
@@ -143,8 +139,7 @@ describe("Mq", () => {
       const mq = yield* Mq.create<number>({ capacity: 1 })
       const tx = yield* Mq.attachSender(mq)
       const rx = yield* Mq.attachReceiver(mq)
-      const waiting = yield* Effect.forkChild(Effect.flip(Mq.receive(rx)))
-      yield* settle
+      const waiting = yield* Effect.forkChild(Effect.flip(Mq.receive(rx)), { startImmediately: true })
       assert.isUndefined(waiting.pollUnsafe())
       yield* Mq.detach(tx)
       const error = yield* Fiber.join(waiting)
@@ -157,8 +152,7 @@ describe("Mq", () => {
       const tx = yield* Mq.attachSender(mq)
       const rx = yield* Mq.attachReceiver(mq)
       yield* Mq.send(tx, 1)
-      const blocked = yield* Effect.forkChild(Effect.flip(Mq.send(tx, 2)))
-      yield* settle
+      const blocked = yield* Effect.forkChild(Effect.flip(Mq.send(tx, 2)), { startImmediately: true })
       assert.isUndefined(blocked.pollUnsafe())
       yield* Mq.detach(rx)
       const error = yield* Fiber.join(blocked)
@@ -238,12 +232,10 @@ describe("Mq", () => {
       const mq = yield* Mq.create<number>({ capacity: 1 })
       const tx = yield* Mq.attachSender(mq)
       const rx = yield* Mq.attachReceiver(mq)
-      const receiving = yield* Effect.forkChild(Mq.receive(rx))
-      yield* settle
+      const receiving = yield* Effect.forkChild(Mq.receive(rx), { startImmediately: true })
       yield* Fiber.interrupt(receiving)
       yield* Mq.send(tx, 1)
-      const sending = yield* Effect.forkChild(Mq.send(tx, 2))
-      yield* settle
+      const sending = yield* Effect.forkChild(Mq.send(tx, 2), { startImmediately: true })
       yield* Fiber.interrupt(sending)
       assert.strictEqual(yield* Mq.receive(rx), 1)
       assert.isTrue(Option.isNone(yield* Mq.receiveNow(rx)))
@@ -254,9 +246,8 @@ describe("Mq", () => {
       const mq = yield* Mq.create<number>({ capacity: 2 })
       const tx = yield* Mq.attachSender(mq)
       const rx = yield* Mq.attachReceiver(mq)
-      const a = yield* Effect.forkChild(Mq.receive(rx))
-      const b = yield* Effect.forkChild(Mq.receive(rx))
-      yield* settle
+      const a = yield* Effect.forkChild(Mq.receive(rx), { startImmediately: true })
+      const b = yield* Effect.forkChild(Mq.receive(rx), { startImmediately: true })
       yield* Mq.send(tx, 1)
       yield* Mq.send(tx, 2)
       const got = [yield* Fiber.join(a), yield* Fiber.join(b)].sort()
@@ -349,8 +340,7 @@ describe("Mq", () => {
         const mq = yield* Mq.create<number>({ capacity: 1 })
         const worker = yield* Supervisor.register(lateReceiver, mq.id)
         const tx = yield* Mq.attachSender(mq, { handle: worker })
-        const waiting = yield* Effect.forkChild(Mq.waitForAttach(tx))
-        yield* settle
+        const waiting = yield* Effect.forkChild(Mq.waitForAttach(tx), { startImmediately: true })
         assert.isUndefined(waiting.pollUnsafe())
         yield* Deferred.succeed(gate, undefined)
         yield* Fiber.join(waiting)
@@ -393,7 +383,7 @@ describe("Mq", () => {
         const worker = yield* Supervisor.register(waiter, mq.id)
         const tx = yield* Mq.attachSender(mq, { handle: worker })
         yield* Mq.waitForAttach(tx)
-        yield* settle
+        yield* untilWaiting(worker)
         const row = (yield* Activity.snapshot).find((r) => r.name === "waiter")
         assert.strictEqual(row?.waitEventType, "IPC")
         assert.strictEqual(row?.waitEvent, "MessageQueueReceive")
@@ -427,7 +417,13 @@ describe("Mq", () => {
         const tx = yield* Mq.attachSender(mq, { handle: worker })
         yield* Mq.waitForAttach(tx)
         for (const n of [1, 2, 3]) {
-          yield* settle
+          yield* eventually(
+            `the poller has taken ${n - 1} message(s) and waits on its latch again`,
+            Effect.gen(function*() {
+              const row = yield* Supervisor.info(worker)
+              return (yield* Ref.get(received)).length === n - 1 && row._tag === "Some" && row.value.waitEvent !== null
+            })
+          )
           yield* Mq.send(tx, n)
         }
         yield* Supervisor.awaitShutdown(worker)
@@ -446,7 +442,7 @@ describe("Mq", () => {
         const worker = yield* Supervisor.register(waiter, mq.id)
         const tx = yield* Mq.attachSender(mq, { handle: worker })
         yield* Mq.waitForAttach(tx)
-        yield* settle // now blocked in receive
+        yield* untilWaiting(worker) // now blocked in receive
         yield* Supervisor.terminate(worker)
         assert.strictEqual((yield* Supervisor.awaitShutdown(worker))._tag, "Stopped")
         const error = yield* Effect.flip(Mq.send(tx, 1))
@@ -498,4 +494,71 @@ describe("Mq", () => {
         }).pipe(Effect.scoped, withSupervisor())
     )
   })
+})
+
+describe("Mq: identity", () => {
+  it.effect("every error of the module is an MqError, and none is retryable", () =>
+    Effect.gen(function*() {
+      const mq = yield* Mq.create<number>({ capacity: 1 })
+      const tx = yield* Mq.attachSender(mq)
+      const rx = yield* Mq.attachReceiver(mq)
+      const invalid = yield* Effect.flip(Mq.create({ capacity: 0 }))
+      const missing = yield* Effect.flip(Mq.attachSender("mq-999"))
+      const twice = yield* Effect.flip(Mq.attachSender(mq))
+      yield* Mq.detach(rx)
+      const detached = yield* Effect.flip(Mq.send(tx, 1))
+      const errors = [invalid, missing, twice, detached]
+      assert.deepStrictEqual(
+        errors.map((e) => [e._tag, Mq.isMqError(e), Mq.isMqDetached(e), e.isRetryable]),
+        [
+          ["MqInvalidCapacity", true, false, false],
+          ["MqNotFound", true, false, false],
+          ["MqAlreadyAttached", true, false, false],
+          ["MqDetached", true, true, false]
+        ]
+      )
+      for (const e of errors) assert.notInclude(JSON.stringify(e), "~effect-bgworker")
+    }).pipe(Effect.scoped, withSupervisor()))
+
+  it("isMqError refuses look-alikes: the same tag and fields, another tagged error, no object", () => {
+    const lookalikes: ReadonlyArray<unknown> = [
+      { _tag: "MqDetached", id: "mq-1", side: "sender", reason: "detached" },
+      new Boom(),
+      null,
+      undefined,
+      "MqDetached"
+    ]
+    for (const u of lookalikes) {
+      assert.isFalse(Mq.isMqError(u))
+      assert.isFalse(Mq.isMqDetached(u))
+    }
+    assert.isFalse(Mq.isMqDetached(new Mq.MqNotFound({ id: "mq-1" })))
+  })
+
+  it.effect("a queue, its sender and its receiver are told apart by their guards", () =>
+    Effect.gen(function*() {
+      const mq = yield* Mq.create<number>({ capacity: 1 })
+      const tx = yield* Mq.attachSender(mq)
+      const rx = yield* Mq.attachReceiver(mq)
+      const kinds = (u: unknown) => [Mq.isMessageQueue(u), Mq.isSender(u), Mq.isReceiver(u)]
+      assert.deepStrictEqual(kinds(mq), [true, false, false])
+      assert.deepStrictEqual(kinds(tx), [false, true, false])
+      assert.deepStrictEqual(kinds(rx), [false, false, true])
+      assert.deepStrictEqual(kinds(mq.id), [false, false, false])
+      assert.deepStrictEqual(kinds({ id: mq.id, capacity: 1, side: "sender" }), [false, false, false])
+      // The markers live on the prototype: a queue still serialises to its id and capacity.
+      assert.strictEqual(JSON.stringify(mq), JSON.stringify({ id: mq.id, capacity: 1 }))
+    }).pipe(Effect.scoped, withSupervisor()))
+
+  it.effect("send and sendNow also take the message first, for pipe", () =>
+    Effect.gen(function*() {
+      const mq = yield* Mq.create<string>({ capacity: 1 })
+      const tx = yield* Mq.attachSender(mq)
+      const rx = yield* Mq.attachReceiver(mq)
+      yield* pipe(tx, Mq.send("a"))
+      assert.strictEqual(yield* pipe(tx, Mq.sendNow("b")), "WouldBlock")
+      assert.strictEqual(yield* Mq.receive(rx), "a")
+      assert.strictEqual(yield* pipe(tx, Mq.sendNow("b")), "Sent")
+      assert.strictEqual(yield* Mq.receive(rx), "b")
+    }).pipe(Effect.scoped, withSupervisor()))
 })

@@ -6,7 +6,7 @@ import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as DatabaseState from "../src/DatabaseState.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-import { settle, withSupervisor } from "./fixtures.ts"
+import { eventually, untilQuiet, untilStatus, untilWaiting, withSupervisor } from "./fixtures.ts"
 
 const exitOnDeath = { onPostmasterDeath: "exit" } as const
 
@@ -62,10 +62,9 @@ describe("ProcLatch", () => {
           yield* latch.reset
           if (r.latchSet) wakeups++
         }
-      }))
-      yield* settle
+      }), { startImmediately: true })
       for (let i = 0; i < 5; i++) latch.setUnsafe()
-      yield* settle
+      yield* eventually("the waiter has woken", Effect.sync(() => wakeups > 0))
       yield* TestClock.adjust("5 seconds")
       assert.strictEqual(wakeups, 1)
       yield* Fiber.interrupt(waiter)
@@ -92,8 +91,7 @@ describe("ProcLatch", () => {
   it.effect("setUnsafe from a plain callback wakes the waiter", () =>
     Effect.gen(function*() {
       const latch = yield* ProcLatch.make
-      const waiter = yield* Effect.forkChild(latch.wait(exitOnDeath))
-      yield* settle
+      const waiter = yield* Effect.forkChild(latch.wait(exitOnDeath), { startImmediately: true })
       const callback = () => latch.setUnsafe()
       callback()
       assert.isTrue((yield* Fiber.join(waiter)).latchSet)
@@ -152,8 +150,7 @@ describe("ProcLatch", () => {
   it.effect("only one fiber may wait on a latch at a time", () =>
     Effect.gen(function*() {
       const latch = yield* ProcLatch.make
-      const first = yield* Effect.forkChild(latch.wait(exitOnDeath))
-      yield* settle
+      const first = yield* Effect.forkChild(latch.wait(exitOnDeath), { startImmediately: true })
       const second = yield* Effect.exit(latch.wait(exitOnDeath))
       assert.isTrue(Exit.isFailure(second))
       latch.setUnsafe()
@@ -177,10 +174,10 @@ describe("ProcLatch inside a worker", () => {
           })
       })
       const h = yield* Supervisor.register(napper)
-      yield* settle
+      yield* untilStatus(h, "has started", (s) => s._tag === "Started")
       yield* TestClock.adjust("3 seconds")
       yield* Supervisor.setLatch(h)
-      yield* settle
+      yield* eventually("the worker has woken", Effect.sync(() => wakes.length === 1))
       yield* TestClock.adjust("10 seconds")
       assert.deepStrictEqual(wakes, [{ at: 3000, latchSet: true }, { at: 13000, latchSet: false }])
     }).pipe(withSupervisor()))
@@ -282,7 +279,7 @@ describe("ProcLatch inside a worker", () => {
           })
       })
       const h = yield* Supervisor.register(w)
-      yield* settle
+      yield* untilWaiting(h)
       const napping = Option.getOrThrow(yield* Supervisor.info(h))
       assert.strictEqual(napping.waitEventType, "Extension")
       assert.strictEqual(napping.waitEvent, "WorkerSpiMain")
@@ -301,7 +298,7 @@ describe("ProcLatch inside a worker", () => {
       })
       yield* Supervisor.register(w)
       yield* Supervisor.register(w)
-      yield* settle
+      yield* untilQuiet
       const events = yield* Activity.waitEvents
       const custom = events.filter((e) => e.type === "Extension")
       assert.deepStrictEqual(custom, [{ type: "Extension", name: "WorkerSpiMain", id: 1 }])
@@ -316,7 +313,7 @@ describe("ProcLatch inside a worker", () => {
       })
       const h = yield* Supervisor.register(w)
       yield* Supervisor.awaitShutdown(h)
-      yield* settle
+      yield* eventually("the registration is forgotten", Effect.map(Activity.snapshot, (rows) => rows.length === 0))
       const rows = yield* Activity.snapshot
       assert.lengthOf(rows, 0)
     }).pipe(withSupervisor()))
@@ -333,7 +330,7 @@ describe("ProcLatch inside a worker", () => {
           })
       })
       const h = yield* Supervisor.register(parent)
-      yield* settle
+      yield* untilWaiting(h)
       const row = Option.getOrThrow(yield* Supervisor.info(h))
       assert.strictEqual(row.waitEventType, "IPC")
       assert.strictEqual(row.waitEvent, "BgWorkerStartup")

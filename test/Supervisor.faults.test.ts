@@ -12,10 +12,24 @@ import * as DatabaseState from "../src/DatabaseState.ts"
 import * as Guc from "../src/Guc.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Shmem from "../src/Shmem.ts"
+import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { SupervisorError } from "../src/SupervisorError.ts"
 import type { WorkerStatus } from "../src/WorkerHandle.ts"
-import { captureLogs, commanded, napForever, settle, supervisorService, tell, withSupervisor } from "./fixtures.ts"
+import {
+  captureLogs,
+  commanded,
+  eventually,
+  layerLeakChecked,
+  napForever,
+  supervisorService,
+  tell,
+  untilEnded,
+  untilQuiet,
+  untilState,
+  untilStatus,
+  withSupervisor
+} from "./fixtures.ts"
 
 /** A worker whose first incarnation's finalizer waits for `release` (forever, unless the test releases it). */
 const stuckOnce = (name: string, release: Deferred.Deferred<void>, restart: BackgroundWorker.RestartPolicy = "never") => {
@@ -49,7 +63,7 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
         commanded("crasher", { shmem: true, restart: BackgroundWorker.restartAfter("1 minute"), command })
       )
       const stuck = yield* Supervisor.register(stuckOnce("stuck", release, BackgroundWorker.restartAfter("1 hour")))
-      yield* settle
+      yield* untilQuiet
       const stuckBefore = yield* Supervisor.status(stuck)
       yield* tell(crasher, command, "die")
       command.current = "nap"
@@ -57,7 +71,7 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
       yield* TestClock.adjust("4999 millis")
       assert.strictEqual(yield* Supervisor.state, "recovering")
       yield* TestClock.adjust("1 millis")
-      yield* settle
+      yield* untilState("running")
       assert.strictEqual(yield* Supervisor.state, "running")
       assert.strictEqual((yield* Supervisor.status(crasher))._tag, "Started")
       const stuckNow = yield* Supervisor.status(stuck)
@@ -68,11 +82,11 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
         logs.lines.join("\n")
       )
       // The abandoned incarnation still runs its finalizer; its eventual end changes nothing.
-      assert.strictEqual((yield* supervisorService).liveFibers(), 3)
+      assert.strictEqual(liveFibers(yield* supervisorService), 3)
       yield* Deferred.succeed(release, undefined)
-      yield* settle
+      yield* eventually("the abandoned incarnation has ended", Effect.map(supervisorService, (s) => liveFibers(s) === 2))
       assert.deepStrictEqual(yield* Supervisor.status(stuck), stuckNow)
-      assert.strictEqual((yield* supervisorService).liveFibers(), 2)
+      assert.strictEqual(liveFibers(yield* supervisorService), 2)
     }).pipe(withSupervisor({ abandonTimeout: "5 seconds" }), Effect.provide(logs.layer))
   })
 
@@ -83,12 +97,12 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
       const command = { current: "nap" as "nap" | "die" }
       const crasher = yield* Supervisor.register(commanded("crasher", { shmem: true, command }))
       yield* Supervisor.register(stuckOnce("stuck", release))
-      yield* settle
+      yield* untilQuiet
       yield* tell(crasher, command, "die")
       yield* TestClock.adjust("1999 millis")
       assert.strictEqual(yield* Supervisor.state, "recovering")
       yield* TestClock.adjust("1 millis")
-      yield* settle
+      yield* untilState("running")
       assert.strictEqual(yield* Supervisor.state, "running")
       assert.isTrue(logs.lines.some((l) => l.includes(`background worker "stuck" (PID 2) did not end within 2s`)))
       yield* Deferred.succeed(release, undefined)
@@ -110,22 +124,22 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
       )
       const supervisor = Context.get(context, Supervisor.Supervisor)
       yield* Effect.provide(Supervisor.register(stuckOnce("stuck", release)), context)
-      yield* settle
+      yield* Effect.provide(untilQuiet, context)
       const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
-      yield* settle
+      yield* Effect.provide(untilState("dead"), context)
       yield* TestClock.adjust("2999 millis")
       assert.isUndefined(closing.pollUnsafe(), "the scope closed before the timeout")
       yield* TestClock.adjust("1 millis")
-      yield* settle
+      yield* eventually("the scope close returns", Effect.sync(() => closing.pollUnsafe() !== undefined))
       assert.isDefined(closing.pollUnsafe(), "the scope close still waits for the stuck finalizer")
       assert.isTrue(
         logs.lines.some((l) => l.startsWith(`WARN background worker "stuck" (PID 1) did not end within 3s`)),
         logs.lines.join("\n")
       )
-      assert.strictEqual(supervisor.liveFibers(), 1)
+      assert.strictEqual(liveFibers(supervisor), 1)
       yield* Deferred.succeed(release, undefined)
-      yield* settle
-      assert.strictEqual(supervisor.liveFibers(), 0)
+      yield* eventually("the abandoned worker has ended", Effect.sync(() => liveFibers(supervisor) === 0))
+      assert.strictEqual(liveFibers(supervisor), 0)
     }).pipe(Effect.provide(logs.layer))
   })
 
@@ -139,16 +153,16 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
         scope
       )
       yield* Effect.provide(Supervisor.register(stuckOnce("stuck", release)), context)
-      yield* settle
+      yield* Effect.provide(untilQuiet, context)
       const stopping = yield* Effect.forkChild(Effect.provide(Supervisor.shutdown("fast"), context))
       yield* TestClock.adjust("2999 millis")
       assert.isUndefined(stopping.pollUnsafe())
       yield* TestClock.adjust("1 millis")
-      yield* settle
+      yield* eventually("the shutdown returns", Effect.sync(() => stopping.pollUnsafe() !== undefined))
       assert.isDefined(stopping.pollUnsafe(), "the shutdown still waits")
       assert.isTrue(logs.lines.some((l) => l.includes(`background worker "stuck" (PID 1) did not end within 1s`)))
       const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
-      yield* settle
+      yield* eventually("the scope close returns", Effect.sync(() => closing.pollUnsafe() !== undefined))
       assert.isDefined(closing.pollUnsafe(), "the scope close waited again for the abandoned worker")
       yield* Deferred.succeed(release, undefined)
     }).pipe(Effect.provide(logs.layer))
@@ -157,10 +171,12 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
   it.effect("a shared-state finalizer that never ends holds a crash restart up for abandonTimeout at most", () => {
     const logs = captureLogs()
     let generation = 0
+    // Never released while the test looks; released at its end, so that nothing outlives the test.
+    const release = Deferred.makeUnsafe<void>()
     const struct = Shmem.struct(
       "sticky",
       Effect.gen(function*() {
-        if (++generation === 1) yield* Effect.addFinalizer(() => Effect.never)
+        if (++generation === 1) yield* Effect.addFinalizer(() => Deferred.await(release))
         return generation
       })
     )
@@ -169,15 +185,16 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
       const crasher = yield* Supervisor.register(
         commanded("crasher", { shmem: true, restart: BackgroundWorker.restartAfter("1 minute"), command })
       )
-      yield* settle
+      yield* untilQuiet
       yield* tell(crasher, command, "die")
       command.current = "nap"
       assert.strictEqual(yield* Supervisor.state, "recovering")
       yield* TestClock.adjust("2 seconds")
-      yield* settle
+      yield* untilState("running")
       assert.strictEqual(yield* Supervisor.state, "running")
       assert.strictEqual(generation, 2)
       assert.isTrue(logs.lines.some((l) => l.includes(`shared state "sticky"`) && l.includes("abandoned")), logs.lines.join("\n"))
+      yield* Deferred.succeed(release, undefined)
     }).pipe(withSupervisor({ abandonTimeout: "2 seconds", shmem: [struct] }), Effect.provide(logs.layer))
   })
 
@@ -192,9 +209,10 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
       const crasher = yield* Supervisor.register(
         commanded("crasher", { shmem: true, restart: BackgroundWorker.restartAfter("1 minute"), command })
       )
-      yield* settle
+      yield* untilQuiet
       const termination = yield* Effect.forkChild(Supervisor.awaitTermination)
       yield* tell(crasher, command, "die")
+      yield* eventually("awaitTermination returns", Effect.sync(() => termination.pollUnsafe() !== undefined))
       const error = failureOf(termination.pollUnsafe()) as SupervisorError
       assert.strictEqual(error._tag, "SupervisorError")
       assert.strictEqual(error.reason._tag, "ShmemInitFailed")
@@ -207,20 +225,26 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
 
   it.effect("a shared-state struct whose re-creation never finishes ends the supervisor with ShmemInitFailed after abandonTimeout", () => {
     let generation = 0
-    const struct = Shmem.struct("slow", Effect.suspend(() => ++generation === 1 ? Effect.succeed(1) : Effect.never))
+    // Never released while the test looks; released at its end, so that nothing outlives the test.
+    const release = Deferred.makeUnsafe<void>()
+    const struct = Shmem.struct(
+      "slow",
+      Effect.suspend(() => ++generation === 1 ? Effect.succeed(1) : Effect.as(Deferred.await(release), 2))
+    )
     return Effect.gen(function*() {
       const command = { current: "nap" as "nap" | "die" }
       const crasher = yield* Supervisor.register(commanded("crasher", { shmem: true, command }))
-      yield* settle
+      yield* untilQuiet
       const termination = yield* Effect.forkChild(Supervisor.awaitTermination)
       yield* tell(crasher, command, "die")
       yield* TestClock.adjust("4 seconds")
       assert.isUndefined(termination.pollUnsafe())
       yield* TestClock.adjust("1 second")
-      yield* settle
+      yield* eventually("awaitTermination returns", Effect.sync(() => termination.pollUnsafe() !== undefined))
       const error = failureOf(termination.pollUnsafe()) as SupervisorError
       assert.strictEqual(error.reason._tag, "ShmemInitFailed")
       assert.include(error.message, "did not finish within 5s")
+      yield* Deferred.succeed(release, undefined)
     }).pipe(withSupervisor({ shmem: [struct], abandonTimeout: "5 seconds" }))
   })
 
@@ -238,16 +262,15 @@ describe("Supervisor: waiters resume only after a transition is over", () => {
     Effect.gen(function*() {
       const command = { current: "nap" as "nap" | "die" }
       const crasher = yield* Supervisor.register(commanded("crasher", { shmem: true, command }))
-      yield* settle
+      yield* untilQuiet
       const replacing = yield* Effect.forkChild(
         Supervisor.awaitShutdown(crasher).pipe(
           Effect.andThen(Supervisor.register(BackgroundWorker.make({ name: "replacement", main: () => napForever() })))
         )
       )
-      yield* settle
       yield* tell(crasher, command, "die")
-      yield* settle
       const replacement = yield* Fiber.join(replacing)
+      yield* untilState("running")
       assert.strictEqual(yield* Supervisor.state, "running")
       assert.strictEqual((yield* Supervisor.status(replacement))._tag, "Started")
       const row = Option.getOrThrow(yield* Supervisor.info(replacement))
@@ -267,16 +290,14 @@ describe("Supervisor: waiters resume only after a transition is over", () => {
       const waiter = yield* Effect.forkChild(
         Supervisor.awaitStartup(h).pipe(Effect.tap(() => Supervisor.shutdown("fast")))
       )
-      yield* settle
       yield* DatabaseState.set("ready")
-      yield* settle
       const exit = yield* Fiber.await(waiter)
       assert.isTrue(Exit.isSuccess(exit), Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "")
       assert.strictEqual((exit as Exit.Success<WorkerStatus>).value._tag, "Started")
       assert.isTrue(yield* Deferred.isDone(finalized))
       assert.strictEqual(yield* Supervisor.state, "stopped")
       assert.deepStrictEqual(yield* Supervisor.status(h), { _tag: "Stopped" })
-      assert.strictEqual((yield* supervisorService).liveFibers(), 0)
+      assert.strictEqual(liveFibers(yield* supervisorService), 0)
     }).pipe(withSupervisor(), Effect.provide(DatabaseState.layerMemory("consistent"))))
 })
 
@@ -284,11 +305,10 @@ describe("Supervisor: termination and final statuses", () => {
   it.effect("an immediate shutdown completes awaitTermination", () =>
     Effect.gen(function*() {
       yield* Supervisor.register(BackgroundWorker.make({ name: "napper", main: () => napForever() }))
-      yield* settle
+      yield* untilQuiet
       const termination = yield* Effect.forkChild(Supervisor.awaitTermination)
-      yield* settle
       yield* Supervisor.shutdown("immediate")
-      yield* settle
+      yield* eventually("awaitTermination returns", Effect.sync(() => termination.pollUnsafe() !== undefined))
       const exit = termination.pollUnsafe()
       assert.isDefined(exit, "awaitTermination never returned")
       assert.isTrue(Exit.isSuccess(exit!))
@@ -298,25 +318,24 @@ describe("Supervisor: termination and final statuses", () => {
     Effect.gen(function*() {
       const command = { current: "nap" as "nap" | "fail" }
       const h = yield* Supervisor.register(commanded("looping", { restart: BackgroundWorker.restartAfter(0), command }))
-      yield* settle
+      yield* untilQuiet
       const seen: Array<WorkerStatus> = []
       const consumer = yield* Effect.forkChild(
         Stream.runForEach(Supervisor.changes(h), (status) =>
           Effect.andThen(Effect.sync(() => seen.push(status)), Effect.sleep("1 hour")))
       )
-      yield* settle
+      yield* eventually("the consumer has read the first status", Effect.sync(() => seen.length === 1))
       for (let i = 0; i < 100; i++) {
         yield* tell(h, command, "fail")
         command.current = "nap"
         yield* TestClock.adjust(0)
-        yield* settle
+        yield* untilStatus(h, `runs pid ${i + 2}`, (s) => s._tag === "Started" && s.pid === i + 2)
       }
       assert.deepStrictEqual(yield* Supervisor.status(h), { _tag: "Started", pid: 101 })
       yield* Supervisor.terminate(h)
-      yield* settle
+      yield* untilStatus(h, "is Stopped", (s) => s._tag === "Stopped")
       for (let i = 0; i < 100 && consumer.pollUnsafe() === undefined; i++) {
         yield* TestClock.adjust("1 hour")
-        yield* settle
       }
       assert.isDefined(consumer.pollUnsafe(), "the stream never ended")
       assert.deepStrictEqual(seen.at(-1), { _tag: "Stopped" }, JSON.stringify(seen.slice(-3)))
@@ -329,31 +348,30 @@ describe("Supervisor: termination and final statuses", () => {
   it.effect("a slow consumer of the status stream still gets PostmasterDied when the scope closes", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
-      const context = yield* Layer.buildWithScope(Supervisor.layer(), scope)
+      const context = yield* Layer.buildWithScope(layerLeakChecked(), scope)
       const command = { current: "nap" as "nap" | "fail" }
       const h = yield* Effect.provide(
         Supervisor.register(commanded("looping", { restart: BackgroundWorker.restartAfter(0), command })),
         context
       )
-      yield* settle
+      yield* Effect.provide(untilQuiet, context)
       const seen: Array<WorkerStatus> = []
       const consumer = yield* Effect.forkChild(
         Stream.runForEach(Context.get(context, Supervisor.Supervisor).changes(h), (status) =>
           Effect.andThen(Effect.sync(() => seen.push(status)), Effect.sleep("1 hour")))
       )
-      yield* settle
+      yield* eventually("the consumer has read the first status", Effect.sync(() => seen.length === 1))
       for (let i = 0; i < 80; i++) {
         command.current = "fail"
         yield* Effect.provide(Supervisor.setLatch(h), context)
-        yield* settle
+        yield* Effect.provide(untilEnded(h, i + 1), context)
         command.current = "nap"
         yield* TestClock.adjust(0)
-        yield* settle
+        yield* Effect.provide(untilStatus(h, `runs pid ${i + 2}`, (s) => s._tag === "Started" && s.pid === i + 2), context)
       }
       yield* Scope.close(scope, Exit.void)
       for (let i = 0; i < 100 && consumer.pollUnsafe() === undefined; i++) {
         yield* TestClock.adjust("1 hour")
-        yield* settle
       }
       assert.isDefined(consumer.pollUnsafe(), "the stream never ended")
       assert.deepStrictEqual(seen.at(-1), { _tag: "PostmasterDied" })
@@ -396,14 +414,14 @@ describe("Supervisor: a crash during a smart shutdown (PostgreSQL's HandleChildC
       const struct = Shmem.struct("s", Effect.sync(() => ++recreated))
       yield* Supervisor.register(busy)
       const c = yield* Supervisor.register(crasher)
-      yield* settle
+      yield* untilStatus(c, "has started", (s) => s._tag === "Started")
       yield* TestClock.adjust("1 second")
       const termination = yield* Effect.forkChild(Effect.exit(Supervisor.awaitTermination))
       const stopping = yield* Effect.forkChild(Supervisor.shutdown("smart"))
-      yield* settle
+      yield* untilState("smart")
       assert.deepStrictEqual(log, ["busy cycle started"])
       yield* TestClock.adjust("2 seconds") // the crash
-      yield* settle
+      yield* eventually("the sibling has ended", Effect.sync(() => log.includes("busy finalized")))
       assert.deepStrictEqual(log, ["busy cycle started", "busy finalized"], "the sibling finished its cycle")
       yield* Fiber.join(stopping)
       const exit = yield* Fiber.join(termination)

@@ -7,7 +7,18 @@ import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Shmem from "../src/Shmem.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { WorkerHandle } from "../src/WorkerHandle.ts"
-import { captureLogs, commanded, napForever, settle, tell, withSupervisor } from "./fixtures.ts"
+import {
+  captureLogs,
+  commanded,
+  eventually,
+  napForever,
+  tell,
+  untilQuiet,
+  untilRegistration,
+  untilState,
+  untilStatus,
+  withSupervisor
+} from "./fixtures.ts"
 
 const rowOf = (h: WorkerHandle) => Effect.map(Supervisor.info(h), Option.getOrThrow)
 
@@ -17,7 +28,7 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
     Effect.gen(function*() {
       const command = { current: "nap" as "nap" | "return" }
       const h = yield* Supervisor.register(commanded("done", { restart: BackgroundWorker.restartAfter(0), command }))
-      yield* settle
+      yield* untilQuiet
       yield* tell(h, command, "return")
       assert.deepStrictEqual(yield* Supervisor.status(h), { _tag: "Stopped" })
       assert.isTrue(Option.isNone(yield* Supervisor.info(h)))
@@ -33,7 +44,7 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
         commanded("fails", { restart: BackgroundWorker.restartAfter("2 seconds"), command, starts })
       )
       const bystander = yield* Supervisor.register(BackgroundWorker.make({ name: "bystander", main: () => napForever() }))
-      yield* settle
+      yield* untilQuiet
       const bystanderPid = yield* Supervisor.status(bystander)
       yield* tell(h, command, "fail")
       command.current = "nap"
@@ -45,7 +56,7 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
       yield* TestClock.adjust("1999 millis")
       assert.deepStrictEqual(starts, [1])
       yield* TestClock.adjust("1 millis")
-      yield* settle
+      yield* eventually("the worker has started again", Effect.sync(() => starts.length === 2))
       assert.deepStrictEqual(starts, [1, 3])
       assert.deepStrictEqual(yield* Supervisor.status(bystander), bystanderPid)
     }).pipe(withSupervisor()))
@@ -54,7 +65,7 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
     Effect.gen(function*() {
       const command = { current: "nap" as "nap" | "fail" }
       const h = yield* Supervisor.register(commanded("once", { command }))
-      yield* settle
+      yield* untilQuiet
       yield* tell(h, command, "fail")
       assert.deepStrictEqual(yield* Supervisor.status(h), { _tag: "Stopped" })
       assert.isTrue(Option.isNone(yield* Supervisor.info(h)))
@@ -65,11 +76,11 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
       const command = { current: "nap" as "nap" | "fail" }
       const starts: Array<number> = []
       const h = yield* Supervisor.register(commanded("tight", { restart: BackgroundWorker.restartAfter(0), command, starts }))
-      yield* settle
+      yield* untilQuiet
       yield* tell(h, command, "fail")
       command.current = "nap"
       yield* TestClock.adjust(0)
-      yield* settle
+      yield* eventually("the worker has started again", Effect.sync(() => starts.length === 2))
       assert.deepStrictEqual(starts, [1, 2])
     }).pipe(withSupervisor()))
 
@@ -82,10 +93,10 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
         main: () => Effect.andThen(Effect.sync(() => starts.push(1)), Effect.fail("no"))
       })
       const h = yield* Supervisor.register(w)
-      yield* settle
+      yield* untilRegistration(h, "waiting for restart", 0)
       for (let i = 0; i < 20; i++) {
         yield* TestClock.adjust("1 second")
-        yield* settle
+        yield* untilRegistration(h, "waiting for restart", i + 1)
       }
       assert.strictEqual(starts.length, 21)
       assert.strictEqual((yield* rowOf(h)).restartCount, 20)
@@ -98,7 +109,7 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
         commanded("no shmem", { restart: BackgroundWorker.restartAfter("1 second"), command })
       )
       const sibling = yield* Supervisor.register(BackgroundWorker.make({ name: "sibling", main: () => napForever() }))
-      yield* settle
+      yield* untilQuiet
       const before = yield* Supervisor.status(sibling)
       yield* tell(h, command, "die")
       const row = yield* rowOf(h)
@@ -119,11 +130,12 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
         BackgroundWorker.make({ name: "slow", restart: BackgroundWorker.restartAfter("1 hour"), main: () => napForever() })
       )
       const never = yield* Supervisor.register(BackgroundWorker.make({ name: "never", main: () => napForever() }))
-      yield* settle
+      yield* untilQuiet
       const slowBefore = yield* Supervisor.status(slowRestart)
       yield* tell(crasher, command, "die")
       command.current = "nap"
-      yield* settle
+      yield* untilState("running")
+      yield* untilQuiet
       assert.strictEqual((yield* Supervisor.status(never))._tag, "Stopped")
       assert.isTrue(Option.isNone(yield* Supervisor.info(never)))
       const crasherNow = yield* Supervisor.status(crasher)
@@ -133,6 +145,7 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
       assert.notDeepEqual(slowNow, slowBefore)
       assert.strictEqual((yield* rowOf(crasher)).lastExit?.kind, "crashed")
       assert.strictEqual((yield* rowOf(slowRestart)).lastExit?.kind, "killed")
+      assert.strictEqual((yield* rowOf(slowRestart)).lastExit?.message, "terminated by crash restart")
       const order = logs.lines.filter((l) =>
         l.includes("crashed") || l.includes("terminating any other") || l.includes("reinitializing")
       )
@@ -172,11 +185,11 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
           })
       })
       const h = yield* Supervisor.register(user)
-      yield* settle
+      yield* eventually("the worker has read its shared state", Effect.sync(() => seen.length === 1))
       assert.deepStrictEqual(seen, [1])
       yield* tell(h, command, "die")
       command.current = "nap"
-      yield* settle
+      yield* eventually("the restarted worker has read its shared state", Effect.sync(() => seen.length === 2))
       assert.deepStrictEqual(seen, [1, 2])
       assert.deepStrictEqual(yield* Ref.get(finalized), [1])
     }).pipe(withSupervisor()))
@@ -191,13 +204,14 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
         main: () => Effect.andThen(Effect.addFinalizer(() => Deferred.await(release)), napForever())
       })
       yield* Supervisor.register(slowToDie)
-      yield* settle
+      yield* untilQuiet
       yield* tell(crasher, command, "die")
       assert.strictEqual(yield* Supervisor.state, "recovering")
       const late = yield* Supervisor.register(BackgroundWorker.make({ name: "late", main: () => napForever() }))
       assert.deepStrictEqual(yield* Supervisor.status(late), { _tag: "NotYetStarted" })
       yield* Deferred.succeed(release, undefined)
-      yield* settle
+      yield* untilState("running")
+      yield* untilStatus(late, "has started", (s) => s._tag === "Started")
       assert.strictEqual(yield* Supervisor.state, "running")
       assert.strictEqual((yield* Supervisor.status(late))._tag, "Started")
     }).pipe(withSupervisor()))
@@ -209,7 +223,7 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
       const other = yield* Supervisor.register(
         BackgroundWorker.make({ name: "other", restart: BackgroundWorker.restartAfter(0), main: () => napForever() })
       )
-      yield* settle
+      yield* untilQuiet
       const waiter = yield* Effect.forkChild(Supervisor.awaitShutdown(other))
       yield* tell(crasher, command, "die")
       const termination = yield* Effect.exit(Supervisor.awaitTermination)
@@ -224,7 +238,7 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
     return Effect.gen(function*() {
       yield* Supervisor.register(BackgroundWorker.make({ name: "w 1", type: "w", main: () => Effect.fail("bad") }))
       yield* Supervisor.register(BackgroundWorker.make({ name: "w 2", type: "w", main: () => Effect.void }))
-      yield* settle
+      yield* eventually("both workers have exited", Effect.map(Activity.snapshot, (rows) => rows.length === 0))
       const exits = logs.lines.filter((l) => l.includes("exited with exit code"))
       assert.deepStrictEqual(exits.map((l) => l.split(" ")[0]).sort(), ["DEBUG", "INFO"])
       assert.isTrue(exits.some((l) => l.startsWith("INFO background worker \"w\" (PID 1) exited with exit code 1")))
@@ -249,9 +263,9 @@ describe("Supervisor: restart schedules", () => {
           )
       })
       const h = yield* Supervisor.register(w)
-      yield* settle
+      yield* untilRegistration(h, "waiting for restart", 0)
       yield* TestClock.adjust("3100 millis")
-      yield* settle
+      yield* untilRegistration(h, "waiting for restart", 5)
       assert.deepStrictEqual(starts, [0, 100, 300, 700, 1500, 3100])
       assert.strictEqual((yield* rowOf(h)).nextRestartAt, 3100 + 3200)
     }).pipe(withSupervisor()))
@@ -271,14 +285,14 @@ describe("Supervisor: restart schedules", () => {
           })
       })
       const h2 = yield* Supervisor.register(w)
-      yield* settle
+      yield* untilStatus(h2, "has started", (s) => s._tag === "Started")
       command.current = "fail"
       yield* Supervisor.setLatch(h2)
-      yield* settle
+      yield* untilRegistration(h2, "waiting for restart")
       const first = (yield* rowOf(h2)).nextRestartAt! // 1 s after now
       yield* TestClock.adjust("1 second")
       yield* Supervisor.setLatch(h2)
-      yield* settle
+      yield* untilRegistration(h2, "waiting for restart", 1)
       const second = (yield* rowOf(h2)).nextRestartAt! // failed at 1 s, next start 2 s later: backoff grows
       assert.strictEqual(second - first, 2000)
       yield* TestClock.adjust("2 seconds")
@@ -286,7 +300,7 @@ describe("Supervisor: restart schedules", () => {
       yield* TestClock.adjust("2 minutes") // a stable run
       command.current = "fail"
       yield* Supervisor.setLatch(h2)
-      yield* settle
+      yield* untilRegistration(h2, "waiting for restart")
       const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
       assert.strictEqual((yield* rowOf(h2)).nextRestartAt! - now, 1000)
     }).pipe(withSupervisor()))
@@ -296,11 +310,11 @@ describe("Supervisor: restart schedules", () => {
       const h = yield* Supervisor.register(
         failing(BackgroundWorker.restartAfter("1 second"), { intensity: { maxRestarts: 2, within: "10 seconds" } })
       )
-      yield* settle
+      yield* untilRegistration(h, "waiting for restart", 0)
       yield* TestClock.adjust("1 second")
-      yield* settle
+      yield* untilRegistration(h, "waiting for restart", 1)
       yield* TestClock.adjust("1 second")
-      yield* settle
+      yield* untilRegistration(h, "given up")
       const row = yield* rowOf(h)
       assert.strictEqual(row.registration, "given up")
       assert.strictEqual(row.givenUpReason, "more than 2 restarts within 10s")
@@ -319,7 +333,7 @@ describe("Supervisor: restart schedules", () => {
         failing(BackgroundWorker.restartAfter("6 seconds"), { intensity: { maxRestarts: 1, within: "5 seconds" } })
       )
       for (let i = 0; i < 5; i++) {
-        yield* settle
+        yield* untilRegistration(h, "waiting for restart", i)
         yield* TestClock.adjust("6 seconds")
       }
       const row = yield* rowOf(h)
@@ -331,7 +345,7 @@ describe("Supervisor: restart schedules", () => {
     Effect.gen(function*() {
       const h = yield* Supervisor.register(failing(Schedule.spaced("1 second").pipe(Schedule.upTo({ times: 2 }))))
       for (let i = 0; i < 4; i++) {
-        yield* settle
+        yield* untilRegistration(h, ["waiting for restart", "given up"])
         yield* TestClock.adjust("1 second")
       }
       const row = yield* rowOf(h)
@@ -341,8 +355,8 @@ describe("Supervisor: restart schedules", () => {
 
   it.effect("a worker waiting for its restart keeps its slot", () =>
     Effect.gen(function*() {
-      yield* Supervisor.register(failing(BackgroundWorker.restartAfter("1 minute")))
-      yield* settle
+      const h = yield* Supervisor.register(failing(BackgroundWorker.restartAfter("1 minute")))
+      yield* untilRegistration(h, "waiting for restart")
       const error = yield* Effect.flip(Supervisor.register(failing("never")))
       assert.strictEqual(error.reason._tag, "NoFreeSlot")
     }).pipe(withSupervisor({ maxWorkerProcesses: 1 })))
@@ -353,7 +367,7 @@ describe("Supervisor: restart schedules", () => {
         Schedule.while(({ input }) => input.reason !== "error" || input.message !== "fatal")
       )
       const h = yield* Supervisor.register(BackgroundWorker.make({ name: "picky", restart: policy, main: () => Effect.fail(new Error("fatal")) }))
-      yield* settle
+      yield* untilRegistration(h, ["waiting for restart", "given up"])
       yield* TestClock.adjust(0)
       assert.strictEqual((yield* rowOf(h)).registration, "given up")
     }).pipe(withSupervisor()))

@@ -7,7 +7,7 @@ import * as DatabaseState from "../src/DatabaseState.ts"
 import * as Preload from "../src/Preload.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { SupervisorError } from "../src/SupervisorError.ts"
-import { captureLogs, napForever, settle, withSupervisor } from "./fixtures.ts"
+import { captureLogs, napForever, untilQuiet, untilState, untilStatus, withSupervisor } from "./fixtures.ts"
 
 const napper = BackgroundWorker.make({ name: "napper", main: () => napForever() })
 
@@ -30,7 +30,7 @@ describe("Supervisor: slots and registration", () => {
       for (let i = 1; i <= 3; i++) yield* Preload.register(BackgroundWorker.make({ name: `static ${i}`, main: () => napForever() }))
     })
     return Effect.gen(function*() {
-      yield* settle
+      yield* untilQuiet
       const rows = yield* Activity.snapshot
       assert.deepStrictEqual(rows.map((r) => [r.name, r.registration]), [["static 1", "running"], ["static 2", "running"]])
       const warnings = logs.lines.filter((l) => l.includes("too many background workers"))
@@ -47,7 +47,7 @@ describe("Supervisor: slots and registration", () => {
       yield* Preload.register(napper)
     })
     return Effect.gen(function*() {
-      yield* settle
+      yield* untilQuiet
       const rows = yield* Activity.snapshot
       assert.deepStrictEqual(rows.map((r) => r.name), ["napper"])
       assert.isTrue(logs.lines.some((l) => l.startsWith("WARN") && l.includes("invalid name")))
@@ -89,7 +89,7 @@ describe("Supervisor: slots and registration", () => {
       const exit = yield* Effect.exit(
         Supervisor.register(BackgroundWorker.make({ name: "late", main: () => Effect.sync(() => (ran = true)) }))
       )
-      yield* settle
+      yield* untilState("stopped")
       assert.strictEqual(reasonOf(exit), "ShuttingDown")
       assert.isFalse(ran)
     }).pipe(withSupervisor()))
@@ -113,7 +113,7 @@ describe("Supervisor: slots and registration", () => {
       })
       const extra = new Uint8Array(128).map((_, i) => i)
       const h = yield* Supervisor.register(w, { n: 4 }, { extra })
-      yield* settle
+      yield* untilStatus(h, "has run and ended", (s) => s._tag === "Stopped")
       assert.strictEqual(seen.length, 1)
       assert.strictEqual(seen[0]!.name, "w 1")
       assert.strictEqual(seen[0]!.type, "w")
@@ -131,9 +131,9 @@ describe("Supervisor: slots and registration", () => {
         main: (xs) => Effect.sync(() => received.push(xs))
       })
       const arg = [1, 2, 3]
-      yield* Supervisor.register(w, arg)
+      const h = yield* Supervisor.register(w, arg)
       arg.push(4)
-      yield* settle
+      yield* untilStatus(h, "has run and ended", (s) => s._tag === "Stopped")
       assert.deepStrictEqual(received, [[1, 2, 3]])
     }).pipe(withSupervisor()))
 
@@ -228,7 +228,7 @@ describe("Supervisor: handles", () => {
       assert.deepStrictEqual(yield* Supervisor.status(second), { _tag: "Started", pid: 2 })
       assert.deepStrictEqual(yield* Supervisor.status(first), { _tag: "Stopped" })
       yield* Supervisor.terminate(first) // must not touch the new worker
-      yield* settle
+      yield* untilQuiet
       assert.deepStrictEqual(yield* Supervisor.status(second), { _tag: "Started", pid: 2 })
     }).pipe(withSupervisor({ maxWorkerProcesses: 1 })))
 
@@ -254,12 +254,11 @@ describe("Supervisor: handles", () => {
       })
       const h = yield* Supervisor.register(gated)
       assert.deepStrictEqual(yield* Supervisor.status(h), { _tag: "NotYetStarted" })
-      const waiter = yield* Effect.forkChild(Supervisor.awaitStartup(h))
-      yield* settle
+      const waiter = yield* Effect.forkChild(Supervisor.awaitStartup(h), { startImmediately: true })
       yield* Supervisor.terminate(h)
       assert.deepStrictEqual(yield* Fiber.join(waiter), { _tag: "Stopped" })
       yield* DatabaseState.set("ready")
-      yield* settle
+      yield* untilQuiet
       assert.isFalse(ran)
     }).pipe(withSupervisor(), Effect.provide(DatabaseState.layerMemory("starting"))))
 
@@ -279,7 +278,7 @@ describe("Supervisor: handles", () => {
   it.effect("a terminate signal ends the worker as failed and its restart policy brings it back", () =>
     Effect.gen(function*() {
       const h = yield* Supervisor.register(restartable)
-      yield* settle
+      yield* untilQuiet
       yield* Supervisor.signal(h, "terminate")
       yield* Supervisor.awaitShutdown(h)
       const row = Option.getOrThrow(yield* Supervisor.info(h))
@@ -292,7 +291,7 @@ describe("Supervisor: handles", () => {
   it.effect("awaitShutdown is satisfied by a restartable worker's temporary exit", () =>
     Effect.gen(function*() {
       const h = yield* Supervisor.register(restartable)
-      yield* settle
+      yield* untilQuiet
       const waiter = yield* Effect.forkChild(Supervisor.awaitShutdown(h))
       yield* Supervisor.signal(h, "terminate")
       assert.deepStrictEqual(yield* Fiber.join(waiter), { _tag: "Stopped" })
@@ -315,8 +314,7 @@ describe("Supervisor: handles", () => {
     Effect.gen(function*() {
       const gated = BackgroundWorker.make({ name: "gated", startTime: "consistentState", main: () => napForever() })
       const h = yield* Supervisor.register(gated)
-      const waiter = yield* Effect.forkChild(Supervisor.awaitStartup(h))
-      yield* settle
+      const waiter = yield* Effect.forkChild(Supervisor.awaitStartup(h), { startImmediately: true })
       yield* Fiber.interrupt(waiter)
       assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(waiter)))
       yield* DatabaseState.set("consistent")
@@ -332,10 +330,9 @@ describe("Supervisor: handles", () => {
         main: () => napForever()
       })
       const h = yield* Supervisor.register(gated)
-      const collected = yield* Effect.forkChild(Stream.runCollect(Supervisor.changes(h)))
-      yield* settle
+      const collected = yield* Effect.forkChild(Stream.runCollect(Supervisor.changes(h)), { startImmediately: true })
       yield* DatabaseState.set("consistent")
-      yield* settle
+      yield* untilStatus(h, "has started", (s) => s._tag === "Started")
       yield* Supervisor.signal(h, "terminate")
       yield* Supervisor.awaitShutdown(h)
       yield* TestClock.adjust("1 second")
@@ -362,16 +359,16 @@ describe("Supervisor: start gates", () => {
       assert.strictEqual((yield* Supervisor.status(early))._tag, "Started")
       assert.strictEqual((yield* Supervisor.status(standby))._tag, "NotYetStarted")
       yield* DatabaseState.set("consistent")
-      yield* settle
+      yield* untilStatus(standby, "has started", (s) => s._tag === "Started")
       const standbyPid = yield* Supervisor.status(standby)
       assert.strictEqual(standbyPid._tag, "Started")
       assert.strictEqual((yield* Supervisor.status(primary))._tag, "NotYetStarted")
       yield* DatabaseState.set("ready")
-      yield* settle
+      yield* untilStatus(primary, "has started", (s) => s._tag === "Started")
       assert.strictEqual((yield* Supervisor.status(primary))._tag, "Started")
       assert.deepStrictEqual(yield* Supervisor.status(standby), standbyPid)
       yield* DatabaseState.set("starting")
-      yield* settle
+      yield* untilQuiet
       assert.deepStrictEqual(yield* Supervisor.status(standby), standbyPid)
     }).pipe(withSupervisor(), Effect.provide(DatabaseState.layerMemory("starting"))))
 

@@ -5,8 +5,18 @@ import * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as DatabaseState from "../src/DatabaseState.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
+import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-import { napForever, settle, supervisorService, withSupervisor } from "./fixtures.ts"
+import {
+  eventually,
+  layerLeakChecked,
+  napForever,
+  supervisorService,
+  untilQuiet,
+  untilState,
+  untilStatus,
+  withSupervisor
+} from "./fixtures.ts"
 
 /** A worker that records its finalizer and every cycle it completes. */
 const recording = (name: string, log: Array<string>, restart: BackgroundWorker.RestartPolicy = "never") =>
@@ -33,9 +43,8 @@ describe("Supervisor: shutdown", () => {
       const pending = yield* Supervisor.register(
         BackgroundWorker.make({ name: "pending", startTime: "recoveryFinished", main: () => napForever() })
       )
-      yield* settle
-      const waiter = yield* Effect.forkChild(Supervisor.awaitStartup(pending))
-      yield* settle
+      yield* untilStatus(b, "has started", (s) => s._tag === "Started")
+      const waiter = yield* Effect.forkChild(Supervisor.awaitStartup(pending), { startImmediately: true })
       yield* Supervisor.shutdown("fast")
       assert.deepStrictEqual(log.sort(), ["a finalized", "b finalized"])
       assert.deepStrictEqual(yield* Fiber.join(waiter), { _tag: "Stopped" })
@@ -43,7 +52,7 @@ describe("Supervisor: shutdown", () => {
       yield* TestClock.adjust("1 minute")
       assert.lengthOf(yield* Activity.snapshot, 0)
       assert.strictEqual(yield* Supervisor.state, "stopped")
-      assert.strictEqual((yield* supervisorService).liveFibers(), 0)
+      assert.strictEqual(liveFibers(yield* supervisorService), 0)
     }).pipe(withSupervisor(), Effect.provide(DatabaseState.layerMemory("consistent"))))
 
   it.effect("a smart shutdown lets each worker finish its current cycle, then stops it", () =>
@@ -63,11 +72,11 @@ describe("Supervisor: shutdown", () => {
             }
           })
       })
-      yield* Supervisor.register(busy)
-      yield* settle
+      const h = yield* Supervisor.register(busy)
+      yield* untilStatus(h, "has started", (s) => s._tag === "Started")
       yield* TestClock.adjust("1 second")
       const stopping = yield* Effect.forkChild(Supervisor.shutdown("smart"))
-      yield* settle
+      yield* untilState("smart")
       assert.deepStrictEqual(log, ["cycle started"])
       yield* TestClock.adjust("3 seconds")
       yield* Fiber.join(stopping)
@@ -85,8 +94,8 @@ describe("Supervisor: shutdown", () => {
             yield* Effect.never // never waits on its latch, never checks for interrupts
           })
       })
-      yield* Supervisor.register(stubborn)
-      yield* settle
+      const h = yield* Supervisor.register(stubborn)
+      yield* untilStatus(h, "has started", (s) => s._tag === "Started")
       const stopping = yield* Effect.forkChild(Supervisor.shutdown("smart"))
       yield* TestClock.adjust("4 seconds")
       assert.deepStrictEqual(log, [])
@@ -113,12 +122,12 @@ describe("Supervisor: shutdown", () => {
           })
       })
       yield* Supervisor.register(slow)
-      yield* settle
+      yield* untilQuiet
       yield* Supervisor.shutdown("immediate")
       assert.strictEqual(yield* Supervisor.state, "stopped")
       assert.deepStrictEqual(log, ["finalizer started"])
       yield* Deferred.succeed(release, undefined)
-      yield* settle
+      yield* eventually("the finalizer has finished", Effect.sync(() => log.length === 2))
       assert.deepStrictEqual(log, ["finalizer started", "finalized"])
     }).pipe(withSupervisor()))
 
@@ -135,8 +144,8 @@ describe("Supervisor: shutdown", () => {
             return yield* Effect.fail("stopping badly")
           })
       })
-      yield* Supervisor.register(failing)
-      yield* settle
+      const h = yield* Supervisor.register(failing)
+      yield* untilStatus(h, "has started", (s) => s._tag === "Started")
       yield* Supervisor.shutdown("smart")
       yield* TestClock.adjust("1 minute")
       assert.deepStrictEqual(starts, [1])
@@ -164,8 +173,8 @@ describe("Supervisor: shutdown", () => {
 
   it.effect("shutdown is idempotent: a second call waits for the first", () =>
     Effect.gen(function*() {
-      yield* Supervisor.register(recording("x", []))
-      yield* settle
+      const h = yield* Supervisor.register(recording("x", []))
+      yield* untilStatus(h, "has started", (s) => s._tag === "Started")
       yield* Effect.all([Supervisor.shutdown("fast"), Supervisor.shutdown("smart")], { concurrency: 2 })
       assert.strictEqual(yield* Supervisor.state, "stopped")
     }).pipe(withSupervisor()))
@@ -177,7 +186,7 @@ describe("Supervisor: postmaster death (the scope closes)", () => {
       const log: Array<string> = []
       const scope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(
-        Supervisor.layer().pipe(Layer.provide(DatabaseState.layerMemory("consistent"))),
+        layerLeakChecked().pipe(Layer.provide(DatabaseState.layerMemory("consistent"))),
         scope
       )
       const supervisor = context.mapUnsafe.get(Supervisor.Supervisor.key) as Supervisor.SupervisorApi
@@ -190,24 +199,23 @@ describe("Supervisor: postmaster death (the scope closes)", () => {
       const pending = yield* run(Supervisor.register(
         BackgroundWorker.make({ name: "pending", startTime: "recoveryFinished", main: () => napForever() })
       ))
-      yield* settle
-      const startupWaiter = yield* Effect.forkChild(run(Supervisor.awaitStartup(pending)))
-      const shutdownWaiter = yield* Effect.forkChild(run(Supervisor.awaitShutdown(a)))
-      yield* settle
+      yield* run(untilStatus(a, "has started", (s) => s._tag === "Started"))
+      const startupWaiter = yield* Effect.forkChild(run(Supervisor.awaitStartup(pending)), { startImmediately: true })
+      const shutdownWaiter = yield* Effect.forkChild(run(Supervisor.awaitShutdown(a)), { startImmediately: true })
       yield* Scope.close(scope, Exit.void)
       assert.deepStrictEqual(yield* Fiber.join(startupWaiter), { _tag: "PostmasterDied" })
       assert.deepStrictEqual(yield* Fiber.join(shutdownWaiter), { _tag: "PostmasterDied" })
       assert.deepStrictEqual(log.sort(), ["a finalized", "busy finalized"])
       for (const h of [a, neverWaits, pending]) assert.deepStrictEqual(yield* run(Supervisor.status(h)), { _tag: "PostmasterDied" })
-      assert.strictEqual(supervisor.liveFibers(), 0)
+      assert.strictEqual(liveFibers(supervisor), 0)
     }))
 
   it.effect("a wait with onPostmasterDeath exit ends the worker inside the wait", () =>
     Effect.gen(function*() {
       const log: Array<string> = []
       const scope = yield* Scope.make()
-      const context = yield* Layer.buildWithScope(Supervisor.layer(), scope)
-      yield* Effect.provide(
+      const context = yield* Layer.buildWithScope(layerLeakChecked(), scope)
+      const h = yield* Effect.provide(
         Supervisor.register(BackgroundWorker.make({
           name: "exits",
           main: () =>
@@ -219,7 +227,7 @@ describe("Supervisor: postmaster death (the scope closes)", () => {
         })),
         context
       )
-      yield* settle
+      yield* Effect.provide(untilStatus(h, "has started", (s) => s._tag === "Started"), context)
       yield* Scope.close(scope, Exit.void)
       assert.deepStrictEqual(log, ["finalized"])
     }))
@@ -228,8 +236,8 @@ describe("Supervisor: postmaster death (the scope closes)", () => {
     Effect.gen(function*() {
       const log: Array<string> = []
       const scope = yield* Scope.make()
-      const context = yield* Layer.buildWithScope(Supervisor.layer(), scope)
-      yield* Effect.provide(
+      const context = yield* Layer.buildWithScope(layerLeakChecked(), scope)
+      const h = yield* Effect.provide(
         Supervisor.register(BackgroundWorker.make({
           name: "returns",
           main: () =>
@@ -242,7 +250,7 @@ describe("Supervisor: postmaster death (the scope closes)", () => {
         })),
         context
       )
-      yield* settle
+      yield* Effect.provide(untilStatus(h, "has started", (s) => s._tag === "Started"), context)
       yield* Scope.close(scope, Exit.void)
       assert.deepStrictEqual(log, [
         `woke: {"latchSet":false,"timeout":false,"postmasterDeath":true}`,

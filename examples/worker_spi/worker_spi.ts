@@ -60,6 +60,7 @@ import * as Activity from "../../src/Activity.ts"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as Guc from "../../src/Guc.ts"
 import * as Interrupts from "../../src/Interrupts.ts"
+import * as PgServer from "../../src/pg/PgServer.ts"
 import * as Preload from "../../src/Preload.ts"
 import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Spi from "../../src/Spi.ts"
@@ -196,38 +197,14 @@ export type Argument = typeof Argument.Type
 // --- SQL texts ---
 
 /**
- * The words `quote_identifier` must quote: PostgreSQL 18's keywords that are not unreserved
- * (`SELECT word FROM pg_get_keywords() WHERE catcode <> 'U'`).
- */
-const keywords = new Set([
-  "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization", "between",
-  "bigint", "binary", "bit", "boolean", "both", "case", "cast", "char", "character", "check", "coalesce",
-  "collate", "collation", "column", "concurrently", "constraint", "create", "cross", "current_catalog",
-  "current_date", "current_role", "current_schema", "current_time", "current_timestamp", "current_user", "dec",
-  "decimal", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "exists", "extract",
-  "false", "fetch", "float", "for", "foreign", "freeze", "from", "full", "grant", "greatest", "group",
-  "grouping", "having", "ilike", "in", "initially", "inner", "inout", "int", "integer", "intersect", "interval",
-  "into", "is", "isnull", "join", "json", "json_array", "json_arrayagg", "json_exists", "json_object",
-  "json_objectagg", "json_query", "json_scalar", "json_serialize", "json_table", "json_value", "lateral",
-  "leading", "least", "left", "like", "limit", "localtime", "localtimestamp", "merge_action", "national",
-  "natural", "nchar", "none", "normalize", "not", "notnull", "null", "nullif", "numeric", "offset", "on",
-  "only", "or", "order", "out", "outer", "overlaps", "overlay", "placing", "position", "precision", "primary",
-  "real", "references", "returning", "right", "row", "select", "session_user", "setof", "similar", "smallint",
-  "some", "substring", "symmetric", "system_user", "table", "tablesample", "then", "time", "timestamp", "to",
-  "trailing", "treat", "trim", "true", "union", "unique", "user", "using", "values", "varchar", "variadic",
-  "verbose", "when", "where", "window", "with", "xmlattributes", "xmlconcat", "xmlelement", "xmlexists",
-  "xmlforest", "xmlnamespaces", "xmlparse", "xmlpi", "xmlroot", "xmlserialize", "xmltable"
-])
-
-/**
  * PostgreSQL's `quote_identifier`: the name as is when it is a lowercase identifier that is not a
  * reserved word (`schema4`, `counted`), else in double quotes with inner quotes doubled (`"My Schema7"`).
+ * The library's `PgServer.quoteIdentifier`, which holds PostgreSQL 18's list of reserved words.
  *
  * @category sql
  * @since 0.1.0
  */
-export const quoteIdentifier = (name: string): string =>
-  /^[a-z_][a-z0-9_]*$/.test(name) && !keywords.has(name) ? name : `"${name.replaceAll("\"", "\"\"")}"`
+export const quoteIdentifier: (name: string) => string = PgServer.quoteIdentifier
 
 /** `'text'` with inner quotes doubled (worker_spi splices the schema name in unescaped). */
 const literal = (text: string) => `'${text.replaceAll("'", "''")}'`

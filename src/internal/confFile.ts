@@ -27,6 +27,7 @@ import * as Effect from "effect/Effect"
 import * as FileSystem from "effect/FileSystem"
 import * as Path from "effect/Path"
 import type * as PlatformError from "effect/PlatformError"
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 
 // --- Models ---
@@ -53,6 +54,9 @@ export type ConfItem = (ConfEntry & { readonly _tag: "entry" }) | ConfInclude
 
 // --- Errors ---
 
+/** The type id shared by {@link ConfSyntaxError} and {@link ConfFileError} (a getter, not a field). */
+export const ErrorTypeId = "~effect-bgworker/internal/confFile/ConfError" as const
+
 /**
  * A line that does not have the shape `name [=] value`. `token` is the offending token, absent when the line
  * ended too early (`near end of line`). `line` is 1-based.
@@ -62,6 +66,9 @@ export class ConfSyntaxError extends Schema.TaggedError<ConfSyntaxError>()("Conf
   line: Schema.Number,
   token: Schema.optionalKey(Schema.String)
 }) {
+  get [ErrorTypeId](): typeof ErrorTypeId {
+    return ErrorTypeId
+  }
   override get message(): string {
     return this.token === undefined
       ? `syntax error in file "${this.file}" line ${this.line}, near end of line`
@@ -83,10 +90,17 @@ export class ConfFileError extends Schema.TaggedError<ConfFileError>()("ConfFile
   reason: Schema.String,
   includedFrom: Schema.optionalKey(Schema.String),
   line: Schema.optionalKey(Schema.Number)
-}) {}
+}) {
+  get [ErrorTypeId](): typeof ErrorTypeId {
+    return ErrorTypeId
+  }
+}
 
 /** Anything `readConfFile` can fail with. */
 export type ConfError = ConfSyntaxError | ConfFileError
+
+/** Whether `u` is a {@link ConfSyntaxError} or a {@link ConfFileError}. */
+export const isConfError = (u: unknown): u is ConfError => Predicate.hasProperty(u, ErrorTypeId)
 
 // --- Lexer (guc-file.l) ---
 
@@ -341,14 +355,14 @@ interface Reader {
 }
 
 /** `ParseConfigFile`: `strict` false is include_if_exists (and `missingOk`): a missing file is skipped. */
-const readFile = (
+const readFile: (
   r: Reader,
   target: string,
   strict: boolean,
   from: Origin | undefined,
   depth: number
-): Effect.Effect<void, ConfError> =>
-  Effect.gen(function*() {
+) => Effect.Effect<void, ConfError> = Effect.fnUntraced(
+  function*(r: Reader, target: string, strict: boolean, from: Origin | undefined, depth: number) {
     if (isBlank(target)) {
       return yield* new ConfFileError({
         message: `empty configuration file name: "${target}"`,
@@ -400,16 +414,17 @@ const readFile = (
       }
     }
     if (error !== undefined) return yield* error
-  })
+  }
+)
 
 /** `ParseConfigDirectory` + `GetConfFilesInDir`: `*.conf` not starting with ".", not directories, by name. */
-const readDirectory = (
+const readDirectory: (
   r: Reader,
   target: string,
   from: Origin,
   depth: number
-): Effect.Effect<void, ConfError> =>
-  Effect.gen(function*() {
+) => Effect.Effect<void, ConfError> = Effect.fnUntraced(
+  function*(r: Reader, target: string, from: Origin, depth: number) {
     if (isBlank(target)) {
       return yield* new ConfFileError({
         message: `empty configuration directory name: "${target}"`,
@@ -445,7 +460,8 @@ const readDirectory = (
       if (info.type !== "Directory") files.push(file)
     }
     for (const file of files) yield* readFile(r, file, true, from, depth)
-  })
+  }
+)
 
 /**
  * Reads a configuration file and everything it includes, and returns the settings in reading order (a later
@@ -460,15 +476,16 @@ const readDirectory = (
  *
  * Fails with the first error in reading order. (PostgreSQL reports every error, and then applies nothing.)
  */
-export const readConfFile = (
+export const readConfFile: (
   path: string,
   options?: { readonly missingOk?: boolean | undefined }
-): Effect.Effect<ReadonlyArray<ConfEntry>, ConfError, FileSystem.FileSystem | Path.Path> =>
-  Effect.gen(function*() {
+) => Effect.Effect<ReadonlyArray<ConfEntry>, ConfError, FileSystem.FileSystem | Path.Path> = Effect.fnUntraced(
+  function*(path: string, options?: { readonly missingOk?: boolean | undefined }) {
     const r: Reader = { fs: yield* FileSystem.FileSystem, path: yield* Path.Path, out: [] }
     yield* readFile(r, path, options?.missingOk !== true, undefined, 0)
-    return r.out
-  })
+    return r.out as ReadonlyArray<ConfEntry>
+  }
+)
 
 // --- Writing postgresql.auto.conf (ALTER SYSTEM) ---
 
@@ -492,11 +509,11 @@ export const formatAutoConf = (entries: ReadonlyArray<{ readonly name: string; r
  * `path.tmp` (mode 0600), then renames it over `path`. If any step fails, the temporary file is removed and
  * `path` keeps its previous content.
  */
-export const writeAutoConf = (
+export const writeAutoConf: (
   path: string,
   entries: ReadonlyArray<{ readonly name: string; readonly value: string }>
-): Effect.Effect<void, ConfFileError, FileSystem.FileSystem | Path.Path> =>
-  Effect.gen(function*() {
+) => Effect.Effect<void, ConfFileError, FileSystem.FileSystem | Path.Path> = Effect.fnUntraced(
+  function*(path: string, entries: ReadonlyArray<{ readonly name: string; readonly value: string }>) {
     const fs = yield* FileSystem.FileSystem
     const target = (yield* Path.Path).resolve(path)
     const tmp = `${target}.tmp`
@@ -518,4 +535,5 @@ export const writeAutoConf = (
       Effect.mapError(fail(`could not rename file "${tmp}" to "${target}"`, target)),
       Effect.tapError(() => removeTmp)
     )
-  })
+  }
+)

@@ -7,8 +7,8 @@
  *   set that happens before the wait is never lost: the wait sees the flag and returns at once.
  * - Only the owner resets the flag. The correct loop resets, then checks for work, then waits; a set that
  *   races with the check is still seen by the wait.
- * - `killUnsafe` is postmaster death: it wakes the waiter, and every later wait sees it at once. What the
- *   wait then does depends on the waiter's `onPostmasterDeath`.
+ * - `postmasterDiedUnsafe` is postmaster death (`WL_POSTMASTER_DEATH`): it wakes the waiter, and every later
+ *   wait sees it at once. What the wait then does depends on the waiter's `onPostmasterDeath`.
  * - `wake` (a request with its own flag, such as terminate) that finds nobody waiting is kept for the next
  *   wait, until a reset: the owner checks the request's flag before it waits, and a request that lands after
  *   that check must still end the wait.
@@ -41,8 +41,8 @@ export class LatchImpl implements ProcLatch {
   readonly [TypeId] = TypeId
   /** The sticky flag. */
   isSet = false
-  /** Postmaster death has been signalled. */
-  dead = false
+  /** Postmaster death has been signalled (`!PostmasterIsAlive()`): set once, never cleared. */
+  postmasterDead = false
   /** What the current waiter does on postmaster death; `undefined` when nobody waits. */
   waitMode: "exit" | "return" | undefined = undefined
   /** A `wake` found nobody waiting: the next wait returns at once (a reset drops it, as it clears the flag). */
@@ -74,9 +74,12 @@ export class LatchImpl implements ProcLatch {
     return this.isSet
   }
 
-  /** Postmaster death: wakes the waiter; every wait from now on returns (or exits) at once. */
-  killUnsafe(): void {
-    this.dead = true
+  /**
+   * Postmaster death: wakes the waiter; every wait from now on returns (or exits) at once. Only the
+   * supervisor calls it, once, when it dies; calling it again changes nothing.
+   */
+  postmasterDiedUnsafe(): void {
+    this.postmasterDead = true
     this.wake()
   }
 
@@ -119,7 +122,7 @@ export class LatchImpl implements ProcLatch {
 
   /** Whether a wait must return at once; consumes a pending wake-up. */
   private ready(): boolean {
-    if (this.isSet || this.dead) return true
+    if (this.isSet || this.postmasterDead) return true
     if (!this.wakePending) return false
     this.wakePending = false
     return true
@@ -148,7 +151,7 @@ export class LatchImpl implements ProcLatch {
   }
 
   private afterWake(mode: "exit" | "return"): Effect.Effect<WaitResult> {
-    if (this.dead) {
+    if (this.postmasterDead) {
       return mode === "exit"
         ? Effect.interrupt
         : Effect.succeed({ latchSet: this.isSet, timeout: false, postmasterDeath: true })
@@ -169,7 +172,10 @@ export class LatchImpl implements ProcLatch {
       return Effect.flatMap(
         Effect.timeoutOption(this.suspend(mode), timeout),
         // A set (or death) that lands as the timer fires is a wake-up, not a timeout: the flag decides.
-        (woken) => Option.isNone(woken) && !this.isSet && !this.dead ? Effect.succeed(resultTimeout) : this.afterWake(mode)
+        (woken) =>
+          Option.isNone(woken) && !this.isSet && !this.postmasterDead
+            ? Effect.succeed(resultTimeout)
+            : this.afterWake(mode)
       )
     })
   }

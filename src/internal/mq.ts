@@ -26,7 +26,9 @@
  * @internal
  */
 import * as Effect from "effect/Effect"
+import { dual, identity } from "effect/Function"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -34,11 +36,26 @@ import type { AttachOptions, MessageQueue, Receiver, Sender, SendResult, Side } 
 import type { WorkerStatus } from "../WorkerHandle.ts"
 import { CurrentWorker, Supervisor } from "./context.ts"
 import type { LatchImpl } from "./latch.ts"
-import { checkInterrupts, Proc } from "./proc.ts"
+import { checkInterrupts, Proc, withWaitEvent } from "./proc.ts"
 
 // --- errors ---
 
 const SideSchema = Schema.Literals(["sender", "receiver"])
+
+/**
+ * The type id every error of `Mq` carries, read through the prototype (so it stays out of `toJSON` and of
+ * an inspected error's own fields).
+ *
+ * @internal
+ */
+export const ErrorTypeId = "~effect-bgworker/Mq/MqError" as const
+
+/** @internal */
+export const isMqError = (u: unknown): u is MqDetached | MqNotFound | MqAlreadyAttached | MqInvalidCapacity =>
+  Predicate.hasProperty(u, ErrorTypeId)
+
+/** @internal */
+export const isMqDetached = (u: unknown): u is MqDetached => isMqError(u) && u._tag === "MqDetached"
 
 /** @internal */
 export class MqDetached extends Schema.TaggedError<MqDetached>()("MqDetached", {
@@ -46,6 +63,13 @@ export class MqDetached extends Schema.TaggedError<MqDetached>()("MqDetached", {
   side: SideSchema,
   reason: Schema.Literals(["detached", "stoppedBeforeAttach"])
 }) {
+  get [ErrorTypeId](): typeof ErrorTypeId {
+    return ErrorTypeId
+  }
+  /** Detaching is final for the whole queue (`mq_detached`): the conversation is over. */
+  get isRetryable(): boolean {
+    return false
+  }
   override get message(): string {
     return this.reason === "detached"
       ? `message queue "${this.id}": the ${this.side} has detached`
@@ -57,6 +81,13 @@ export class MqDetached extends Schema.TaggedError<MqDetached>()("MqDetached", {
 export class MqNotFound extends Schema.TaggedError<MqNotFound>()("MqNotFound", {
   id: Schema.String
 }) {
+  get [ErrorTypeId](): typeof ErrorTypeId {
+    return ErrorTypeId
+  }
+  /** A destroyed queue never comes back, and ids are never reused. */
+  get isRetryable(): boolean {
+    return false
+  }
   override get message(): string {
     return `message queue "${this.id}" does not exist`
   }
@@ -70,6 +101,13 @@ export class MqAlreadyAttached extends Schema.TaggedError<MqAlreadyAttached>()("
   id: Schema.String,
   side: SideSchema
 }) {
+  get [ErrorTypeId](): typeof ErrorTypeId {
+    return ErrorTypeId
+  }
+  /** Each side attaches once, ever. */
+  get isRetryable(): boolean {
+    return false
+  }
   override get message(): string {
     return `message queue "${this.id}": a ${this.side} has already attached`
   }
@@ -79,6 +117,13 @@ export class MqAlreadyAttached extends Schema.TaggedError<MqAlreadyAttached>()("
 export class MqInvalidCapacity extends Schema.TaggedError<MqInvalidCapacity>()("MqInvalidCapacity", {
   capacity: Schema.Number
 }) {
+  get [ErrorTypeId](): typeof ErrorTypeId {
+    return ErrorTypeId
+  }
+  /** The capacity must change. */
+  get isRetryable(): boolean {
+    return false
+  }
   override get message(): string {
     return `invalid message queue capacity ${this.capacity}: must be a positive integer`
   }
@@ -87,11 +132,31 @@ export class MqInvalidCapacity extends Schema.TaggedError<MqInvalidCapacity>()("
 // --- state ---
 
 /** @internal */
-export const SenderTypeId = "~effect-bgworker/Mq/Sender"
+export const SenderTypeId = "~effect-bgworker/Mq/Sender" as const
 /** @internal */
-export const ReceiverTypeId = "~effect-bgworker/Mq/Receiver"
+export const ReceiverTypeId = "~effect-bgworker/Mq/Receiver" as const
 /** @internal */
-export const QueueTypeId = "~effect-bgworker/Mq/MessageQueue"
+export const QueueTypeId = "~effect-bgworker/Mq/MessageQueue" as const
+
+/** @internal */
+export const isMessageQueue = (u: unknown): u is MessageQueue<unknown> => Predicate.hasProperty(u, QueueTypeId)
+/** @internal */
+export const isSender = (u: unknown): u is Sender<unknown> => Predicate.hasProperty(u, SenderTypeId)
+/** @internal */
+export const isReceiver = (u: unknown): u is Receiver<unknown> => Predicate.hasProperty(u, ReceiverTypeId)
+
+/** What `create` returns: the id and the capacity, marked as a queue (the marker carries the message type). */
+class MessageQueueImpl {
+  readonly id: string
+  readonly capacity: number
+  constructor(id: string, capacity: number) {
+    this.id = id
+    this.capacity = capacity
+  }
+  get [QueueTypeId]() {
+    return identity
+  }
+}
 
 type Waiter = () => void
 
@@ -185,8 +250,11 @@ class QueueState {
   }
 }
 
-/** What `attachSender` / `attachReceiver` return: one class, seen through `Sender<A>` or `Receiver<A>`. */
-class HandleImpl {
+/**
+ * What `attachSender` / `attachReceiver` return: a side of a queue, seen through `Sender<A>` or `Receiver<A>`
+ * (the subclass carries the matching marker, so `isSender` and `isReceiver` tell the sides apart).
+ */
+abstract class HandleImpl {
   readonly queue: QueueState
   readonly side: Side
   readonly end: End
@@ -200,14 +268,20 @@ class HandleImpl {
   get id(): string {
     return this.queue.id
   }
-  get [SenderTypeId]() {
-    return undefined
-  }
-  get [ReceiverTypeId]() {
-    return undefined
-  }
   toJSON() {
     return { _id: "Mq", id: this.queue.id, side: this.side }
+  }
+}
+
+class SenderImpl extends HandleImpl {
+  get [SenderTypeId]() {
+    return identity
+  }
+}
+
+class ReceiverImpl extends HandleImpl {
+  get [ReceiverTypeId]() {
+    return identity
   }
 }
 
@@ -257,7 +331,7 @@ const attachStep = (h: HandleImpl): Effect.Effect<void, MqDetached> | undefined 
 /** Suspends until `end` is woken, unless `ready()` already holds (checked in the same synchronous block). */
 const waitOn = (end: End, ready: () => boolean, proc: Proc | undefined): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
-    if (ready() || proc !== undefined && (proc.terminateDue || proc.latch.dead)) return resume(Effect.void)
+    if (ready() || proc !== undefined && (proc.terminateDue || proc.latch.postmasterDead)) return resume(Effect.void)
     // Woken by the other side, or (inside a worker) by a terminate request or postmaster death.
     const waiter: Waiter = () => {
       end.waiters.delete(waiter)
@@ -291,13 +365,9 @@ const blocking = <A>(
     const first = step()
     if (first !== undefined) return first
     return Effect.flatMap(currentProc, (proc) => {
-      const wait = proc === undefined ? waitOn(h.end, ready, undefined) : Effect.andThen(
-        checkInterrupts(proc),
-        Effect.ensuring(
-          Effect.andThen(Effect.sync(() => proc.setWaitEvent("IPC", event)), waitOn(h.end, ready, proc)),
-          Effect.sync(() => proc.setWaitEvent(null, null))
-        )
-      )
+      const wait = proc === undefined
+        ? waitOn(h.end, ready, undefined)
+        : Effect.andThen(checkInterrupts(proc), withWaitEvent(proc, "IPC", event, waitOn(h.end, ready, proc)))
       const loop: Effect.Effect<A, MqDetached> = Effect.suspend(() => step() ?? Effect.andThen(wait, loop))
       return Effect.andThen(wait, loop)
     })
@@ -330,7 +400,7 @@ export const create = <A>(
             queue.release()
           })
       )).pipe(
-        Effect.map((queue): MessageQueue<A> => ({ [QueueTypeId]: undefined as any, id: queue.id, capacity }))
+        Effect.map((queue): MessageQueue<A> => new MessageQueueImpl(queue.id, capacity))
       )
   })
 
@@ -387,7 +457,7 @@ const attach = (
         end.state = "attached"
         end.latch = proc?.latch
         q.refs++
-        const h = new HandleImpl(q, side)
+        const h = side === "sender" ? new SenderImpl(q, side) : new ReceiverImpl(q, side)
         h.other.wake()
         return Effect.succeed(h)
       }),
@@ -407,18 +477,27 @@ const attach = (
   })
 
 /** @internal */
-export const send = (sender: Sender<any>, message: unknown): Effect.Effect<void, MqDetached> => {
+export const send: {
+  <A>(message: A): (sender: Sender<A>) => Effect.Effect<void, MqDetached>
+  <A>(sender: Sender<A>, message: A): Effect.Effect<void, MqDetached>
+} = dual(2, (sender: Sender<any>, message: unknown): Effect.Effect<void, MqDetached> => {
   const h = implOf(sender)
   return Effect.asVoid(
     blocking(h, () => sendStep(h, message), () =>
       h.end.state !== "attached" || h.queue.detached !== undefined || h.queue.buffer.size < h.queue.capacity,
       "MessageQueueSend")
   )
-}
+})
 
 /** @internal */
-export const sendNow = (sender: Sender<any>, message: unknown): Effect.Effect<SendResult, MqDetached> =>
-  Effect.suspend(() => sendStep(implOf(sender), message) ?? Effect.succeed("WouldBlock" as const))
+export const sendNow: {
+  <A>(message: A): (sender: Sender<A>) => Effect.Effect<SendResult, MqDetached>
+  <A>(sender: Sender<A>, message: A): Effect.Effect<SendResult, MqDetached>
+} = dual(
+  2,
+  (sender: Sender<any>, message: unknown): Effect.Effect<SendResult, MqDetached> =>
+    Effect.suspend(() => sendStep(implOf(sender), message) ?? Effect.succeed("WouldBlock" as const))
+)
 
 /** @internal */
 export const receive = <A>(receiver: Receiver<A>): Effect.Effect<A, MqDetached> => {

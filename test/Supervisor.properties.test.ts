@@ -1,6 +1,7 @@
 /**
- * Property tests: random command sequences against a fresh supervisor per run, on the TestClock. (The latch
- * properties are in ProcLatch.properties.test.ts.)
+ * Property tests of the supervisor: random command sequences against a fresh supervisor per run, on the TestClock.
+ * (The latch properties are in ProcLatch.properties.test.ts, the restart policy's in
+ * BackgroundWorker.properties.test.ts.)
  *
  * Each supervisor run interprets a generated scenario (register / terminate / signal / reload / setLatch /
  * ordered crash, typed failure or return / shutdown / time advance / yields), then closes the supervisor's
@@ -10,43 +11,32 @@
  * and death). Each test checks one invariant family over that trace, so a failure names the rule that broke
  * and the shrunk scenario that breaks it. Orders (crash, fail, return) reach a worker through its latch.
  *
- * The restart runs fail one worker repeatedly and time its restarts. Counterexamples the properties found are
- * kept at the end as fixed cases.
+ * Counterexamples the properties found are kept at the end as fixed cases.
  *
  * PROPERTY_RUNS=n (default 100) and PROPERTY_SEED=s tune the search.
  */
-import { assert, describe, it } from "@effect/vitest"
-import {
-  Clock,
-  Context,
-  Data,
-  Duration,
-  Effect,
-  Exit,
-  Fiber,
-  Option,
-  Pull,
-  References,
-  Result,
-  Schema,
-  Scope,
-  Stream
-} from "effect"
+import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
+import { describe, it } from "@effect/vitest"
+import { Duration, Effect, Exit, Fiber, Pull, References, Result, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import * as BackgroundWorker from "../src/BackgroundWorker.ts"
-import * as Interrupts from "../src/Interrupts.ts"
-import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Shmem from "../src/Shmem.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { WorkerHandle, WorkerStatus } from "../src/WorkerHandle.ts"
 import * as Handle from "../src/WorkerHandle.ts"
-
-/** 100 runs per property; PROPERTY_RUNS=2000 for a longer search, PROPERTY_SEED=n to replay a seed. */
-const runs = Number(process.env.PROPERTY_RUNS ?? 100)
-const seed = process.env.PROPERTY_SEED
-const propOptions = { arbitrary: { runs, size: 30, ...(seed === undefined ? {} : { seed }) } }
-
-const Int = (minimum: number, maximum: number) => Schema.Int.check(Schema.isBetween({ minimum, maximum }))
+import {
+  CurrentJournal,
+  definitions,
+  fail,
+  Int,
+  Journal,
+  type Kind,
+  kinds,
+  type Order,
+  propOptions,
+  sameStatus,
+  show,
+  untilStable
+} from "./propertyWorkers.ts"
 
 /** Runs `effect` without automatic scheduler yields: no other fiber runs in between its steps. */
 const atomically = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
@@ -54,148 +44,6 @@ const atomically = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E
 
 const yieldTimes = (n: number): Effect.Effect<void> =>
   n <= 0 ? Effect.void : Effect.repeat(Effect.yieldNow, { times: n - 1 })
-
-/** Yields until `fingerprint` has not changed for a few consecutive yields (bounded). */
-const settle = (fingerprint: Effect.Effect<string>): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    let last = yield* fingerprint
-    let stable = 0
-    for (let i = 0; i < 300 && stable < 4; i++) {
-      yield* Effect.yieldNow
-      const now = yield* fingerprint
-      if (now === last) stable++
-      else {
-        stable = 0
-        last = now
-      }
-    }
-  })
-
-const show = (status: WorkerStatus): string => status._tag === "Started" ? `Started(${status.pid})` : status._tag
-
-const sameStatus = (a: WorkerStatus, b: WorkerStatus): boolean =>
-  a._tag === b._tag && (a._tag !== "Started" || (b._tag === "Started" && a.pid === b.pid))
-
-const fail = (invariant: string, violations: ReadonlyArray<string>, context?: unknown): void => {
-  if (violations.length === 0) return
-  assert.fail(
-    `${invariant}\n  - ${violations.slice(0, 12).join("\n  - ")}` +
-      (violations.length > 12 ? `\n  ... ${violations.length - 12} more` : "") +
-      (context === undefined ? "" : `\n${JSON.stringify(context)}`)
-  )
-}
-
-// -------------------------------------------------------------------------------------------------------------
-// The workers: a journal of what their bodies did, and orders that make them crash, fail or return.
-// -------------------------------------------------------------------------------------------------------------
-
-type Order = "crash" | "fail" | "return"
-
-interface JournalEntry {
-  readonly seq: number
-  readonly kind: "start" | "iteration" | "finalizer"
-  readonly pid: number
-  readonly handle: string
-  readonly at: number
-}
-
-class Journal {
-  seq = 0
-  readonly entries: Array<JournalEntry> = []
-  /** Orders for a running incarnation, by pid: consumed at its next wake-up. */
-  readonly orders = new Map<number, Order>()
-  /** Incarnations whose `main` started and whose finalizer has not run yet. */
-  readonly alive = new Set<number>()
-  shmemInits = 0
-  shmemReleases = 0
-
-  record(kind: JournalEntry["kind"], pid: number, handle: string, at: number): void {
-    this.entries.push({ seq: ++this.seq, kind, pid, handle, at })
-    if (kind === "start") this.alive.add(pid)
-    if (kind === "finalizer") this.alive.delete(pid)
-  }
-
-  takeOrder(pid: number): Order | undefined {
-    const order = this.orders.get(pid)
-    this.orders.delete(pid)
-    return order
-  }
-}
-
-class CurrentJournal extends Context.Service<CurrentJournal, Journal>()("test/properties/Journal") {}
-
-class OrderedFailure extends Data.TaggedError("OrderedFailure")<{ readonly pid: number }> {}
-
-interface Kind {
-  readonly label: string
-  /** `undefined`: `"never"`; otherwise `restartAfter(restartMs)`. */
-  readonly restartMs: number | undefined
-  /** A defect in a worker with shared-state access is a crash: every worker is restarted. */
-  readonly shmem: boolean
-  readonly onPostmasterDeath: ProcLatch.OnPostmasterDeath
-  /** How long its finalizer takes (on the clock): a slow cleanup keeps a crash restart or a death waiting. */
-  readonly finalizerMs: number
-  /** OTP restart intensity: more than `maxRestarts` restarts within `withinMs` gives the worker up. */
-  readonly intensity?: { readonly maxRestarts: number; readonly withinMs: number }
-}
-
-const kinds: ReadonlyArray<Kind> = [
-  { label: "restart-2s", restartMs: 2000, shmem: false, onPostmasterDeath: "exit", finalizerMs: 0 },
-  { label: "never", restartMs: undefined, shmem: false, onPostmasterDeath: "exit", finalizerMs: 0 },
-  { label: "shmem-restart-3s", restartMs: 3000, shmem: true, onPostmasterDeath: "exit", finalizerMs: 0 },
-  { label: "shmem-never", restartMs: undefined, shmem: true, onPostmasterDeath: "exit", finalizerMs: 0 },
-  { label: "restart-0s-returns-on-death", restartMs: 0, shmem: false, onPostmasterDeath: "return", finalizerMs: 0 },
-  { label: "shmem-restart-1s-slow-cleanup", restartMs: 1000, shmem: true, onPostmasterDeath: "exit", finalizerMs: 1500 },
-  {
-    label: "restart-500ms-gives-up",
-    restartMs: 500,
-    shmem: false,
-    onPostmasterDeath: "exit",
-    finalizerMs: 0,
-    intensity: { maxRestarts: 1, withinMs: 10_000 }
-  }
-]
-
-/**
- * A worker_spi-like loop: journal an iteration, wait on the latch (1 second timeout), reset, check interrupts,
- * then obey an order for this incarnation, if any. Its finalizer journals the end of the incarnation.
- */
-const makeWorker = (kind: Kind) =>
-  BackgroundWorker.make({
-    name: kind.label,
-    restart: kind.restartMs === undefined ? "never" : BackgroundWorker.restartAfter(Duration.millis(kind.restartMs)),
-    intensity: kind.intensity === undefined
-      ? undefined
-      : { maxRestarts: kind.intensity.maxRestarts, within: Duration.millis(kind.intensity.withinMs) },
-    shmem: kind.shmem,
-    main: () =>
-      Effect.gen(function*() {
-        const me = yield* BackgroundWorker.current
-        const journal = yield* CurrentJournal
-        const handle = Handle.format(me.handle)
-        journal.record("start", me.pid, handle, yield* Clock.currentTimeMillis)
-        yield* Effect.addFinalizer(() =>
-          Effect.andThen(
-            Effect.sleep(Duration.millis(kind.finalizerMs)),
-            Effect.map(Clock.currentTimeMillis, (at) => journal.record("finalizer", me.pid, handle, at))
-          )
-        )
-        while (true) {
-          journal.record("iteration", me.pid, handle, yield* Clock.currentTimeMillis)
-          const woke = yield* ProcLatch.wait({ timeout: "1 second", onPostmasterDeath: kind.onPostmasterDeath })
-          if (woke.postmasterDeath) return
-          yield* ProcLatch.reset
-          yield* Interrupts.check
-          yield* Interrupts.reloadPending
-          const order = journal.takeOrder(me.pid)
-          if (order === "crash") return yield* Effect.die(new Error(`ordered crash of pid ${me.pid}`))
-          if (order === "fail") return yield* new OrderedFailure({ pid: me.pid })
-          if (order === "return") return
-        }
-      })
-  })
-
-const definitions = kinds.map(makeWorker)
 
 // -------------------------------------------------------------------------------------------------------------
 // Supervisor scenarios
@@ -294,7 +142,7 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
     const fingerprint = Effect.map(
       sup.activity,
       (rows) =>
-        `${journal.seq}|${sup.liveFibers()}|${tracked.reduce((n, t) => n + t.streamed.length, 0)}|` +
+        `${journal.seq}|${liveFibers(sup)}|${tracked.reduce((n, t) => n + t.streamed.length, 0)}|` +
         rows.map((r) => `${r.slot}:${r.generation}:${r.registration}:${r.pid}:${r.nextRestartAt}`).join(",")
     )
 
@@ -387,11 +235,11 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
         // A waiting worker stops at once; a slow cleanup takes its time.
         const allowedTicks = Math.ceil(t.kind.finalizerMs / 1000)
         let ticks = 0
-        yield* settle(fingerprint)
+        yield* untilStable(fingerprint)
         while (waiter.pollUnsafe() === undefined && ticks < 10) {
           yield* TestClock.adjust("1 second")
           ticks++
-          yield* settle(fingerprint)
+          yield* untilStable(fingerprint)
         }
         const exit = waiter.pollUnsafe()
         if (exit === undefined) {
@@ -414,7 +262,7 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
         const where = `step ${step} ${mode} shutdown`
         const shutting = yield* Effect.forkChild(sup.shutdown(mode), { startImmediately: true })
         for (let i = 0; i < 15 && shutting.pollUnsafe() === undefined; i++) {
-          yield* settle(fingerprint)
+          yield* untilStable(fingerprint)
           if (shutting.pollUnsafe() === undefined) yield* TestClock.adjust("1 second")
         }
         if (shutting.pollUnsafe() === undefined) {
@@ -423,8 +271,8 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
         }
         supervisorShutdownMark ??= { seq: journal.seq, mode }
         // An immediate shutdown returns at once: its workers end (and clean up) afterwards.
-        for (let i = 0; i < 5 && mode === "immediate" && sup.liveFibers() > 0; i++) {
-          yield* settle(fingerprint)
+        for (let i = 0; i < 5 && mode === "immediate" && liveFibers(sup) > 0; i++) {
+          yield* untilStable(fingerprint)
           yield* TestClock.adjust("1 second")
         }
         const state = yield* sup.currentState
@@ -483,7 +331,7 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
 
     // --- the commands ---
     for (const kind of scenario.initial) yield* register(-1, kind)
-    yield* settle(fingerprint)
+    yield* untilStable(fingerprint)
     for (let step = 0; step < scenario.commands.length; step++) {
       yield* interpret(step, scenario.commands[step]!)
       yield* observeSlots(`after step ${step} (${scenario.commands[step]!._tag})`)
@@ -492,12 +340,12 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
     const end = scenario.commands.length
     if (scenario.settleBeforeClose) {
       for (let i = 0; i < 8; i++) {
-        yield* settle(fingerprint)
+        yield* untilStable(fingerprint)
         yield* observeSlots(`settling ${i}`)
         yield* poll(end)
         yield* TestClock.adjust("1 second")
       }
-      yield* settle(fingerprint)
+      yield* untilStable(fingerprint)
       yield* poll(end)
     }
 
@@ -506,14 +354,14 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
     // Death waits for the workers' cleanups, which may take (clock) time.
     const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void), { startImmediately: true })
     for (let i = 0; i < 20 && closing.pollUnsafe() === undefined; i++) {
-      yield* settle(fingerprint)
+      yield* untilStable(fingerprint)
       if (closing.pollUnsafe() === undefined) yield* TestClock.adjust("500 millis")
     }
     if (closing.pollUnsafe() === undefined) {
       violations.death.push("closing the supervisor's scope did not complete within 10 seconds")
       return { violations, tracked, journal, supervisorShutdownMark } satisfies SupervisorTrace
     }
-    const live = sup.liveFibers()
+    const live = liveFibers(sup)
     if (live !== 0) violations.death.push(`${live} worker/timer fiber(s) alive after the scope closed`)
     const finalizersAtClose = new Map<number, number>()
     const startedAtClose = new Set<number>()
@@ -536,15 +384,15 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
       if (last._tag !== "PostmasterDied") violations.death.push(`${t.key}: status after death is ${show(last)}`)
     }
     // Time passes after death: nothing may run, every stream must end, shared state must be released.
-    yield* settle(fingerprint)
+    yield* untilStable(fingerprint)
     yield* TestClock.adjust("30 seconds")
-    yield* settle(fingerprint)
+    yield* untilStable(fingerprint)
     for (const e of journal.entries) {
       if (e.seq > deathMark && e.kind !== "finalizer") {
         violations.death.push(`pid ${e.pid} (${e.handle}) ran (${e.kind}) after the supervisor's scope closed`)
       }
     }
-    if (sup.liveFibers() !== 0) violations.death.push(`${sup.liveFibers()} fiber(s) alive 30 s after death`)
+    if (liveFibers(sup) !== 0) violations.death.push(`${liveFibers(sup)} fiber(s) alive 30 s after death`)
     if (journal.shmemInits !== journal.shmemReleases) {
       violations.death.push(
         `shared state created ${journal.shmemInits} time(s) but released ${journal.shmemReleases} time(s)`
@@ -701,136 +549,13 @@ describe("Supervisor properties", () => {
   )
 
   it.effect.prop(
-    "no fiber is alive after the supervisor's scope closes: liveFibers() is 0, every started incarnation's finalizer ran exactly once, every handle reports PostmasterDied",
+    "no fiber is alive after the supervisor's scope closes: no live fiber is left, every started incarnation's finalizer ran exactly once, every handle reports PostmasterDied",
     [SupervisorScenario],
     ([scenario]) =>
       Effect.gen(function*() {
         const trace = yield* runSupervisorScenario(scenario)
         fail("postmaster death", trace.violations.death)
       }),
-    propOptions
-  )
-})
-
-// -------------------------------------------------------------------------------------------------------------
-// Restart policy: restartAfter(d) brings a failed worker back exactly d later
-// -------------------------------------------------------------------------------------------------------------
-
-const RestartScenario = Schema.Struct({
-  delayMs: Int(0, 10_000),
-  incarnations: Schema.Array(Schema.Struct({
-    /** How long the incarnation runs (waking every second) before it ends. */
-    runMs: Int(0, 5000),
-    /** How it ends: a typed failure, `pg_terminate_backend`, a defect (no shared state), or a return. */
-    end: Schema.Literals(["fail", "signal-terminate", "defect", "return"])
-  })).check(Schema.isMinLength(1), Schema.isMaxLength(8))
-})
-type RestartScenario = typeof RestartScenario.Type
-
-const runRestartScenario = (scenario: RestartScenario) =>
-  Effect.gen(function*() {
-    const out: Array<string> = []
-    const journal = new Journal()
-    const d = scenario.delayMs
-    const worker = makeWorker({
-      label: `restart-after-${d}ms`,
-      restartMs: d,
-      shmem: false,
-      onPostmasterDeath: "exit",
-      finalizerMs: 0
-    })
-    const sup = yield* Supervisor.make({ maxWorkerProcesses: 2 }).pipe(Effect.orDie)
-    const handle = yield* Supervisor.register(worker).pipe(
-      Effect.provideService(Supervisor.Supervisor, sup),
-      Effect.provideService(CurrentJournal, journal),
-      Effect.orDie
-    )
-    const fingerprint = Effect.map(sup.activity, (rows) => `${journal.seq}|${sup.liveFibers()}|${JSON.stringify(rows)}`)
-    const startsOf = (pid: number) => journal.entries.filter((e) => e.kind === "start" && e.pid === pid)
-    const newStartsAfter = (seq: number) => journal.entries.filter((e) => e.kind === "start" && e.seq > seq)
-    yield* settle(fingerprint)
-    let status = yield* sup.status(handle)
-    if (status._tag !== "Started") return [`right after registration: ${show(status)}`]
-    let pid = status.pid
-    let restarts = 0
-    for (const [i, incarnation] of scenario.incarnations.entries()) {
-      const where = `incarnation ${i} (pid ${pid}, ends by ${incarnation.end})`
-      yield* TestClock.adjust(Duration.millis(incarnation.runMs))
-      yield* settle(fingerprint)
-      status = yield* sup.status(handle)
-      if (!sameStatus(status, Handle.Started(pid))) {
-        out.push(`${where}: ${show(status)} after running ${incarnation.runMs} ms`)
-        break
-      }
-      if (incarnation.end === "signal-terminate") yield* sup.signal(handle, "terminate")
-      else {
-        journal.orders.set(pid, incarnation.end === "defect" ? "crash" : incarnation.end)
-        yield* sup.setLatch(handle)
-      }
-      yield* settle(fingerprint)
-      const endedAt = yield* Clock.currentTimeMillis
-      const mark = journal.seq
-      status = yield* sup.status(handle)
-      const row = yield* sup.info(handle)
-      // restartAfter(0) restarts at once: by now it may run again.
-      if (status._tag !== "Stopped" && !(d === 0 && incarnation.end !== "return")) {
-        out.push(`${where}: ${show(status)} after it ended, not Stopped`)
-      }
-      if (incarnation.end === "return") {
-        // Exit 0: done, forgotten, never restarted.
-        if (Option.isSome(row)) out.push(`${where}: still registered after returning`)
-        yield* TestClock.adjust(Duration.millis(d + 5000))
-        yield* settle(fingerprint)
-        status = yield* sup.status(handle)
-        if (status._tag !== "Stopped") out.push(`${where}: ${show(status)} ${d + 5000} ms after returning`)
-        for (const e of newStartsAfter(mark)) out.push(`${where}: restarted (pid ${e.pid}) after returning`)
-        break
-      }
-      if (Option.isNone(row)) {
-        out.push(`${where}: forgotten after a failure, although restartable`)
-        break
-      }
-      const r = row.value
-      if (d > 0 && r.registration !== "waiting for restart") out.push(`${where}: registration "${r.registration}"`)
-      if (d > 0 && r.nextRestartAt !== endedAt + d) {
-        out.push(`${where}: nextRestartAt ${r.nextRestartAt}, expected ${endedAt} + ${d}`)
-      }
-      if (r.lastExit?.kind !== "failed" || r.lastExit.at !== endedAt) {
-        out.push(`${where}: lastExit ${JSON.stringify(r.lastExit)}, expected failed at ${endedAt}`)
-      }
-      if (d > 0) {
-        yield* TestClock.adjust(Duration.millis(d - 1))
-        yield* settle(fingerprint)
-        status = yield* sup.status(handle)
-        if (status._tag !== "Stopped") out.push(`${where}: ${show(status)} ${d - 1} ms after the failure`)
-        for (const e of newStartsAfter(mark)) out.push(`${where}: pid ${e.pid} started ${e.at - endedAt} ms after the failure, before ${d}`)
-        yield* TestClock.adjust(Duration.millis(1))
-        yield* settle(fingerprint)
-      }
-      status = yield* sup.status(handle)
-      if (status._tag !== "Started" || status.pid <= pid) {
-        out.push(`${where}: ${show(status)} ${d} ms after the failure, expected a new Started`)
-        break
-      }
-      pid = status.pid
-      restarts++
-      const starts = startsOf(pid)
-      if (starts.length !== 1 || starts[0]!.at !== endedAt + d) {
-        out.push(`${where}: pid ${pid} started at ${starts.map((e) => e.at).join(",")}, expected ${endedAt} + ${d}`)
-      }
-      const after = yield* sup.info(handle)
-      if (Option.isNone(after) || after.value.restartCount !== restarts) {
-        out.push(`${where}: restartCount ${Option.map(after, (a) => a.restartCount)} after ${restarts} restart(s)`)
-      }
-    }
-    return out
-  }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))
-
-describe("Restart policy properties", () => {
-  it.effect.prop(
-    "a restartable worker with restartAfter(d) that fails (typed error, terminate signal, defect without shared state) is Stopped for exactly d and comes back d later with a new pid; one that returns never comes back",
-    [RestartScenario],
-    ([scenario]) => Effect.map(runRestartScenario(scenario), (violations) => fail("restart policy", violations)),
     propOptions
   )
 })
