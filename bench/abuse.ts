@@ -59,9 +59,9 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Reactivity from "effect/reactivity/Reactivity"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient } from "effect/sql/SqlClient"
 import { randomBytes } from "node:crypto"
 import * as v8 from "node:v8"
@@ -241,9 +241,9 @@ export const runAbuse = (options: AbuseOptions): Effect.Effect<ReadonlyArray<Row
             Effect.map(Deferred.await(arrived), (at) => {
               first = Math.min(first, at - committed)
             }), { discard: true }).pipe(
-            Effect.timeout("60 seconds"),
-            Effect.orDie
-          )
+              Effect.timeout("60 seconds"),
+              Effect.orDie
+            )
           return { first, last: now() - committed }
         }))
         const after = yield* afterGc
@@ -260,7 +260,9 @@ export const runAbuse = (options: AbuseOptions): Effect.Effect<ReadonlyArray<Row
 
     progress(`abuse: ${options.bigArguments} launches with a small argument in one transaction`)
     const small = yield* burst(false)
-    progress(`abuse: ${options.bigArguments} launches with a ${options.maxArgumentBytes}-byte argument in one transaction`)
+    progress(
+      `abuse: ${options.bigArguments} launches with a ${options.maxArgumentBytes}-byte argument in one transaction`
+    )
     const big = yield* burst(true)
     const [sizes] = yield* sql<{ n: number; min: number; max: number }>`
       SELECT count(*)::int AS n, min(octet_length(arg::text))::int AS min, max(octet_length(arg::text))::int AS max
@@ -384,8 +386,12 @@ export const runAbuse = (options: AbuseOptions): Effect.Effect<ReadonlyArray<Row
             `(${(options.notifications / times.sendMs).toFixed(0)}k/s), queue read ${
               times.drainMs.toFixed(0)
             } ms later; ` +
-            `${samples.length} launches, p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, max ${max.toFixed(1)} ms; ` +
-            `RSS ${signed(after - before)} after GC (${breakdown(memoryBefore, memoryAfter)}), peak ${signed(peak - before)}`
+            `${samples.length} launches, p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, max ${
+              max.toFixed(1)
+            } ms; ` +
+            `RSS ${signed(after - before)} after GC (${breakdown(memoryBefore, memoryAfter)}), peak ${
+              signed(peak - before)
+            }`
         )
         const figure = `7. ${count(options.notifications)} NOTIFY × ${attackers.length} sessions, ${label}`
         const rate = samples.length / (times.totalMs / 1000)
@@ -430,7 +436,9 @@ export const runAbuse = (options: AbuseOptions): Effect.Effect<ReadonlyArray<Row
           target: `<${options.p99BudgetMs} ms`,
           ok: p99 < options.p99BudgetMs
         }, {
-          figure: `${figure}: launches served, ${samples.length} in ${(times.totalMs / 1000).toFixed(1)} s (base: no flood)`,
+          figure: `${figure}: launches served, ${samples.length} in ${
+            (times.totalMs / 1000).toFixed(1)
+          } s (base: no flood)`,
           unit: "cycles/s",
           ours: rate,
           baseline: quietRate,

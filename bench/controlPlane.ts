@@ -148,7 +148,10 @@ export const runControlPlane = (options: ControlPlaneOptions): Effect.Effect<Rea
     ControlPlane.layer({ pollInterval: "1 second" }).pipe(
       Layer.provideMerge(Supervisor.layer({ maxWorkerProcesses: 64, entryPoints: [mark, nap] }))
     )
-  ).pipe(Layer.provideMerge(EmbeddedPostgres.clientLayer({ maxConnections: 6 })), Layer.provideMerge(EmbeddedPostgres.layer()))
+  ).pipe(
+    Layer.provideMerge(EmbeddedPostgres.clientLayer({ maxConnections: 6 })),
+    Layer.provideMerge(EmbeddedPostgres.layer())
+  )
 
   return Effect.gen(function*() {
     progress("control plane: starting PostgreSQL")

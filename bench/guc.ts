@@ -211,8 +211,10 @@ export const runGuc = (options: GucOptions): Effect.Effect<ReadonlyArray<Row>> =
       for (let i = 0; i < variants.length; i++) samples[i]!.push(yield* nsPer(variants[i]!.loop, n))
     }
     const ns = samples.map(median)
-    progress(`guc reads (ns/op, median of ${options.readRounds}): ` +
-      variants.map((v, i) => `${v.name} ${ns[i]!.toFixed(1)}`).join(", ") + ` (sink ${sink > 0 ? "ok" : "?"})`)
+    progress(
+      `guc reads (ns/op, median of ${options.readRounds}): ` +
+        variants.map((v, i) => `${v.name} ${ns[i]!.toFixed(1)}`).join(", ") + ` (sink ${sink > 0 ? "ok" : "?"})`
+    )
 
     const [refNs, getNs, snapshotNs, heldNs] = ns as [number, number, number, number]
     const read = (figure: string, ours: number): Row => {

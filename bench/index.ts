@@ -19,8 +19,8 @@ import { runGuc } from "./guc.ts"
 import { runLatch } from "./latch.ts"
 import { runLaunch } from "./launch.ts"
 import { runMemory } from "./memory.ts"
-import { runWorkerSpi } from "./worker_spi.ts"
 import { header, printTable, progress, type Row } from "./report.ts"
+import { runWorkerSpi } from "./worker_spi.ts"
 
 const all = ["launch", "latch", "guc", "sql", "worker_spi", "abuse", "memory"] as const
 const selected = process.argv.slice(2).filter((a) => (all as ReadonlyArray<string>).includes(a))

@@ -18,12 +18,12 @@
  * After a warm-up, the variants take turns in rounds so that drift and GC hit all of them alike; samples of
  * all rounds are pooled per variant.
  */
-import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
+import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import { costRatio, now, progress, quantile, type Row } from "./report.ts"

@@ -11,13 +11,13 @@
  * both) and the median round is reported. Measured with one launcher, and with several concurrent launcher
  * fibers (each doing cycles against the same supervisor / forking its own raw fibers).
  */
-import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
+import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import { median, now, progress, type Row, throughputRatio } from "./report.ts"
@@ -73,7 +73,11 @@ const cyclesFor = <R>(cycle: Effect.Effect<void, never, R>, deadline: number): E
   })
 
 /** Cycles per second with `launchers` fibers doing cycles concurrently for `ms`. */
-const rate = <R>(cycle: Effect.Effect<void, never, R>, launchers: number, ms: number): Effect.Effect<number, never, R> =>
+const rate = <R>(
+  cycle: Effect.Effect<void, never, R>,
+  launchers: number,
+  ms: number
+): Effect.Effect<number, never, R> =>
   Effect.gen(function*() {
     const start = now()
     const deadline = start + ms

@@ -14,13 +14,13 @@
  *
  * Also reported: the time from the first register (fork) to all N waiting.
  */
-import { liveFibers as liveFibersOf } from "../src/internal/postmaster/postmaster.ts"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
+import { liveFibers as liveFibersOf } from "../src/internal/postmaster/postmaster.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { WorkerHandle } from "../src/WorkerHandle.ts"
@@ -140,7 +140,9 @@ export const runMemory = (options: MemoryOptions): Effect.Effect<ReadonlyArray<R
       const r = yield* raw(n)
       const o = yield* ours(n)
       progress(
-        `memory ${label(n)}: ours ${(o.bytesPerWorker / 1024).toFixed(2)} KB/worker, start ${o.startMs.toFixed(0)} ms, ` +
+        `memory ${label(n)}: ours ${(o.bytesPerWorker / 1024).toFixed(2)} KB/worker, start ${
+          o.startMs.toFixed(0)
+        } ms, ` +
           `close ${o.closeMs.toFixed(0)} ms, heap left after close ${(o.leftover / 1024).toFixed(0)} KB; ` +
           `raw ${(r.bytesPerWorker / 1024).toFixed(2)} KB/fiber, start ${r.startMs.toFixed(0)} ms, ` +
           `interrupt ${r.closeMs.toFixed(0)} ms, left ${(r.leftover / 1024).toFixed(0)} KB`

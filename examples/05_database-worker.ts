@@ -16,10 +16,10 @@
  * With `EXAMPLE_EXIT_AFTER_MS=6000` it shuts itself down after six seconds and exits with code 0 (CI).
  */
 import { Effect, Layer } from "effect"
-import { SqlClient } from "effect/sql/SqlClient"
 import { BackgroundWorker, Preload, ProcLatch, Spi, Supervisor } from "effect-bgworker"
 import { NodeSupervisor } from "effect-bgworker/node"
 import { EmbeddedPostgres, WorkerConnection } from "effect-bgworker/pg"
+import { SqlClient } from "effect/sql/SqlClient"
 import { exitAfter } from "./support.ts"
 
 const relay = BackgroundWorker.make({

@@ -123,8 +123,7 @@ const Napper = BackgroundWorker.make({
         if (yield* Interrupts.reloadPending) yield* Effect.logInfo("reload requested (SIGHUP)")
         else if (woke.latchSet) {
           yield* Effect.logInfo(`woken early by its latch after ${slept} ms of a ${napSeconds} s nap`)
-        }
-        else yield* Effect.logInfo(`slept the whole ${napSeconds} s`)
+        } else yield* Effect.logInfo(`slept the whole ${napSeconds} s`)
       }
     })
 })

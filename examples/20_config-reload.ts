@@ -82,39 +82,40 @@ const Workers = Guc.int("demo.workers", {
 const formatMillis = (ms: number) => Duration.format(Duration.millis(ms))
 
 /** Ticker `n`: named `ticker <n>`, of type `ticker` (as worker_spi's workers are `worker_spi worker <n>`). */
-const Ticker = (n: number) => BackgroundWorker.make({
-  name: `ticker ${n}`,
-  type: "ticker",
-  argument: Schema.Number,
-  restart: BackgroundWorker.restartAfter("1 second"),
-  main: (n) =>
-    Effect.gen(function*() {
-      yield* Effect.addFinalizer((exit) =>
-        Effect.logInfo(`finalizer ran (${exit._tag === "Success" ? "returned" : "stopped"})`)
-      )
-      let reloaded = false
-      for (let tick = 1;;) {
-        // One snapshot per cycle: naptime and batch_size below come from the same configuration, even if a
-        // reload happens in the middle of the cycle.
-        const settings = yield* Guc.snapshot
-        const naptime = settings.get(Naptime)
-        const batchSize = settings.get(BatchSize)
-        if (reloaded) {
-          yield* Effect.logInfo(`reload requested: naptime is now ${formatMillis(naptime)}, batch_size ${batchSize}`)
-        } else if (tick === 1) {
-          yield* Effect.logInfo(`started (naptime=${formatMillis(naptime)}, batch_size=${batchSize})`)
+const Ticker = (n: number) =>
+  BackgroundWorker.make({
+    name: `ticker ${n}`,
+    type: "ticker",
+    argument: Schema.Number,
+    restart: BackgroundWorker.restartAfter("1 second"),
+    main: (n) =>
+      Effect.gen(function*() {
+        yield* Effect.addFinalizer((exit) =>
+          Effect.logInfo(`finalizer ran (${exit._tag === "Success" ? "returned" : "stopped"})`)
+        )
+        let reloaded = false
+        for (let tick = 1;;) {
+          // One snapshot per cycle: naptime and batch_size below come from the same configuration, even if a
+          // reload happens in the middle of the cycle.
+          const settings = yield* Guc.snapshot
+          const naptime = settings.get(Naptime)
+          const batchSize = settings.get(BatchSize)
+          if (reloaded) {
+            yield* Effect.logInfo(`reload requested: naptime is now ${formatMillis(naptime)}, batch_size ${batchSize}`)
+          } else if (tick === 1) {
+            yield* Effect.logInfo(`started (naptime=${formatMillis(naptime)}, batch_size=${batchSize})`)
+          }
+          yield* ProcLatch.wait({ timeout: Duration.millis(naptime), onPostmasterDeath: "exit", waitEvent: "DemoNap" })
+          yield* ProcLatch.reset
+          // worker_spi: `if (ConfigReloadPending) { ConfigReloadPending = false; ProcessConfigFile(PGC_SIGHUP); }`.
+          // Here the supervisor has already re-read the file; the next snapshot holds the new values. The nap was
+          // cut short by the reload, so start a new cycle instead of working early.
+          reloaded = yield* Interrupts.reloadPending
+          if (reloaded) continue
+          yield* Effect.logInfo(`tick ${tick++} (naptime=${formatMillis(naptime)}, batch_size=${batchSize})`)
         }
-        yield* ProcLatch.wait({ timeout: Duration.millis(naptime), onPostmasterDeath: "exit", waitEvent: "DemoNap" })
-        yield* ProcLatch.reset
-        // worker_spi: `if (ConfigReloadPending) { ConfigReloadPending = false; ProcessConfigFile(PGC_SIGHUP); }`.
-        // Here the supervisor has already re-read the file; the next snapshot holds the new values. The nap was
-        // cut short by the reload, so start a new cycle instead of working early.
-        reloaded = yield* Interrupts.reloadPending
-        if (reloaded) continue
-        yield* Effect.logInfo(`tick ${tick++} (naptime=${formatMillis(naptime)}, batch_size=${batchSize})`)
-      }
-    })
-})
+      })
+  })
 
 // --- The supervisor ---
 
@@ -158,7 +159,6 @@ const printSettings = Effect.gen(function*() {
       `  stop: Ctrl-C, or kill ${process.pid}`
   )
 }).pipe(Effect.annotateLogs({ worker: "main" }))
-
 
 // The registry is in the supervisor's context: SIGHUP re-reads the file before waking the workers, and
 // max_worker_processes and shutdown_timeout come from the file.

@@ -58,8 +58,8 @@ import * as EmbeddedPostgres from "../src/pg/EmbeddedPostgres.ts"
 import * as ServerSettings from "../src/pg/ServerSettings.ts"
 import * as WorkerConnection from "../src/pg/WorkerConnection.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-import * as WorkerSpi from "./worker_spi/worker_spi.ts"
 import { exitAfter } from "./support.ts"
+import * as WorkerSpi from "./worker_spi/worker_spi.ts"
 
 /** `argv[2]`, else `WORKER_SPI_CONFIG`, else none (defaults and `BGW_*` variables only). */
 const configArgument = process.argv[2] ?? process.env["WORKER_SPI_CONFIG"]
@@ -67,8 +67,9 @@ const configFile = configArgument === undefined || configArgument === "" ? undef
 
 // --- The supervisor: worker_spi preloaded, its entry point launchable by name ---
 
-const supervisor = Layer.unwrap(Effect.map(WorkerSpi.entryPoints, (entryPoints) =>
-  Supervisor.layer({ preload: [WorkerSpi.init], entryPoints })))
+const supervisor = Layer.unwrap(
+  Effect.map(WorkerSpi.entryPoints, (entryPoints) => Supervisor.layer({ preload: [WorkerSpi.init], entryPoints }))
+)
 
 // --- What to try ---
 

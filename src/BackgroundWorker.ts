@@ -28,10 +28,13 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import { identity } from "effect/Function"
+import * as Predicate from "effect/Predicate"
 import * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { SqlClient } from "effect/sql/SqlClient"
+import type * as Types from "effect/Types"
 import type { Shmem, Supervisor } from "./internal/context.ts"
 import { CurrentWorker } from "./internal/context.ts"
 import type { ProcLatch } from "./ProcLatch.ts"
@@ -43,6 +46,18 @@ export { CurrentWorker } from "./internal/context.ts"
 
 /** @internal */
 export const TypeId = "~effect-bgworker/BackgroundWorker"
+
+/** The type parameters' markers, shared by every definition (they exist for the type checker only). */
+const variance = { _A: identity, _E: identity, _R: identity }
+
+/**
+ * Whether `u` is a worker definition made by {@link make}.
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isBackgroundWorker = (u: unknown): u is BackgroundWorker<unknown, unknown, unknown> =>
+  Predicate.hasProperty(u, TypeId)
 
 /**
  * When a worker may start (`bgw_start_time`). A gate delays the start only: a running worker is never
@@ -138,9 +153,9 @@ export interface EntryPointName {
  */
 export interface BackgroundWorker<in out A, out E = never, out R = never> {
   readonly [TypeId]: {
-    readonly _A: (a: A) => A
-    readonly _E: () => E
-    readonly _R: () => R
+    readonly _A: Types.Invariant<A>
+    readonly _E: Types.Covariant<E>
+    readonly _R: Types.Covariant<R>
   }
   readonly name: string
   readonly type: string
@@ -200,7 +215,10 @@ export interface WorkerInfo {
  */
 export type WorkerServices = CurrentWorker | Supervisor | Scope.Scope
 
-type Provided<Sh, Db> = WorkerServices | (Sh extends true ? Shmem : never) | (Db extends DatabaseOptions ? SqlClient : never)
+type Provided<Sh, Db> =
+  | WorkerServices
+  | (Sh extends true ? Shmem : never)
+  | (Db extends DatabaseOptions ? SqlClient : never)
 
 /**
  * What a definition asks of whoever registers it, besides its `main`'s own requirements: a database worker
@@ -282,7 +300,7 @@ export const make = <
 >(
   options: MakeOptions<A, E, R, Sh, Db> & Capabilities<R, Sh, Db>
 ): BackgroundWorker<A, E, Exclude<R, Provided<Sh, Db>> | Needs<Db>> => ({
-  [TypeId]: undefined as any,
+  [TypeId]: variance,
   name: options.name,
   type: options.type === undefined || options.type === "" ? options.name : options.type,
   startTime: options.startTime ?? (options.database === undefined ? "postmasterStart" : "recoveryFinished"),

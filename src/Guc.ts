@@ -235,8 +235,7 @@ export const real = (
 export const bool = (
   name: string,
   options: CommonOptions<boolean> & { readonly default: boolean }
-): Parameter<boolean> =>
-  parameterInternal.make(name, "bool", options, {})
+): Parameter<boolean> => parameterInternal.make(name, "bool", options, {})
 
 /**
  * A string parameter (`DefineCustomStringVariable`). A `null` default is PostgreSQL's NULL boot value: the
@@ -701,8 +700,7 @@ export type ExternalUpdate = "unchanged" | "applied" | "stored"
  */
 export const replaceExternal = (
   settings: ReadonlyArray<ExternalSetting>
-): Effect.Effect<ExternalUpdate, never, Gucs> =>
-  Gucs.use((g) => g.replaceExternal(settings))
+): Effect.Effect<ExternalUpdate, never, Gucs> => Gucs.use((g) => g.replaceExternal(settings))
 
 /**
  * A `ConfigProvider` over the registry, so `Config` works as usual: `Config.Int("worker_spi.naptime")`

@@ -466,5 +466,4 @@ export const receive: <A>(receiver: Receiver<A>) => Effect.Effect<A, MqDetached>
  * @category messaging
  * @since 0.1.0
  */
-export const receiveNow: <A>(receiver: Receiver<A>) => Effect.Effect<Option.Option<A>, MqDetached> =
-  internal.receiveNow
+export const receiveNow: <A>(receiver: Receiver<A>) => Effect.Effect<Option.Option<A>, MqDetached> = internal.receiveNow

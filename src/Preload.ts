@@ -52,5 +52,7 @@ export const register = <A, E, R>(
   ...[argument, options]: void extends A ? [argument?: A, options?: { readonly extra?: Uint8Array | undefined }]
     : [argument: A, options?: { readonly extra?: Uint8Array | undefined }]
 ): Effect.Effect<void, never, Preload | R> =>
-  Effect.flatMap(Effect.context<R>(), (context) =>
-    Preload.use((preload) => preload.register(worker, argument, options, context)))
+  Effect.flatMap(
+    Effect.context<R>(),
+    (context) => Preload.use((preload) => preload.register(worker, argument, options, context))
+  )

@@ -71,7 +71,8 @@ export const struct = <A>(name: string, init: Effect.Effect<A, never, Scope.Scop
  * @category accessors
  * @since 0.1.0
  */
-export const get = <A>(struct: ShmemStruct<A>): Effect.Effect<A, never, Shmem> => Shmem.use((shmem) => shmem.get(struct))
+export const get = <A>(struct: ShmemStruct<A>): Effect.Effect<A, never, Shmem> =>
+  Shmem.use((shmem) => shmem.get(struct))
 
 /**
  * The current generation number.

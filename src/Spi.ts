@@ -62,7 +62,9 @@ export const transaction = <A, E, R>(
  * @category statements
  * @since 0.1.0
  */
-export const execute = <A>(statement: Statement.Statement<A>): Effect.Effect<ReadonlyArray<A>, SqlError, CurrentWorker> =>
+export const execute = <A>(
+  statement: Statement.Statement<A>
+): Effect.Effect<ReadonlyArray<A>, SqlError, CurrentWorker> =>
   Effect.flatMap(CurrentWorker, (worker) => {
     const p = proc.procOf(worker)
     const [text] = statement.compile()

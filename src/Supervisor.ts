@@ -96,6 +96,14 @@ export const SupervisorCrashed = restart.CrashedError
 export type SupervisorCrashed = restart.CrashedError
 
 /**
+ * Whether `u` is a {@link SupervisorCrashed}.
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isSupervisorCrashed: (u: unknown) => u is SupervisorCrashed = restart.isCrashedError
+
+/**
  * `starting` (preloads run), `running`, `recovering` (crash restart in progress), a shutdown in progress
  * (`smart`, `fast`, `immediate`), `stopped` (shut down), `dead` (scope closed, or ended by a crash).
  *
@@ -263,8 +271,7 @@ export interface Options<E = never, R = never> {
  */
 export const layer = <E = never, R = never>(
   options: Options<E, R> = {}
-): Layer.Layer<Supervisor, E | Errors.SupervisorError, Exclude<R, Preload>> =>
-  Layer.effect(Supervisor, make(options))
+): Layer.Layer<Supervisor, E | Errors.SupervisorError, Exclude<R, Preload>> => Layer.effect(Supervisor, make(options))
 
 /**
  * Builds a supervisor in the current scope (the layer's constructor): `PostmasterMain`.

@@ -88,8 +88,7 @@ export class WorkerConnectionError extends Schema.TaggedError<WorkerConnectionEr
  * @category guards
  * @since 0.2.0
  */
-export const isWorkerConnectionError = (u: unknown): u is WorkerConnectionError =>
-  Predicate.hasProperty(u, ErrorTypeId)
+export const isWorkerConnectionError = (u: unknown): u is WorkerConnectionError => Predicate.hasProperty(u, ErrorTypeId)
 
 /**
  * What {@link WorkerConnectorApi.authorize} is asked.

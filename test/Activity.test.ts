@@ -116,10 +116,15 @@ describe("Activity", () => {
           main: () => Effect.andThen(Activity.report("active", "VACUUM"), ProcLatch.wait({ onPostmasterDeath: "exit" }))
         })
       )
-      yield* eventually("the worker has reported its query", Effect.map(Supervisor.info(h), (row) => row._tag === "Some" && row.value.query === "VACUUM"))
+      yield* eventually(
+        "the worker has reported its query",
+        Effect.map(Supervisor.info(h), (row) => row._tag === "Some" && row.value.query === "VACUUM")
+      )
       yield* Supervisor.terminate(h)
       const all = yield* Fiber.join(collected)
-      const summary = all.map((e) => e._tag === "Removed" ? "removed" : `${e.row.registration}/${e.row.state}/${e.row.query}`)
+      const summary = all.map((e) =>
+        e._tag === "Removed" ? "removed" : `${e.row.registration}/${e.row.state}/${e.row.query}`
+      )
       assert.deepStrictEqual(summary, [
         "not yet started/null/",
         "running/starting/",
@@ -135,7 +140,10 @@ describe("Activity", () => {
       const context = yield* Layer.buildWithScope(layerLeakChecked(), scope)
       const events = yield* Effect.provide(Activity.changes, context)
       const collected = yield* Effect.forkChild(Stream.runCollect(events), { startImmediately: true })
-      const h = yield* Effect.provide(Supervisor.register(BackgroundWorker.make({ name: "last", main: () => napForever() })), context)
+      const h = yield* Effect.provide(
+        Supervisor.register(BackgroundWorker.make({ name: "last", main: () => napForever() })),
+        context
+      )
       yield* Effect.provide(untilWaiting(h), context)
       yield* Scope.close(scope, Exit.void)
       const all = yield* Fiber.join(collected)

@@ -5,10 +5,10 @@
  *
  * PROPERTY_RUNS=n (default 100) and PROPERTY_SEED=s tune the search.
  */
-import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import { describe, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Option, References, Schema } from "effect"
 import { TestClock } from "effect/testing"
+import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import * as Handle from "../src/WorkerHandle.ts"
 import {
@@ -110,7 +110,9 @@ const runRestartScenario = (scenario: RestartScenario) =>
         yield* untilStable(fingerprint)
         status = yield* sup.status(handle)
         if (status._tag !== "Stopped") out.push(`${where}: ${show(status)} ${d - 1} ms after the failure`)
-        for (const e of newStartsAfter(mark)) out.push(`${where}: pid ${e.pid} started ${e.at - endedAt} ms after the failure, before ${d}`)
+        for (const e of newStartsAfter(mark)) {
+          out.push(`${where}: pid ${e.pid} started ${e.at - endedAt} ms after the failure, before ${d}`)
+        }
         yield* TestClock.adjust(Duration.millis(1))
         yield* untilStable(fingerprint)
       }

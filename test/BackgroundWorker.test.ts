@@ -14,6 +14,13 @@ const invalidField = (worker: BackgroundWorker.Any) =>
   Effect.map(Effect.flip(BackgroundWorker.validate(worker)), (e) => e.field)
 
 describe("BackgroundWorker definitions", () => {
+  it("isBackgroundWorker recognises a definition and nothing that merely looks like one", () => {
+    const worker = BackgroundWorker.make({ name: "w", main: () => Effect.void })
+    assert.isTrue(BackgroundWorker.isBackgroundWorker(worker))
+    assert.isFalse(BackgroundWorker.isBackgroundWorker({ name: "w", main: () => Effect.void }))
+    assert.isFalse(BackgroundWorker.isBackgroundWorker(null))
+  })
+
   it.effect("the type defaults to the name", () =>
     Effect.sync(() => {
       const w = BackgroundWorker.make({ name: "worker_spi worker 1", main: () => Effect.void })
@@ -45,7 +52,10 @@ describe("BackgroundWorker definitions", () => {
       assert.strictEqual(yield* invalidField({ ...base, startTime: "later" as never }), "startTime")
       assert.strictEqual(yield* invalidField({ ...base, restart: 5 as never }), "restart")
       assert.strictEqual(yield* invalidField({ ...base, main: undefined as never }), "main")
-      assert.strictEqual(yield* invalidField({ ...base, entryPoint: { library: "", function: "f" } }), "entryPoint.library")
+      assert.strictEqual(
+        yield* invalidField({ ...base, entryPoint: { library: "", function: "f" } }),
+        "entryPoint.library"
+      )
       assert.strictEqual(
         yield* invalidField({ ...base, intensity: { maxRestarts: -1, within: Duration.seconds(5) } }),
         "intensity.maxRestarts"
@@ -91,10 +101,18 @@ describe("BackgroundWorker definitions", () => {
   it.effect("a database worker registered without a connector installed is refused with a hint naming WorkerConnection.layer()", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(Supervisor.register(
-        BackgroundWorker.make({ name: "db", database: {}, restart: BackgroundWorker.restartAfter("1 minute"), main: () => Effect.void })
+        BackgroundWorker.make({
+          name: "db",
+          database: {},
+          restart: BackgroundWorker.restartAfter("1 minute"),
+          main: () => Effect.void
+        })
       ))
       assert.strictEqual(error.reason._tag, "InvalidDefinition")
-      assert.strictEqual(error.message, "background worker \"db\": invalid database: database connection requested, but no WorkerConnector is installed")
+      assert.strictEqual(
+        error.message,
+        "background worker \"db\": invalid database: database connection requested, but no WorkerConnector is installed"
+      )
       assert.include(error.hint, "WorkerConnection.layer() from effect-bgworker/pg")
       assert.deepStrictEqual(yield* Activity.snapshot, [])
     }).pipe(withSupervisor()))
@@ -104,7 +122,10 @@ describe("BackgroundWorker definitions", () => {
     const app = Supervisor.layer({ preload: [Preload.register(db)] })
     // @ts-expect-error the layer still needs a WorkerConnector
     const closed: Layer.Layer<Supervisor.Supervisor, unknown, never> = app
-    const connector = Layer.succeed(WorkerConnector, WorkerConnector.of({ connect: () => Effect.die("unused"), authorize: () => Effect.die("unused") }))
+    const connector = Layer.succeed(
+      WorkerConnector,
+      WorkerConnector.of({ connect: () => Effect.die("unused"), authorize: () => Effect.die("unused") })
+    )
     const provided: Layer.Layer<Supervisor.Supervisor, unknown, never> = app.pipe(Layer.provide(connector))
     assert.isDefined(closed)
     assert.isDefined(provided)
@@ -113,7 +134,10 @@ describe("BackgroundWorker definitions", () => {
   it.effect("a preloaded database worker without a connector stops the supervisor's start with a typed error", () =>
     Effect.gen(function*() {
       const db = BackgroundWorker.make({ name: "db", database: {}, main: () => Effect.void })
-      const layer = Supervisor.layer({ preload: [Preload.register(db)] }) as Layer.Layer<Supervisor.Supervisor, SupervisorError>
+      const layer = Supervisor.layer({ preload: [Preload.register(db)] }) as Layer.Layer<
+        Supervisor.Supervisor,
+        SupervisorError
+      >
       const error = yield* Effect.flip(Layer.build(layer))
       assert.strictEqual(error.reason._tag, "InvalidDefinition")
       assert.include(error.hint, "WorkerConnection.layer()")

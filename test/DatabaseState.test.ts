@@ -38,9 +38,9 @@ describe("DatabaseState", () => {
     ))))
 
   it("the start gates are PostgreSQL's: postmasterStart always, consistentState from a consistent state, recoveryFinished only when ready", () => {
-    const table = (["starting", "consistent", "ready"] as const).map((state) =>
-      [state, startTimes.filter((startTime) => DatabaseState.allows(state, startTime))]
-    )
+    const table = (["starting", "consistent", "ready"] as const).map((
+      state
+    ) => [state, startTimes.filter((startTime) => DatabaseState.allows(state, startTime))])
     assert.deepStrictEqual(table, [
       ["starting", ["postmasterStart"]],
       ["consistent", ["postmasterStart", "consistentState"]],

@@ -9,9 +9,21 @@ const runs = Number(process.env["PROPERTY_RUNS"] ?? 60)
 
 const naptime = Guc.int("demo.naptime", { context: "sighup", description: "x", default: 10, min: 1, max: 100 })
 const workers = Guc.int("demo.workers", { context: "postmaster", description: "x", default: 2, min: 1, max: 8 })
-const mode = Guc.enumeration("demo.mode", { context: "sighup", description: "x", values: ["a", "b", "c"], default: "a" })
+const mode = Guc.enumeration("demo.mode", {
+  context: "sighup",
+  description: "x",
+  values: ["a", "b", "c"],
+  default: "a"
+})
 const verbose = Guc.bool("demo.verbose", { context: "user", description: "x", default: false })
-const delay = Guc.int("demo.delay", { context: "sighup", description: "x", default: 1000, min: 0, max: 60_000, unit: "ms" })
+const delay = Guc.int("demo.delay", {
+  context: "sighup",
+  description: "x",
+  default: 1000,
+  min: 0,
+  max: 60_000,
+  unit: "ms"
+})
 const parameters: ReadonlyArray<Guc.Any> = [naptime, workers, mode, verbose, delay]
 
 /** What a file line may say for a parameter: a value (valid or not), or nothing. */

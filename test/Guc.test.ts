@@ -114,7 +114,9 @@ describe("Guc: definitions", () => {
     withRegistry(
       {},
       Effect.gen(function*() {
-        const error = yield* Effect.flip(Guc.define(Guc.bool("nodot", { context: "user", description: "x", default: true })))
+        const error = yield* Effect.flip(
+          Guc.define(Guc.bool("nodot", { context: "user", description: "x", default: true }))
+        )
         assert.strictEqual(error.message, `invalid configuration parameter name "nodot"`)
       })
     ))
@@ -127,7 +129,9 @@ describe("Guc: definitions", () => {
       assert.strictEqual(error.message, "cannot create PGC_POSTMASTER variables after startup")
       assert.strictEqual(yield* Guc.get(totalWorkers), 2)
     }).pipe(
-      Effect.provide(Supervisor.layer({ preload: [Effect.orDie(Guc.define(totalWorkers))] }).pipe(Layer.provideMerge(Guc.layer())))
+      Effect.provide(
+        Supervisor.layer({ preload: [Effect.orDie(Guc.define(totalWorkers))] }).pipe(Layer.provideMerge(Guc.layer()))
+      )
     ))
 
   it.effect("a value given before its parameter was defined is adopted at definition, or refused with a warning", () => {
@@ -222,15 +226,28 @@ describe("Guc: sources and precedence", () => {
         Effect.gen(function*() {
           const rows = Object.fromEntries((yield* Guc.settings).map((r) => [r.name, r]))
           assert.deepStrictEqual(
-            [rows["worker_spi.naptime"]!.setting, rows["worker_spi.naptime"]!.source, rows["worker_spi.naptime"]!.sourceline],
+            [
+              rows["worker_spi.naptime"]!.setting,
+              rows["worker_spi.naptime"]!.source,
+              rows["worker_spi.naptime"]!.sourceline
+            ],
             ["20", "configuration file", 2]
           )
           assert.strictEqual(rows["worker_spi.naptime"]!.sourcefile, conf.file)
           assert.deepStrictEqual([rows["demo.timeout"]!.setting, rows["demo.timeout"]!.unit], ["7000", "ms"])
           assert.isTrue(rows["demo.timeout"]!.sourcefile!.endsWith("postgresql.auto.conf"))
-          assert.deepStrictEqual([rows["demo.ratio"]!.setting, rows["demo.ratio"]!.source], ["0.75", "environment variable"])
-          assert.deepStrictEqual([rows["demo.verbose"]!.setting, rows["demo.verbose"]!.source], ["on", "environment variable"])
-          assert.deepStrictEqual([rows["worker_spi.database"]!.setting, rows["worker_spi.database"]!.source], ["mydb", "override"])
+          assert.deepStrictEqual([rows["demo.ratio"]!.setting, rows["demo.ratio"]!.source], [
+            "0.75",
+            "environment variable"
+          ])
+          assert.deepStrictEqual([rows["demo.verbose"]!.setting, rows["demo.verbose"]!.source], [
+            "on",
+            "environment variable"
+          ])
+          assert.deepStrictEqual([rows["worker_spi.database"]!.setting, rows["worker_spi.database"]!.source], [
+            "mydb",
+            "override"
+          ])
         })
       )
     }).pipe(Effect.provide(NodeServices.layer)))
@@ -248,7 +265,10 @@ describe("Guc: sources and precedence", () => {
       const conf = yield* confDir(`\nmax_wal_senders = 4\n`)
       const error = yield* Effect.flip(Layer.build(Guc.layer({ configFile: conf.file })))
       assert.strictEqual(reasonOf(error), "UnknownParameter")
-      assert.strictEqual(error.message, `unrecognized configuration parameter "max_wal_senders" in file "${conf.file}" line 2`)
+      assert.strictEqual(
+        error.message,
+        `unrecognized configuration parameter "max_wal_senders" in file "${conf.file}" line 2`
+      )
     }).pipe(Effect.provide(NodeServices.layer)))
 
   it.effect("parameters are readable as Effect Config values", () =>
@@ -272,7 +292,10 @@ describe("Guc: sources and precedence", () => {
         assert.deepStrictEqual([rows["demo.mode"]!.source, rows["demo.mode"]!.reset_val], ["session", "safe"])
         yield* Guc.resetValue("demo.mode")
         assert.strictEqual(yield* Guc.get(mode), "safe")
-        assert.strictEqual((yield* Effect.flip(Guc.set("worker_spi.naptime", 5))).message, `parameter "worker_spi.naptime" cannot be changed now`)
+        assert.strictEqual(
+          (yield* Effect.flip(Guc.set("worker_spi.naptime", 5))).message,
+          `parameter "worker_spi.naptime" cannot be changed now`
+        )
         assert.strictEqual(
           (yield* Effect.flip(Guc.set("max_worker_processes", 5))).message,
           `parameter "max_worker_processes" cannot be changed without restarting the server`
@@ -312,7 +335,10 @@ describe("Guc: reload", () => {
           const report = yield* Guc.reload
           assert.strictEqual(yield* Guc.get(naptime), 20)
           assert.strictEqual(yield* Guc.get(ratio), 0.9)
-          assert.deepStrictEqual(report.errors.map((e) => [e.reason._tag, (e.reason as any).line]), [["InvalidValue", 1]])
+          assert.deepStrictEqual(report.errors.map((e) => [e.reason._tag, (e.reason as any).line]), [[
+            "InvalidValue",
+            1
+          ]])
           assert.isTrue(logs.lines.includes(
             `WARN configuration file "${conf.file}" contains errors; unaffected changes were applied`
           ))
@@ -335,7 +361,9 @@ describe("Guc: reload", () => {
           assert.strictEqual(yield* Guc.get(naptime), 20)
           assert.strictEqual(yield* Guc.get(ratio), 0.5)
           assert.include(report.errors[0]!.message, `extra.conf" line 2`)
-          assert.isTrue(logs.lines.includes(`WARN configuration file "${conf.file}" contains errors; no changes were applied`))
+          assert.isTrue(
+            logs.lines.includes(`WARN configuration file "${conf.file}" contains errors; no changes were applied`)
+          )
         })
       )
     }).pipe(Effect.provide(NodeServices.layer), Effect.provide(logs.layer))
@@ -479,8 +507,12 @@ describe("Guc with the supervisor", () => {
       })
       yield* Effect.gen(function*() {
         const h = yield* Supervisor.register(crasher)
-        yield* Supervisor.register(BackgroundWorker.make({ name: "other", main: () => ProcLatch.wait({ onPostmasterDeath: "exit" }) }))
-        const full = yield* Effect.flip(Supervisor.register(BackgroundWorker.make({ name: "third", main: () => Effect.void })))
+        yield* Supervisor.register(
+          BackgroundWorker.make({ name: "other", main: () => ProcLatch.wait({ onPostmasterDeath: "exit" }) })
+        )
+        const full = yield* Effect.flip(
+          Supervisor.register(BackgroundWorker.make({ name: "third", main: () => Effect.void }))
+        )
         assert.strictEqual(full.reason._tag, "NoFreeSlot")
         crashes.armed = true
         yield* Supervisor.setLatch(h)
@@ -499,7 +531,13 @@ describe("Guc with the supervisor", () => {
 
   it.effect("the sample configuration lists every parameter's default, commented out", () =>
     withRegistry(
-      { parameters: [naptime, timeout, Guc.bool("demo.secret", { context: "user", description: "x", default: true, notInSample: true })] },
+      {
+        parameters: [
+          naptime,
+          timeout,
+          Guc.bool("demo.secret", { context: "user", description: "x", default: true, notInSample: true })
+        ]
+      },
       Effect.gen(function*() {
         const sample = yield* Guc.sampleConfig
         assert.include(sample, "#worker_spi.naptime = '10'\t\t# Duration between each check (in seconds).")

@@ -570,8 +570,42 @@ const ValidCase: Arbitrary.Arbitrary<Case> = oneOf<Case>([
 const sameValue = (spec: Spec, a: Value, b: Value): boolean => spec.kind === "int" ? a === b : Object.is(a, b)
 
 const tokens = [
-  " ", "\t", "+", "-", "0", "1", "7", "8", "12", "0x", "1F", ".", "5", "e", "E", "3", "-2", "p", "inf", "nan",
-  "99999999999", "us", "ms", "s", "min", "h", "d", "B", "kB", "MB", "GB", "TB", "kb", "Min", "mins", "x"
+  " ",
+  "\t",
+  "+",
+  "-",
+  "0",
+  "1",
+  "7",
+  "8",
+  "12",
+  "0x",
+  "1F",
+  ".",
+  "5",
+  "e",
+  "E",
+  "3",
+  "-2",
+  "p",
+  "inf",
+  "nan",
+  "99999999999",
+  "us",
+  "ms",
+  "s",
+  "min",
+  "h",
+  "d",
+  "B",
+  "kB",
+  "MB",
+  "GB",
+  "TB",
+  "kb",
+  "Min",
+  "mins",
+  "x"
 ]
 
 /** Text made of number and unit fragments (mostly malformed), or a well-formed number with an optional unit. */

@@ -24,9 +24,13 @@ describe("logText.escape", () => {
     assert.strictEqual(escapeBounded("x".repeat(10), 4), "xxxx...")
   })
 
-  it.prop("no escaped string holds a control character, and printable strings are unchanged", [Schema.String], ([text]) => {
-    const escaped = escape(text)
-    assert.isFalse(control.test(escaped))
-    if (!control.test(text)) assert.strictEqual(escaped, text)
-  })
+  it.prop(
+    "no escaped string holds a control character, and printable strings are unchanged",
+    [Schema.String],
+    ([text]) => {
+      const escaped = escape(text)
+      assert.isFalse(control.test(escaped))
+      if (!control.test(text)) assert.strictEqual(escaped, text)
+    }
+  )
 })

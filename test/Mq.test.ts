@@ -435,8 +435,7 @@ describe("Mq", () => {
         const waiter = BackgroundWorker.make({
           name: "blocked",
           argument: Schema.String,
-          main: (id) =>
-            Effect.flatMap(Mq.attachReceiver<number>(id), (rx) => Effect.forever(Mq.receive(rx)))
+          main: (id) => Effect.flatMap(Mq.attachReceiver<number>(id), (rx) => Effect.forever(Mq.receive(rx)))
         })
         const mq = yield* Mq.create<number>({ capacity: 1 })
         const worker = yield* Supervisor.register(waiter, mq.id)

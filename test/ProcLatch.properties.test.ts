@@ -611,17 +611,20 @@ describe("Latch counterexamples", () => {
       )
   )
 
-  it.effect.each(["standalone", "worker"] as const)("a %s latch set twice by another fiber wakes its wait/reset loop", (owner) =>
-    Effect.map(
-      runLatchLoop({
-        owner,
-        timeoutMs: 1,
-        steps: [
-          { _tag: "Set", afterMs: 0, yields: 0, ops: 0, via: "setUnsafe" },
-          { _tag: "Set", afterMs: 0, yields: 1, ops: 0, via: "setUnsafe" },
-          { _tag: "Advance", ms: 3 }
-        ]
-      }, undefined),
-      (violations) => fail("latch (wait/reset loop)", violations)
-    ))
+  it.effect.each(["standalone", "worker"] as const)(
+    "a %s latch set twice by another fiber wakes its wait/reset loop",
+    (owner) =>
+      Effect.map(
+        runLatchLoop({
+          owner,
+          timeoutMs: 1,
+          steps: [
+            { _tag: "Set", afterMs: 0, yields: 0, ops: 0, via: "setUnsafe" },
+            { _tag: "Set", afterMs: 0, yields: 1, ops: 0, via: "setUnsafe" },
+            { _tag: "Advance", ms: 3 }
+          ]
+        }, undefined),
+        (violations) => fail("latch (wait/reset loop)", violations)
+      )
+  )
 })

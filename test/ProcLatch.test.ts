@@ -56,13 +56,16 @@ describe("ProcLatch", () => {
     Effect.gen(function*() {
       const latch = yield* ProcLatch.make
       let wakeups = 0
-      const waiter = yield* Effect.forkChild(Effect.gen(function*() {
-        while (true) {
-          const r = yield* latch.wait({ ...exitOnDeath, timeout: "1 second" })
-          yield* latch.reset
-          if (r.latchSet) wakeups++
-        }
-      }), { startImmediately: true })
+      const waiter = yield* Effect.forkChild(
+        Effect.gen(function*() {
+          while (true) {
+            const r = yield* latch.wait({ ...exitOnDeath, timeout: "1 second" })
+            yield* latch.reset
+            if (r.latchSet) wakeups++
+          }
+        }),
+        { startImmediately: true }
+      )
       for (let i = 0; i < 5; i++) latch.setUnsafe()
       yield* eventually("the waiter has woken", Effect.sync(() => wakeups > 0))
       yield* TestClock.adjust("5 seconds")

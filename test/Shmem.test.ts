@@ -31,7 +31,11 @@ describe("Shmem", () => {
     Effect.gen(function*() {
       const order: Array<string> = []
       const config = Shmem.struct("config", Effect.sync(() => order.push("created")))
-      const w = BackgroundWorker.make({ name: "first", shmem: true, main: () => Effect.sync(() => order.push("worker ran")) })
+      const w = BackgroundWorker.make({
+        name: "first",
+        shmem: true,
+        main: () => Effect.sync(() => order.push("worker ran"))
+      })
       yield* eventually("the preloaded worker has run", Effect.sync(() => order.length === 2)).pipe(
         withSupervisor({ shmem: [config], preload: [Preload.register(w)] })
       )

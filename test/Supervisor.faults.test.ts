@@ -10,9 +10,9 @@ import { TestClock } from "effect/testing"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as DatabaseState from "../src/DatabaseState.ts"
 import * as Guc from "../src/Guc.ts"
+import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Shmem from "../src/Shmem.ts"
-import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { SupervisorError } from "../src/SupervisorError.ts"
 import type { WorkerStatus } from "../src/WorkerHandle.ts"
@@ -32,7 +32,11 @@ import {
 } from "./fixtures.ts"
 
 /** A worker whose first incarnation's finalizer waits for `release` (forever, unless the test releases it). */
-const stuckOnce = (name: string, release: Deferred.Deferred<void>, restart: BackgroundWorker.RestartPolicy = "never") => {
+const stuckOnce = (
+  name: string,
+  release: Deferred.Deferred<void>,
+  restart: BackgroundWorker.RestartPolicy = "never"
+) => {
   let incarnations = 0
   return BackgroundWorker.make({
     name,
@@ -78,13 +82,18 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
       assert.strictEqual(stuckNow._tag, "Started")
       assert.notDeepEqual(stuckNow, stuckBefore)
       assert.isTrue(
-        logs.lines.some((l) => l.startsWith(`WARN background worker "stuck" (PID 2) did not end within 5s`) && l.includes("abandoned")),
+        logs.lines.some((l) =>
+          l.startsWith(`WARN background worker "stuck" (PID 2) did not end within 5s`) && l.includes("abandoned")
+        ),
         logs.lines.join("\n")
       )
       // The abandoned incarnation still runs its finalizer; its eventual end changes nothing.
       assert.strictEqual(liveFibers(yield* supervisorService), 3)
       yield* Deferred.succeed(release, undefined)
-      yield* eventually("the abandoned incarnation has ended", Effect.map(supervisorService, (s) => liveFibers(s) === 2))
+      yield* eventually(
+        "the abandoned incarnation has ended",
+        Effect.map(supervisorService, (s) => liveFibers(s) === 2)
+      )
       assert.deepStrictEqual(yield* Supervisor.status(stuck), stuckNow)
       assert.strictEqual(liveFibers(yield* supervisorService), 2)
     }).pipe(withSupervisor({ abandonTimeout: "5 seconds" }), Effect.provide(logs.layer))
@@ -193,7 +202,10 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
       yield* untilState("running")
       assert.strictEqual(yield* Supervisor.state, "running")
       assert.strictEqual(generation, 2)
-      assert.isTrue(logs.lines.some((l) => l.includes(`shared state "sticky"`) && l.includes("abandoned")), logs.lines.join("\n"))
+      assert.isTrue(
+        logs.lines.some((l) => l.includes(`shared state "sticky"`) && l.includes("abandoned")),
+        logs.lines.join("\n")
+      )
       yield* Deferred.succeed(release, undefined)
     }).pipe(withSupervisor({ abandonTimeout: "2 seconds", shmem: [struct] }), Effect.provide(logs.layer))
   })
@@ -202,7 +214,9 @@ describe("Supervisor: bounded waits where PostgreSQL would SIGKILL", () => {
     let generation = 0
     const struct = Shmem.struct(
       "registry",
-      Effect.suspend(() => ++generation === 1 ? Effect.succeed(generation) : Effect.die(new Error("out of shared memory")))
+      Effect.suspend(() =>
+        ++generation === 1 ? Effect.succeed(generation) : Effect.die(new Error("out of shared memory"))
+      )
     )
     return Effect.gen(function*() {
       const command = { current: "nap" as "nap" | "die" }
@@ -321,8 +335,10 @@ describe("Supervisor: termination and final statuses", () => {
       yield* untilQuiet
       const seen: Array<WorkerStatus> = []
       const consumer = yield* Effect.forkChild(
-        Stream.runForEach(Supervisor.changes(h), (status) =>
-          Effect.andThen(Effect.sync(() => seen.push(status)), Effect.sleep("1 hour")))
+        Stream.runForEach(
+          Supervisor.changes(h),
+          (status) => Effect.andThen(Effect.sync(() => seen.push(status)), Effect.sleep("1 hour"))
+        )
       )
       yield* eventually("the consumer has read the first status", Effect.sync(() => seen.length === 1))
       for (let i = 0; i < 100; i++) {
@@ -357,8 +373,10 @@ describe("Supervisor: termination and final statuses", () => {
       yield* Effect.provide(untilQuiet, context)
       const seen: Array<WorkerStatus> = []
       const consumer = yield* Effect.forkChild(
-        Stream.runForEach(Context.get(context, Supervisor.Supervisor).changes(h), (status) =>
-          Effect.andThen(Effect.sync(() => seen.push(status)), Effect.sleep("1 hour")))
+        Stream.runForEach(
+          Context.get(context, Supervisor.Supervisor).changes(h),
+          (status) => Effect.andThen(Effect.sync(() => seen.push(status)), Effect.sleep("1 hour"))
+        )
       )
       yield* eventually("the consumer has read the first status", Effect.sync(() => seen.length === 1))
       for (let i = 0; i < 80; i++) {
@@ -367,7 +385,10 @@ describe("Supervisor: termination and final statuses", () => {
         yield* Effect.provide(untilEnded(h, i + 1), context)
         command.current = "nap"
         yield* TestClock.adjust(0)
-        yield* Effect.provide(untilStatus(h, `runs pid ${i + 2}`, (s) => s._tag === "Started" && s.pid === i + 2), context)
+        yield* Effect.provide(
+          untilStatus(h, `runs pid ${i + 2}`, (s) => s._tag === "Started" && s.pid === i + 2),
+          context
+        )
       }
       yield* Scope.close(scope, Exit.void)
       for (let i = 0; i < 100 && consumer.pollUnsafe() === undefined; i++) {
@@ -427,6 +448,9 @@ describe("Supervisor: a crash during a smart shutdown (PostgreSQL's HandleChildC
       const exit = yield* Fiber.join(termination)
       const error = failureOf(exit) as Supervisor.SupervisorCrashed
       assert.strictEqual(error._tag, "SupervisorCrashed")
+      assert.isTrue(Supervisor.isSupervisorCrashed(error))
+      assert.isFalse(Supervisor.isSupervisorCrashed(new Error("SupervisorCrashed")))
+      assert.isFalse(error.isRetryable)
       assert.strictEqual(error.worker, "crasher")
       assert.include(error.message, "during a smart shutdown")
       assert.strictEqual(recreated, 1, "shared state was re-created")

@@ -43,7 +43,9 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
       const h = yield* Supervisor.register(
         commanded("fails", { restart: BackgroundWorker.restartAfter("2 seconds"), command, starts })
       )
-      const bystander = yield* Supervisor.register(BackgroundWorker.make({ name: "bystander", main: () => napForever() }))
+      const bystander = yield* Supervisor.register(
+        BackgroundWorker.make({ name: "bystander", main: () => napForever() })
+      )
       yield* untilQuiet
       const bystanderPid = yield* Supervisor.status(bystander)
       yield* tell(h, command, "fail")
@@ -75,7 +77,9 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
     Effect.gen(function*() {
       const command = { current: "nap" as "nap" | "fail" }
       const starts: Array<number> = []
-      const h = yield* Supervisor.register(commanded("tight", { restart: BackgroundWorker.restartAfter(0), command, starts }))
+      const h = yield* Supervisor.register(
+        commanded("tight", { restart: BackgroundWorker.restartAfter(0), command, starts })
+      )
       yield* untilQuiet
       yield* tell(h, command, "fail")
       command.current = "nap"
@@ -127,7 +131,11 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
         commanded("crasher", { shmem: true, restart: BackgroundWorker.restartAfter("1 minute"), command })
       )
       const slowRestart = yield* Supervisor.register(
-        BackgroundWorker.make({ name: "slow", restart: BackgroundWorker.restartAfter("1 hour"), main: () => napForever() })
+        BackgroundWorker.make({
+          name: "slow",
+          restart: BackgroundWorker.restartAfter("1 hour"),
+          main: () => napForever()
+        })
       )
       const never = yield* Supervisor.register(BackgroundWorker.make({ name: "never", main: () => napForever() }))
       yield* untilQuiet
@@ -247,8 +255,10 @@ describe("Supervisor: how a worker's end decides what happens next", () => {
 })
 
 describe("Supervisor: restart schedules", () => {
-  const failing = (restart: BackgroundWorker.RestartPolicy, extra: Partial<BackgroundWorker.MakeOptions<void, string, never, false, undefined>> = {}) =>
-    BackgroundWorker.make({ name: "failing", restart, ...extra, main: () => Effect.fail("again") })
+  const failing = (
+    restart: BackgroundWorker.RestartPolicy,
+    extra: Partial<BackgroundWorker.MakeOptions<void, string, never, false, undefined>> = {}
+  ) => BackgroundWorker.make({ name: "failing", restart, ...extra, main: () => Effect.fail("again") })
 
   it.effect("any Schedule can drive restarts, such as an exponential backoff", () =>
     Effect.gen(function*() {
@@ -366,7 +376,9 @@ describe("Supervisor: restart schedules", () => {
       const policy = BackgroundWorker.restartAfter("1 second").pipe(
         Schedule.while(({ input }) => input.reason !== "error" || input.message !== "fatal")
       )
-      const h = yield* Supervisor.register(BackgroundWorker.make({ name: "picky", restart: policy, main: () => Effect.fail(new Error("fatal")) }))
+      const h = yield* Supervisor.register(
+        BackgroundWorker.make({ name: "picky", restart: policy, main: () => Effect.fail(new Error("fatal")) })
+      )
       yield* untilRegistration(h, ["waiting for restart", "given up"])
       yield* TestClock.adjust(0)
       assert.strictEqual((yield* rowOf(h)).registration, "given up")
@@ -378,7 +390,16 @@ describe("Supervisor: a dynamic worker outlives its registrant", () => {
     Effect.gen(function*() {
       const handle = yield* Deferred.make<WorkerHandle>()
       const registrant = yield* Effect.forkChild(
-        Effect.flatMap(Supervisor.register(BackgroundWorker.make({ name: "orphan", restart: BackgroundWorker.restartAfter("1 second"), main: () => napForever() })), (h) => Deferred.succeed(handle, h))
+        Effect.flatMap(
+          Supervisor.register(
+            BackgroundWorker.make({
+              name: "orphan",
+              restart: BackgroundWorker.restartAfter("1 second"),
+              main: () => napForever()
+            })
+          ),
+          (h) => Deferred.succeed(handle, h)
+        )
       )
       yield* Fiber.join(registrant)
       const h = yield* Deferred.await(handle)

@@ -15,10 +15,10 @@
  *
  * PROPERTY_RUNS=n (default 100) and PROPERTY_SEED=s tune the search.
  */
-import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import { describe, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Fiber, Pull, References, Result, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
+import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as Shmem from "../src/Shmem.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { WorkerHandle, WorkerStatus } from "../src/WorkerHandle.ts"
@@ -191,7 +191,9 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
           if (accepting && tag === "NoFreeSlot" && before < max) {
             violations.slots.push(`${where}: NoFreeSlot although ${max - before} slot(s) are free`)
           }
-          if (!accepting && tag !== "ShuttingDown") violations.slots.push(`${where}: failed with ${tag}, not ShuttingDown`)
+          if (!accepting && tag !== "ShuttingDown") {
+            violations.slots.push(`${where}: failed with ${tag}, not ShuttingDown`)
+          }
           return
         }
         if (!accepting) violations.slots.push(`${where}: accepted a registration`)
@@ -582,7 +584,8 @@ describe("Shrunk counterexamples", () => {
       check: statusViolations
     },
     {
-      name: "closing the scope during a death already in progress (restartAfterCrash: false) waits for the workers' cleanup",
+      name:
+        "closing the scope during a death already in progress (restartAfterCrash: false) waits for the workers' cleanup",
       scenario: {
         maxWorkerProcesses: 3,
         initial: [0, 5, 2],
@@ -605,7 +608,9 @@ describe("Shrunk counterexamples", () => {
     }
   ]
   for (const c of supervisorCases) {
-    it.effect(c.name, () =>
-      Effect.map(runSupervisorScenario(c.scenario), (trace) => fail(c.name, c.check(trace), c.scenario)))
+    it.effect(
+      c.name,
+      () => Effect.map(runSupervisorScenario(c.scenario), (trace) => fail(c.name, c.check(trace), c.scenario))
+    )
   }
 })

@@ -27,12 +27,17 @@ describe("Supervisor: slots and registration", () => {
   it.effect("static workers past maxWorkerProcesses are dropped with a warning and the supervisor still starts", () => {
     const logs = captureLogs()
     const init = Effect.gen(function*() {
-      for (let i = 1; i <= 3; i++) yield* Preload.register(BackgroundWorker.make({ name: `static ${i}`, main: () => napForever() }))
+      for (let i = 1; i <= 3; i++) {
+        yield* Preload.register(BackgroundWorker.make({ name: `static ${i}`, main: () => napForever() }))
+      }
     })
     return Effect.gen(function*() {
       yield* untilQuiet
       const rows = yield* Activity.snapshot
-      assert.deepStrictEqual(rows.map((r) => [r.name, r.registration]), [["static 1", "running"], ["static 2", "running"]])
+      assert.deepStrictEqual(rows.map((r) => [r.name, r.registration]), [["static 1", "running"], [
+        "static 2",
+        "running"
+      ]])
       const warnings = logs.lines.filter((l) => l.includes("too many background workers"))
       assert.strictEqual(warnings.length, 1)
       assert.include(warnings[0]!, "static 3")
@@ -96,7 +101,9 @@ describe("Supervisor: slots and registration", () => {
 
   it.effect("an invalid dynamic definition fails with InvalidDefinition naming the field", () =>
     Effect.gen(function*() {
-      const exit = yield* Effect.flip(Supervisor.register(BackgroundWorker.make({ name: "x".repeat(96), main: () => Effect.void })))
+      const exit = yield* Effect.flip(
+        Supervisor.register(BackgroundWorker.make({ name: "x".repeat(96), main: () => Effect.void }))
+      )
       assert.strictEqual(exit.reason._tag, "InvalidDefinition")
       assert.strictEqual((exit.reason as any).field, "name")
       assert.strictEqual(exit.message, `background worker "${"x".repeat(96)}": invalid name: longer than 95 characters`)
@@ -163,7 +170,12 @@ describe("Supervisor: entry points", () => {
   it.effect("an entry point is launched by (library, function) with a serialisable argument", () => {
     const logs = captureLogs()
     return Effect.gen(function*() {
-      const h = yield* Supervisor.launch({ library: "demo", function: "greet", argument: { who: "postgres" }, name: "greeter 7" })
+      const h = yield* Supervisor.launch({
+        library: "demo",
+        function: "greet",
+        argument: { who: "postgres" },
+        name: "greeter 7"
+      })
       yield* Supervisor.awaitShutdown(h)
       assert.isTrue(logs.lines.includes("INFO hello postgres from greeter 7"))
     }).pipe(withSupervisor({ entryPoints: [greeter] }), Effect.provide(logs.layer))
@@ -283,7 +295,10 @@ describe("Supervisor: handles", () => {
       yield* Supervisor.awaitShutdown(h)
       const row = Option.getOrThrow(yield* Supervisor.info(h))
       assert.strictEqual(row.lastExit?.kind, "failed")
-      assert.strictEqual(row.lastExit?.message, `terminating background worker "restartable" due to administrator command`)
+      assert.strictEqual(
+        row.lastExit?.message,
+        `terminating background worker "restartable" due to administrator command`
+      )
       yield* TestClock.adjust("5 seconds")
       assert.strictEqual((yield* Supervisor.status(h))._tag, "Started")
     }).pipe(withSupervisor()))

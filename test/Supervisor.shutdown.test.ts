@@ -4,8 +4,8 @@ import { TestClock } from "effect/testing"
 import * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as DatabaseState from "../src/DatabaseState.ts"
-import * as ProcLatch from "../src/ProcLatch.ts"
 import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
+import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import {
   eventually,
@@ -194,7 +194,8 @@ describe("Supervisor: postmaster death (the scope closes)", () => {
       const a = yield* run(Supervisor.register(recording("a", log)))
       const neverWaits = yield* run(Supervisor.register(BackgroundWorker.make({
         name: "busy loop",
-        main: () => Effect.andThen(Effect.addFinalizer(() => Effect.sync(() => log.push("busy finalized"))), Effect.never)
+        main: () =>
+          Effect.andThen(Effect.addFinalizer(() => Effect.sync(() => log.push("busy finalized"))), Effect.never)
       })))
       const pending = yield* run(Supervisor.register(
         BackgroundWorker.make({ name: "pending", startTime: "recoveryFinished", main: () => napForever() })
@@ -206,7 +207,9 @@ describe("Supervisor: postmaster death (the scope closes)", () => {
       assert.deepStrictEqual(yield* Fiber.join(startupWaiter), { _tag: "PostmasterDied" })
       assert.deepStrictEqual(yield* Fiber.join(shutdownWaiter), { _tag: "PostmasterDied" })
       assert.deepStrictEqual(log.sort(), ["a finalized", "busy finalized"])
-      for (const h of [a, neverWaits, pending]) assert.deepStrictEqual(yield* run(Supervisor.status(h)), { _tag: "PostmasterDied" })
+      for (const h of [a, neverWaits, pending]) {
+        assert.deepStrictEqual(yield* run(Supervisor.status(h)), { _tag: "PostmasterDied" })
+      }
       assert.strictEqual(liveFibers(supervisor), 0)
     }))
 

@@ -23,13 +23,34 @@ describe("WorkerHandle", () => {
     assert.strictEqual(Handle.format(Handle.make(slot, generation)), `${slot}:${generation}`)
   })
 
-  it.prop("whatever text parse accepts, formatting its handle and parsing again gives the same handle", [Schema.String], ([text]) => {
-    const parsed = Handle.parse(text)
-    if (parsed !== undefined) assert.deepStrictEqual(Handle.parse(Handle.format(parsed)), parsed)
-  })
+  it.prop(
+    "whatever text parse accepts, formatting its handle and parsing again gives the same handle",
+    [Schema.String],
+    ([text]) => {
+      const parsed = Handle.parse(text)
+      if (parsed !== undefined) assert.deepStrictEqual(Handle.parse(Handle.format(parsed)), parsed)
+    }
+  )
 
   it("parse refuses negative numbers, signs, spaces, missing parts and numbers too long to be exact", () => {
-    for (const text of ["", "1", ":1", "1:", "-1:2", "1:-2", "+1:2", " 1:2", "1:2 ", "1.5:2", "1:2:3", "a:b", "1234567890:1", "1:1234567890123456"]) {
+    for (
+      const text of [
+        "",
+        "1",
+        ":1",
+        "1:",
+        "-1:2",
+        "1:-2",
+        "+1:2",
+        " 1:2",
+        "1:2 ",
+        "1.5:2",
+        "1:2:3",
+        "a:b",
+        "1234567890:1",
+        "1:1234567890123456"
+      ]
+    ) {
       assert.isUndefined(Handle.parse(text), text)
     }
   })

@@ -7,12 +7,12 @@ import type * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import type * as Activity from "../src/Activity.ts"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
-import * as ProcLatch from "../src/ProcLatch.ts"
-import type { WorkerHandle, WorkerStatus } from "../src/WorkerHandle.ts"
-import * as Handle from "../src/WorkerHandle.ts"
 import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
+import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import type { SupervisorError } from "../src/SupervisorError.ts"
+import type { WorkerHandle, WorkerStatus } from "../src/WorkerHandle.ts"
+import * as Handle from "../src/WorkerHandle.ts"
 
 /**
  * Waits until `condition` holds: polls it, letting the other fibers run between polls, without the clock (so it
@@ -51,8 +51,10 @@ export const untilWaiting = (h: WorkerHandle): Effect.Effect<void, never, Superv
 /** Waits until every running worker sits in a named wait (nothing left to run until a latch, signal or the clock). */
 export const untilQuiet: Effect.Effect<void, never, Supervisor.Supervisor> = eventually(
   "every running worker waits on its latch",
-  Effect.map(Supervisor.Supervisor.use((s) => s.activity), (rows) =>
-    rows.every((r) => r.registration !== "running" || r.waitEvent !== null))
+  Effect.map(
+    Supervisor.Supervisor.use((s) => s.activity),
+    (rows) => rows.every((r) => r.registration !== "running" || r.waitEvent !== null)
+  )
 )
 
 /**
@@ -66,7 +68,9 @@ export const untilRegistration = (
 ): Effect.Effect<void, never, Supervisor.Supervisor> => {
   const wanted: ReadonlyArray<string> = typeof registrations === "string" ? [registrations] : registrations
   return eventually(
-    `${Handle.format(h)} is ${wanted.join(" or ")}${restartCount === undefined ? "" : ` after ${restartCount} restart(s)`}`,
+    `${Handle.format(h)} is ${wanted.join(" or ")}${
+      restartCount === undefined ? "" : ` after ${restartCount} restart(s)`
+    }`,
     Effect.map(Supervisor.info(h), (row) =>
       row._tag === "Some" && wanted.includes(row.value.registration) &&
       (restartCount === undefined || row.value.restartCount === restartCount))
@@ -184,4 +188,3 @@ export const tell = (h: WorkerHandle, command: { current: string }, what: string
     yield* Supervisor.setLatch(h)
     if (before._tag === "Started") yield* untilEnded(h, before.pid)
   })
-

@@ -112,7 +112,13 @@ export const kinds: ReadonlyArray<Kind> = [
   { label: "shmem-restart-3s", restartMs: 3000, shmem: true, onPostmasterDeath: "exit", finalizerMs: 0 },
   { label: "shmem-never", restartMs: undefined, shmem: true, onPostmasterDeath: "exit", finalizerMs: 0 },
   { label: "restart-0s-returns-on-death", restartMs: 0, shmem: false, onPostmasterDeath: "return", finalizerMs: 0 },
-  { label: "shmem-restart-1s-slow-cleanup", restartMs: 1000, shmem: true, onPostmasterDeath: "exit", finalizerMs: 1500 },
+  {
+    label: "shmem-restart-1s-slow-cleanup",
+    restartMs: 1000,
+    shmem: true,
+    onPostmasterDeath: "exit",
+    finalizerMs: 1500
+  },
   {
     label: "restart-500ms-gives-up",
     restartMs: 500,

@@ -407,18 +407,20 @@ export const make = (
  * @category preload
  * @since 0.1.0
  */
-export const init: Effect.Effect<void, Guc.GucError, Preload.Preload | Guc.Gucs | WorkerConnector> = Effect.gen(function*() {
-  yield* Guc.define(Naptime)
-  yield* Guc.define(Database)
-  yield* Guc.define(Role)
-  yield* Guc.define(TotalWorkers)
-  yield* Guc.reservePrefix("worker_spi")
-  const gucs = yield* Guc.Gucs
-  const total = yield* Guc.get(TotalWorkers)
-  for (let i = 1; i <= total; i++) {
-    yield* Preload.register(make(gucs, { name: `worker_spi worker ${i}`, type: "worker_spi" }), { index: i })
+export const init: Effect.Effect<void, Guc.GucError, Preload.Preload | Guc.Gucs | WorkerConnector> = Effect.gen(
+  function*() {
+    yield* Guc.define(Naptime)
+    yield* Guc.define(Database)
+    yield* Guc.define(Role)
+    yield* Guc.define(TotalWorkers)
+    yield* Guc.reservePrefix("worker_spi")
+    const gucs = yield* Guc.Gucs
+    const total = yield* Guc.get(TotalWorkers)
+    for (let i = 1; i <= total; i++) {
+      yield* Preload.register(make(gucs, { name: `worker_spi worker ${i}`, type: "worker_spi" }), { index: i })
+    }
   }
-})
+)
 
 /**
  * The library's launchable functions, for `Supervisor.layer({ entryPoints })`: `worker_spi_main`, as the
@@ -578,7 +580,8 @@ END`
 RETURNS pg_catalog.int4 STRICT
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-AS $worker_spi$${body(`  -- 0: worker_spi.database / worker_spi.role, read by the worker as it starts.
+AS $worker_spi$${
+      body(`  -- 0: worker_spi.database / worker_spi.role, read by the worker as it starts.
   IF dboid <> 0 THEN
     SELECT d.datname INTO database FROM pg_catalog.pg_database d WHERE d.oid = dboid;
     IF NOT FOUND THEN
@@ -590,7 +593,8 @@ AS $worker_spi$${body(`  -- 0: worker_spi.database / worker_spi.role, read by th
     IF NOT FOUND THEN
       RAISE EXCEPTION 'role with OID % does not exist', roleoid USING ERRCODE = 'undefined_object';
     END IF;
-  END IF;`)}
+  END IF;`)
+    }
 $worker_spi$`,
     `CREATE OR REPLACE FUNCTION ${schema}.worker_spi_launch(
   index int4,
@@ -600,7 +604,8 @@ $worker_spi$`,
 RETURNS pg_catalog.int4
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-AS $worker_spi$${body(`  -- What worker_spi's callers meet in their 'x'::regdatabase and 'x'::regrole casts.
+AS $worker_spi$${
+      body(`  -- What worker_spi's callers meet in their 'x'::regdatabase and 'x'::regrole casts.
   IF db_name IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_database d WHERE d.datname = db_name) THEN
     RAISE EXCEPTION 'database "%" does not exist', db_name USING ERRCODE = 'invalid_catalog_name';
   END IF;
@@ -608,7 +613,8 @@ AS $worker_spi$${body(`  -- What worker_spi's callers meet in their 'x'::regdata
     RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
   END IF;
   database := db_name;
-  role := role_name;`)}
+  role := role_name;`)
+    }
 $worker_spi$`
   ]
 }

@@ -495,9 +495,7 @@ export const readConfFile: (
  * instead).
  */
 export const quoteValue = (value: string): string =>
-  `'${
-    value.replace(/[\\'\n\r]/g, (c) => c === "'" ? "''" : c === "\\" ? "\\\\" : c === "\n" ? "\\n" : "\\r")
-  }'`
+  `'${value.replace(/[\\'\n\r]/g, (c) => c === "'" ? "''" : c === "\\" ? "\\\\" : c === "\n" ? "\\n" : "\\r")}'`
 
 /** The text of `postgresql.auto.conf`: `write_auto_conf_file`'s header, then one `name = 'value'` per line. */
 export const formatAutoConf = (entries: ReadonlyArray<{ readonly name: string; readonly value: string }>): string =>

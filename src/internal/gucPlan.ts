@@ -206,7 +206,9 @@ export const evaluate = (slot: Slot, candidate: Candidate | undefined): Evaluate
         new errors.InvalidValue(
           withHint({
             parameter: slot.parameter.name,
-            message: `invalid value for parameter "${slot.parameter.name}": "${String(candidate.raw)}": ${checked.message}`,
+            message: `invalid value for parameter "${slot.parameter.name}": "${
+              String(candidate.raw)
+            }": ${checked.message}`,
             ...where(candidate)
           }, checked.hint)
         )

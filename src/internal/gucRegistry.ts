@@ -30,7 +30,9 @@ class SnapshotImpl implements Guc.Snapshot {
   get<A>(parameter: Guc.Parameter<A>): A {
     const v = this.values.get(parameter.name)
     if (v === undefined && !this.values.has(parameter.name)) {
-      throw new Error(`parameter "${parameter.name}" is not defined; define it with Guc.define or Guc.layer({ parameters })`)
+      throw new Error(
+        `parameter "${parameter.name}" is not defined; define it with Guc.define or Guc.layer({ parameters })`
+      )
     }
     return v as A
   }

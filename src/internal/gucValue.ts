@@ -138,8 +138,7 @@ const LONG_MIN = -(2n ** 63n)
 const DBL_MIN = 2.2250738585072014e-308
 
 /** isspace() in the "C" locale. */
-const isSpace = (c: string): boolean =>
-  c === " " || c === "\t" || c === "\n" || c === "\v" || c === "\f" || c === "\r"
+const isSpace = (c: string): boolean => c === " " || c === "\t" || c === "\n" || c === "\v" || c === "\f" || c === "\r"
 
 const skipSpaces = (text: string, from: number): number => {
   let i = from

@@ -483,9 +483,12 @@ export const send: {
 } = dual(2, (sender: Sender<any>, message: unknown): Effect.Effect<void, MqDetached> => {
   const h = implOf(sender)
   return Effect.asVoid(
-    blocking(h, () => sendStep(h, message), () =>
-      h.end.state !== "attached" || h.queue.detached !== undefined || h.queue.buffer.size < h.queue.capacity,
-      "MessageQueueSend")
+    blocking(
+      h,
+      () => sendStep(h, message),
+      () => h.end.state !== "attached" || h.queue.detached !== undefined || h.queue.buffer.size < h.queue.capacity,
+      "MessageQueueSend"
+    )
   )
 })
 
@@ -502,9 +505,12 @@ export const sendNow: {
 /** @internal */
 export const receive = <A>(receiver: Receiver<A>): Effect.Effect<A, MqDetached> => {
   const h = implOf(receiver)
-  return blocking(h, () => receiveStep(h) as Effect.Effect<A, MqDetached> | undefined, () =>
-    h.end.state !== "attached" || h.queue.buffer.size > 0 || h.queue.detached !== undefined,
-    "MessageQueueReceive")
+  return blocking(
+    h,
+    () => receiveStep(h) as Effect.Effect<A, MqDetached> | undefined,
+    () => h.end.state !== "attached" || h.queue.buffer.size > 0 || h.queue.detached !== undefined,
+    "MessageQueueReceive"
+  )
 }
 
 /** @internal */
@@ -517,9 +523,12 @@ export const receiveNow = <A>(receiver: Receiver<A>): Effect.Effect<Option.Optio
 /** @internal */
 export const waitForAttach = (handle: Sender<any> | Receiver<any>): Effect.Effect<void, MqDetached> => {
   const h = implOf(handle)
-  return blocking(h, () => attachStep(h), () =>
-    h.end.state !== "attached" || h.other.state !== "unattached" || h.queue.detached !== undefined,
-    "MessageQueueInternal")
+  return blocking(
+    h,
+    () => attachStep(h),
+    () => h.end.state !== "attached" || h.other.state !== "unattached" || h.queue.detached !== undefined,
+    "MessageQueueInternal"
+  )
 }
 
 /** @internal */

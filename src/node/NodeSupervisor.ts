@@ -85,11 +85,11 @@ import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import * as Activity from "../Activity.ts"
 import * as Guc from "../Guc.ts"
+import { causeChain, hintOf } from "../internal/causeChain.ts"
 import { escape } from "../internal/logText.ts"
 import * as Supervisor from "../Supervisor.ts"
 import type * as SupervisorError from "../SupervisorError.ts"
 import * as NodeLogger from "./NodeLogger.ts"
-import { causeChain, hintOf } from "../internal/causeChain.ts"
 
 const logAnnotations = { module: "effect-bgworker/NodeSupervisor" }
 

@@ -145,10 +145,10 @@ import type * as PgClient from "@effect/sql-pg/PgClient"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { randomBytes } from "node:crypto"
 import type * as Migrator from "effect/sql/Migrator"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
+import { randomBytes } from "node:crypto"
 import type { Supervisor } from "../Supervisor.ts"
 import * as internal from "./internal/controlPlane.ts"
 import * as Sql from "./internal/controlPlaneSql.ts"
@@ -279,7 +279,7 @@ export const layer = (
 /**
  * The role granted EXECUTE on the functions for a schema: `"bgworker_launcher"` by default.
  *
- * @category utils
+ * @category naming
  * @since 0.1.0
  */
 export const launcherRole = (options: Pick<Options, "schema"> = {}): string =>

@@ -244,7 +244,9 @@ export const layer = (
       if (server.embedded) {
         // The supervisor ends with `DatabaseLost`, which `NodeSupervisor.runMain` prints as one FATAL line.
         yield* server.exited.pipe(
-          Effect.flatMap((how) => Deferred.succeed(lost, `the embedded PostgreSQL server (pid ${server.pid}) ${how}`)),
+          Effect.flatMap((how) =>
+            Deferred.succeed(lost, `the embedded PostgreSQL server (pid ${server.pid}) ${how}`)
+          ),
           Effect.forkScoped
         )
       }

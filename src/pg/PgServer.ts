@@ -93,15 +93,15 @@ const InvalidDatabaseUrlTypeId = "~effect-bgworker/pg/InvalidDatabaseUrl" as con
  * @category errors
  * @since 0.1.0
  */
-export class InvalidDatabaseUrl extends Schema.TaggedError<InvalidDatabaseUrl>(
-  "effect-bgworker/pg/InvalidDatabaseUrl"
-)("InvalidDatabaseUrl", {
+export class InvalidDatabaseUrl extends Schema.TaggedError<InvalidDatabaseUrl>()("InvalidDatabaseUrl", {
   detail: Schema.String,
   /** @since 0.2.0 */
   hint: Schema.optionalKey(Schema.String)
 }) {
   /** @since 0.2.0 */
-  readonly [InvalidDatabaseUrlTypeId] = InvalidDatabaseUrlTypeId
+  get [InvalidDatabaseUrlTypeId](): typeof InvalidDatabaseUrlTypeId {
+    return InvalidDatabaseUrlTypeId
+  }
 
   /** The detail; not the hint, which is a field of its own (printed once). */
   override get message(): string {

@@ -49,20 +49,26 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import * as Context from "effect/Context"
-import type * as Duration from "effect/Duration"
 import * as Deferred from "effect/Deferred"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Redacted from "effect/Redacted"
 import * as Reactivity from "effect/reactivity/Reactivity"
+import * as Redacted from "effect/Redacted"
 import { SqlClient } from "effect/sql/SqlClient"
-import type { DatabaseOptions, WorkerInfo } from "../BackgroundWorker.ts"
-import { PermissionDenied } from "../SupervisorError.ts"
-import { type AuthorizeRequest, SessionInfo, SessionLost, WorkerConnectionError, WorkerConnector } from "../WorkerConnector.ts"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
-import { escapeIdentifier as quoteIdentifier, PgServer } from "./PgServer.ts"
+import type { DatabaseOptions, WorkerInfo } from "../BackgroundWorker.ts"
+import { PermissionDenied } from "../SupervisorError.ts"
+import {
+  type AuthorizeRequest,
+  SessionInfo,
+  SessionLost,
+  WorkerConnectionError,
+  WorkerConnector
+} from "../WorkerConnector.ts"
 import { serverText } from "./internal/serverText.ts"
+import { escapeIdentifier as quoteIdentifier, PgServer } from "./PgServer.ts"
 
 const logAnnotations = { module: "effect-bgworker/pg/WorkerConnection" }
 
@@ -96,7 +102,6 @@ export interface Options {
   readonly connectTimeout?: Duration.Input | undefined
 }
 
-
 // --- passfile ---
 
 /** One `.pgpass` line's fields, `\:` and `\\` unescaped; `undefined` for comments, blanks and short lines. */
@@ -123,7 +128,7 @@ const passfileFields = (line: string): ReadonlyArray<string> | undefined => {
  * The password libpq would take from a passfile's text for this login (the first matching line wins), as
  * `PasswordFromFile` in libpq's fe-connect.c does.
  *
- * @category utils
+ * @category credentials
  * @since 0.2.0
  */
 export const passwordFromPassfile = (
@@ -217,8 +222,7 @@ const refusal = (
   }
   if (rights.can_set !== true) {
     return deny(`permission denied to set role "${role}"`, {
-      detail:
-        `Only roles with privileges to SET ROLE "${role}" may launch background workers that run as it; ` +
+      detail: `Only roles with privileges to SET ROLE "${role}" may launch background workers that run as it; ` +
         `"${caller}" has none.`,
       hint: `Name a role "${caller}" can become, or none to run as "${caller}" itself.`
     })
@@ -447,7 +451,13 @@ const watchSocket = (readErrors: boolean) => {
   const ended = Deferred.makeUnsafe<SessionEnd>()
   return {
     ended: Deferred.await(ended),
-    open: (config: { readonly path?: string | undefined; readonly host?: string | undefined; readonly port?: number | undefined }) => {
+    open: (
+      config: {
+        readonly path?: string | undefined
+        readonly host?: string | undefined
+        readonly port?: number | undefined
+      }
+    ) => {
       const socket = config.path !== undefined
         ? net.connect({ path: config.path })
         : net.connect({ host: config.host ?? "localhost", port: config.port ?? 5432 })

@@ -40,7 +40,10 @@ describe("NodeLogger (in process)", () => {
       const line = lines.find((l) => l.endsWith("count is now 1"))
       assert.isDefined(line, lines.join("\n"))
       assert.match(line!, prefix)
-      assert.strictEqual(line!.replace(prefix, "[$1] "), `[${pid}] worker_spi worker 1 (worker_spi) LOG:  count is now 1`)
+      assert.strictEqual(
+        line!.replace(prefix, "[$1] "),
+        `[${pid}] worker_spi worker 1 (worker_spi) LOG:  count is now 1`
+      )
     }))
 
   it.effect("levels are PostgreSQL's words, a hint is a second line, and a library line names its module", () =>
@@ -85,40 +88,50 @@ describe("NodeLogger under runMain (child processes)", () => {
       assert.include(output, "\tsecond line\\x1b[31m")
     }).pipe(Effect.provide(NodeServices.layer)), 20_000)
 
-  it.live("BGWORKER_LOG_FORMAT=json prints one JSON object per line, a worker's with its name, type and pid", () =>
-    Effect.gen(function*() {
-      const child = yield* spawn("test/node/fixtures/signals.ts", { BGWORKER_LOG_FORMAT: "json" })
-      yield* child.waitFor("sleeper: ready", { timeout: "10 seconds" })
-      yield* child.signal("SIGTERM")
-      assert.deepStrictEqual(yield* child.awaitExit("10 seconds"), { code: 130 })
-      const records = (yield* child.output).map((line) => JSON.parse(line) as {
-        readonly level: string
-        readonly message: unknown
-        readonly annotations: Record<string, unknown>
-      })
-      const ready = records.find((r) => r.message === "sleeper: ready")!
-      assert.strictEqual(ready.level, "INFO")
-      assert.strictEqual(ready.annotations["worker"], "sleeper")
-      assert.strictEqual(ready.annotations["type"], "sleeper")
-      assert.isNumber(ready.annotations["pid"])
-      assert.strictEqual(records.at(-1)?.message, "database system is shut down")
-    }).pipe(Effect.provide(NodeServices.layer)), 20_000)
+  it.live(
+    "BGWORKER_LOG_FORMAT=json prints one JSON object per line, a worker's with its name, type and pid",
+    () =>
+      Effect.gen(function*() {
+        const child = yield* spawn("test/node/fixtures/signals.ts", { BGWORKER_LOG_FORMAT: "json" })
+        yield* child.waitFor("sleeper: ready", { timeout: "10 seconds" })
+        yield* child.signal("SIGTERM")
+        assert.deepStrictEqual(yield* child.awaitExit("10 seconds"), { code: 130 })
+        const records = (yield* child.output).map((line) =>
+          JSON.parse(line) as {
+            readonly level: string
+            readonly message: unknown
+            readonly annotations: Record<string, unknown>
+          }
+        )
+        const ready = records.find((r) => r.message === "sleeper: ready")!
+        assert.strictEqual(ready.level, "INFO")
+        assert.strictEqual(ready.annotations["worker"], "sleeper")
+        assert.strictEqual(ready.annotations["type"], "sleeper")
+        assert.isNumber(ready.annotations["pid"])
+        assert.strictEqual(records.at(-1)?.message, "database system is shut down")
+      }).pipe(Effect.provide(NodeServices.layer)),
+    20_000
+  )
 
-  it.live("BGWORKER_LOG_FORMAT=logfmt prints key=value lines, and an unknown format is a warning and text", () =>
-    Effect.gen(function*() {
-      const child = yield* spawn("test/node/fixtures/signals.ts", { BGWORKER_LOG_FORMAT: "logfmt" })
-      const ready = yield* child.waitFor("sleeper: ready", { timeout: "10 seconds" })
-      assert.match(ready, /^timestamp=\S+ level=INFO .*message="sleeper: ready".* worker=sleeper/)
-      assert.match(ready, / pid=\d+/)
-      assert.match(ready, / type=sleeper/)
-      yield* child.signal("SIGTERM")
-      yield* child.awaitExit("10 seconds")
+  it.live(
+    "BGWORKER_LOG_FORMAT=logfmt prints key=value lines, and an unknown format is a warning and text",
+    () =>
+      Effect.gen(function*() {
+        const child = yield* spawn("test/node/fixtures/signals.ts", { BGWORKER_LOG_FORMAT: "logfmt" })
+        const ready = yield* child.waitFor("sleeper: ready", { timeout: "10 seconds" })
+        assert.match(ready, /^timestamp=\S+ level=INFO .*message="sleeper: ready".* worker=sleeper/)
+        assert.match(ready, / pid=\d+/)
+        assert.match(ready, / type=sleeper/)
+        yield* child.signal("SIGTERM")
+        yield* child.awaitExit("10 seconds")
 
-      const other = yield* spawn("test/node/fixtures/signals.ts", { BGWORKER_LOG_FORMAT: "xml" })
-      const warning = yield* other.waitFor("BGWORKER_LOG_FORMAT", { timeout: "10 seconds" })
-      assert.match(warning, /NodeSupervisor WARNING: {2}invalid value for BGWORKER_LOG_FORMAT: "xml"; using "text"$/)
-      yield* other.waitFor(/ sleeper \(sleeper\) LOG: {2}sleeper: ready$/)
-      yield* other.signal("SIGTERM")
-      yield* other.awaitExit("10 seconds")
-    }).pipe(Effect.provide(NodeServices.layer)), 30_000)
+        const other = yield* spawn("test/node/fixtures/signals.ts", { BGWORKER_LOG_FORMAT: "xml" })
+        const warning = yield* other.waitFor("BGWORKER_LOG_FORMAT", { timeout: "10 seconds" })
+        assert.match(warning, /NodeSupervisor WARNING: {2}invalid value for BGWORKER_LOG_FORMAT: "xml"; using "text"$/)
+        yield* other.waitFor(/ sleeper \(sleeper\) LOG: {2}sleeper: ready$/)
+        yield* other.signal("SIGTERM")
+        yield* other.awaitExit("10 seconds")
+      }).pipe(Effect.provide(NodeServices.layer)),
+    30_000
+  )
 })

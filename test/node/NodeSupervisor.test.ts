@@ -89,42 +89,54 @@ describe("NodeSupervisor (in process)", () => {
 })
 
 describe("NodeSupervisor.runMain (child process)", () => {
-  it.live("a SIGHUP reaches the workers as a reload request and the process keeps running", () =>
-    Effect.gen(function*() {
-      const child = yield* startFixture()
-      yield* child.signal("SIGHUP")
-      yield* child.waitFor("received SIGHUP")
-      yield* child.waitFor("sleeper: reload requested")
-      // A second one proves the listener is still installed (Node's default action would kill the process).
-      yield* child.signal("SIGHUP")
-      yield* child.waitFor("sleeper: reload requested", { times: 2 })
-      yield* Effect.sleep("200 millis")
-      assert.isTrue(yield* child.isRunning, "the process ended after SIGHUP")
-      assert.strictEqual(yield* child.count("finalizer ran"), 0)
-    }).pipe(Effect.provide(NodeServices.layer)), 15_000)
-
-  it.live("a SIGHUP during start-up is held until the supervisor runs instead of killing the process", () =>
-    Effect.gen(function*() {
-      const child = yield* spawn(fixture, { FIXTURE_MODE: "slowstart" })
-      yield* child.waitFor("fixture: slow preload")
-      yield* child.signal("SIGHUP")
-      yield* child.waitFor("supervisor ready")
-      yield* child.waitFor("sleeper: reload requested")
-      assert.isTrue(yield* child.isRunning, "the process ended after SIGHUP")
-    }).pipe(Effect.provide(NodeServices.layer)), 15_000)
-
-  for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    it.live(`a ${signal} shuts the workers down fast, runs their finalizers and exits with code 130`, () =>
+  it.live(
+    "a SIGHUP reaches the workers as a reload request and the process keeps running",
+    () =>
       Effect.gen(function*() {
         const child = yield* startFixture()
-        yield* child.signal(signal)
-        // The fixture's shutdownTimeout is 2 seconds: a fast shutdown that waited for it would still pass here,
-        // a shutdown that hung would not.
-        const exit = yield* child.awaitExit("4 seconds")
-        assert.deepStrictEqual(exit, { code: 130 })
-        yield* assertLine(child, "received fast shutdown request")
-        yield* assertLine(child, "sleeper: finalizer ran")
-      }).pipe(Effect.provide(NodeServices.layer)), 15_000)
+        yield* child.signal("SIGHUP")
+        yield* child.waitFor("received SIGHUP")
+        yield* child.waitFor("sleeper: reload requested")
+        // A second one proves the listener is still installed (Node's default action would kill the process).
+        yield* child.signal("SIGHUP")
+        yield* child.waitFor("sleeper: reload requested", { times: 2 })
+        yield* Effect.sleep("200 millis")
+        assert.isTrue(yield* child.isRunning, "the process ended after SIGHUP")
+        assert.strictEqual(yield* child.count("finalizer ran"), 0)
+      }).pipe(Effect.provide(NodeServices.layer)),
+    15_000
+  )
+
+  it.live(
+    "a SIGHUP during start-up is held until the supervisor runs instead of killing the process",
+    () =>
+      Effect.gen(function*() {
+        const child = yield* spawn(fixture, { FIXTURE_MODE: "slowstart" })
+        yield* child.waitFor("fixture: slow preload")
+        yield* child.signal("SIGHUP")
+        yield* child.waitFor("supervisor ready")
+        yield* child.waitFor("sleeper: reload requested")
+        assert.isTrue(yield* child.isRunning, "the process ended after SIGHUP")
+      }).pipe(Effect.provide(NodeServices.layer)),
+    15_000
+  )
+
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    it.live(
+      `a ${signal} shuts the workers down fast, runs their finalizers and exits with code 130`,
+      () =>
+        Effect.gen(function*() {
+          const child = yield* startFixture()
+          yield* child.signal(signal)
+          // The fixture's shutdownTimeout is 2 seconds: a fast shutdown that waited for it would still pass here,
+          // a shutdown that hung would not.
+          const exit = yield* child.awaitExit("4 seconds")
+          assert.deepStrictEqual(exit, { code: 130 })
+          yield* assertLine(child, "received fast shutdown request")
+          yield* assertLine(child, "sleeper: finalizer ran")
+        }).pipe(Effect.provide(NodeServices.layer)),
+      15_000
+    )
   }
 
   it.live("a supervisor that shuts down by itself ends the process with exit code 0", () =>
@@ -136,36 +148,48 @@ describe("NodeSupervisor.runMain (child process)", () => {
       yield* assertLine(child, "sleeper: finalizer ran")
     }).pipe(Effect.provide(NodeServices.layer)), 15_000)
 
-  it.live("a supervisor that shuts down immediately by itself ends the process with exit code 0", () =>
-    Effect.gen(function*() {
-      const child = yield* startFixture({ FIXTURE_MODE: "immediate" })
-      const exit = yield* child.awaitExit("5 seconds")
-      assert.deepStrictEqual(exit, { code: 0 })
-      yield* assertLine(child, "received immediate shutdown request")
-      yield* assertLine(child, "sleeper: finalizer ran")
-    }).pipe(Effect.provide(NodeServices.layer)), 15_000)
+  it.live(
+    "a supervisor that shuts down immediately by itself ends the process with exit code 0",
+    () =>
+      Effect.gen(function*() {
+        const child = yield* startFixture({ FIXTURE_MODE: "immediate" })
+        const exit = yield* child.awaitExit("5 seconds")
+        assert.deepStrictEqual(exit, { code: 0 })
+        yield* assertLine(child, "received immediate shutdown request")
+        yield* assertLine(child, "sleeper: finalizer ran")
+      }).pipe(Effect.provide(NodeServices.layer)),
+    15_000
+  )
 
-  it.live("a SIGTERM ends the process even when a worker's finalizer never ends, and the log names that worker", () =>
-    Effect.gen(function*() {
-      const child = yield* startFixture({ FIXTURE_MODE: "stuck" })
-      yield* child.waitFor("stuck: ready")
-      yield* child.signal("SIGTERM")
-      // shutdownTimeout (2 s) for the graceful stop, then abandonTimeout (1 s) after the forced interruption.
-      const exit = yield* child.awaitExit("6 seconds")
-      assert.deepStrictEqual(exit, { code: 130 })
-      yield* assertLine(child, "stuck: finalizer started")
-      yield* assertLine(child, `background worker "stuck"`)
-      yield* assertLine(child, "abandoned")
-      yield* assertLine(child, "sleeper: finalizer ran")
-    }).pipe(Effect.provide(NodeServices.layer)), 15_000)
+  it.live(
+    "a SIGTERM ends the process even when a worker's finalizer never ends, and the log names that worker",
+    () =>
+      Effect.gen(function*() {
+        const child = yield* startFixture({ FIXTURE_MODE: "stuck" })
+        yield* child.waitFor("stuck: ready")
+        yield* child.signal("SIGTERM")
+        // shutdownTimeout (2 s) for the graceful stop, then abandonTimeout (1 s) after the forced interruption.
+        const exit = yield* child.awaitExit("6 seconds")
+        assert.deepStrictEqual(exit, { code: 130 })
+        yield* assertLine(child, "stuck: finalizer started")
+        yield* assertLine(child, `background worker "stuck"`)
+        yield* assertLine(child, "abandoned")
+        yield* assertLine(child, "sleeper: finalizer ran")
+      }).pipe(Effect.provide(NodeServices.layer)),
+    15_000
+  )
 
-  it.live("a crash with restartAfterCrash off ends the process with exit code 1 and logs why", () =>
-    Effect.gen(function*() {
-      const child = yield* startFixture({ FIXTURE_MODE: "crash" })
-      const exit = yield* child.awaitExit("5 seconds")
-      assert.deepStrictEqual(exit, { code: 1 })
-      yield* assertLine(child, "fixture crash")
-      yield* assertLine(child, "crashed and restart_after_crash is off")
-      yield* assertLine(child, "sleeper: finalizer ran")
-    }).pipe(Effect.provide(NodeServices.layer)), 15_000)
+  it.live(
+    "a crash with restartAfterCrash off ends the process with exit code 1 and logs why",
+    () =>
+      Effect.gen(function*() {
+        const child = yield* startFixture({ FIXTURE_MODE: "crash" })
+        const exit = yield* child.awaitExit("5 seconds")
+        assert.deepStrictEqual(exit, { code: 1 })
+        yield* assertLine(child, "fixture crash")
+        yield* assertLine(child, "crashed and restart_after_crash is off")
+        yield* assertLine(child, "sleeper: finalizer ran")
+      }).pipe(Effect.provide(NodeServices.layer)),
+    15_000
+  )
 })

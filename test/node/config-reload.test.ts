@@ -79,72 +79,82 @@ const stop = (child: Child) =>
     assert.isAtLeast(shutdownAt, 0, `no fast shutdown line in:\n${output.join("\n")}`)
     for (const worker of [1, 2]) {
       assert.isTrue(
-        output.slice(shutdownAt).some((line) => line.includes(`ticker ${worker} (ticker) LOG:  finalizer ran (stopped)`)),
+        output.slice(shutdownAt).some((line) =>
+          line.includes(`ticker ${worker} (ticker) LOG:  finalizer ran (stopped)`)
+        ),
         `no finalizer line from ticker ${worker} after the shutdown request:\n${output.join("\n")}`
       )
     }
   })
 
 describe("examples/20_config-reload.ts", () => {
-  it.live("shows where each value came from, changes speed on SIGHUP after an edit, and exits 130 on SIGTERM", () =>
-    Effect.gen(function*() {
-      const { child, config } = yield* start
+  it.live(
+    "shows where each value came from, changes speed on SIGHUP after an edit, and exits 130 on SIGTERM",
+    () =>
+      Effect.gen(function*() {
+        const { child, config } = yield* start
 
-      // Values from the file (with file and line) and from the environment, in the settings view.
-      yield* child.waitFor(/^\tdemo\.naptime +\| 5000 +\| ms +\| sighup +\| configuration file +\| .*\.conf:\d+$/)
-      yield* child.waitFor(/^\tdemo\.workers +\| 2 +\| +\| postmaster +\| configuration file/)
-      yield* child.waitFor(/^\tshutdown_timeout +\| 3000 +\| ms +\| sighup +\| environment variable/)
-      yield* child.waitFor(`kill -HUP ${child.pid}`)
+        // Values from the file (with file and line) and from the environment, in the settings view.
+        yield* child.waitFor(/^\tdemo\.naptime +\| 5000 +\| ms +\| sighup +\| configuration file +\| .*\.conf:\d+$/)
+        yield* child.waitFor(/^\tdemo\.workers +\| 2 +\| +\| postmaster +\| configuration file/)
+        yield* child.waitFor(/^\tshutdown_timeout +\| 3000 +\| ms +\| sighup +\| environment variable/)
+        yield* child.waitFor(`kill -HUP ${child.pid}`)
 
-      // naptime 5s -> 300ms: the workers wake at once and tick at the new pace.
-      yield* config.edit({ "demo.naptime": "300ms" })
-      yield* reload(
-        child,
-        `Guc LOG:  parameter "demo.naptime" changed to "300ms"`,
-        reloadRequested(1, "300ms"),
-        reloadRequested(2, "300ms")
-      )
-      // Three ticks within two seconds: impossible at the old 5 s naptime.
-      yield* child.waitFor(tick(1, "300ms", 100), { times: 3, timeout: "2 seconds" })
-      yield* child.waitFor(tick(2, "300ms", 100), { times: 3, timeout: "2 seconds" })
+        // naptime 5s -> 300ms: the workers wake at once and tick at the new pace.
+        yield* config.edit({ "demo.naptime": "300ms" })
+        yield* reload(
+          child,
+          `Guc LOG:  parameter "demo.naptime" changed to "300ms"`,
+          reloadRequested(1, "300ms"),
+          reloadRequested(2, "300ms")
+        )
+        // Three ticks within two seconds: impossible at the old 5 s naptime.
+        yield* child.waitFor(tick(1, "300ms", 100), { times: 3, timeout: "2 seconds" })
+        yield* child.waitFor(tick(2, "300ms", 100), { times: 3, timeout: "2 seconds" })
 
-      yield* stop(child)
-    }).pipe(Effect.provide(NodeServices.layer)), 15_000)
+        yield* stop(child)
+      }).pipe(Effect.provide(NodeServices.layer)),
+    15_000
+  )
 
-  it.live("a SIGHUP after an invalid edit or a changed postmaster parameter keeps the old values and the process", () =>
-    Effect.gen(function*() {
-      const { child, config } = yield* start
+  it.live(
+    "a SIGHUP after an invalid edit or a changed postmaster parameter keeps the old values and the process",
+    () =>
+      Effect.gen(function*() {
+        const { child, config } = yield* start
 
-      // An out-of-range naptime is refused and the old one kept; the valid batch_size change still applies.
-      yield* config.edit({ "demo.naptime": "0", "demo.batch_size": "7" })
-      yield* reload(
-        child,
-        /Guc WARNING: +.*"demo\.naptime"/,
-        "contains errors; unaffected changes were applied",
-        /ticker 1 \(ticker\) LOG: +reload requested: naptime is now 5s, batch_size 7$/,
-        /ticker 2 \(ticker\) LOG: +reload requested: naptime is now 5s, batch_size 7$/
-      )
+        // An out-of-range naptime is refused and the old one kept; the valid batch_size change still applies.
+        yield* config.edit({ "demo.naptime": "0", "demo.batch_size": "7" })
+        yield* reload(
+          child,
+          /Guc WARNING: +.*"demo\.naptime"/,
+          "contains errors; unaffected changes were applied",
+          /ticker 1 \(ticker\) LOG: +reload requested: naptime is now 5s, batch_size 7$/,
+          /ticker 2 \(ticker\) LOG: +reload requested: naptime is now 5s, batch_size 7$/
+        )
 
-      // A syntax error changes nothing at all.
-      yield* config.writeWith("demo.batch_size = = 8")
-      yield* reload(
-        child,
-        /Guc WARNING: +syntax error in file ".*postgresql\.conf" line \d+/,
-        "contains errors; no changes were applied",
-        /ticker 1 \(ticker\) LOG: +reload requested: naptime is now 5s, batch_size 7$/
-      )
+        // A syntax error changes nothing at all.
+        yield* config.writeWith("demo.batch_size = = 8")
+        yield* reload(
+          child,
+          /Guc WARNING: +syntax error in file ".*postgresql\.conf" line \d+/,
+          "contains errors; no changes were applied",
+          /ticker 1 \(ticker\) LOG: +reload requested: naptime is now 5s, batch_size 7$/
+        )
 
-      // A postmaster parameter keeps its value until a restart; the sighup one next to it changes.
-      yield* config.edit({ "demo.naptime": "300ms", "demo.workers": "3" })
-      yield* reload(
-        child,
-        `Guc LOG:  parameter "demo.workers" cannot be changed without restarting the server`,
-        reloadRequested(1, "300ms")
-      )
-      yield* child.waitFor(tick(1, "300ms", 7), { times: 2, timeout: "2 seconds" })
-      assert.isTrue(yield* child.isRunning)
-      yield* assertNoLine(child, /ticker 3 \(ticker\)/)
+        // A postmaster parameter keeps its value until a restart; the sighup one next to it changes.
+        yield* config.edit({ "demo.naptime": "300ms", "demo.workers": "3" })
+        yield* reload(
+          child,
+          `Guc LOG:  parameter "demo.workers" cannot be changed without restarting the server`,
+          reloadRequested(1, "300ms")
+        )
+        yield* child.waitFor(tick(1, "300ms", 7), { times: 2, timeout: "2 seconds" })
+        assert.isTrue(yield* child.isRunning)
+        yield* assertNoLine(child, /ticker 3 \(ticker\)/)
 
-      yield* stop(child)
-    }).pipe(Effect.provide(NodeServices.layer)), 15_000)
+        yield* stop(child)
+      }).pipe(Effect.provide(NodeServices.layer)),
+    15_000
+  )
 })

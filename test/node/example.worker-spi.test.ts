@@ -18,18 +18,24 @@ const postmasterOf = (parent: number) =>
   })
 
 describe("examples/30_worker-spi.ts", () => {
-  it.live("an embedded server killed under the supervisor is logged once as FATAL and ends the process with exit code 1", () =>
-    Effect.gen(function*() {
-      const child = yield* spawn(example)
-      yield* child.waitFor("supervisor ready", { timeout: "30 seconds" })
-      yield* child.waitFor("count in schema4.counted is now 1", { timeout: "10 seconds" })
-      const postmaster = yield* postmasterOf(child.pid)
-      assert.isAbove(postmaster, 1)
-      process.kill(postmaster, "SIGKILL")
-      const exit = yield* child.awaitExit("10 seconds")
-      assert.deepStrictEqual(exit, { code: 1 })
-      const output = yield* child.output
-      const fatal = output.filter((line) => /FATAL.*embedded PostgreSQL server \(pid \d+\) was killed by signal SIGKILL/.test(line))
-      assert.strictEqual(fatal.length, 1, output.join("\n"))
-    }).pipe(Effect.provide(NodeServices.layer)), 60_000)
+  it.live(
+    "an embedded server killed under the supervisor is logged once as FATAL and ends the process with exit code 1",
+    () =>
+      Effect.gen(function*() {
+        const child = yield* spawn(example)
+        yield* child.waitFor("supervisor ready", { timeout: "30 seconds" })
+        yield* child.waitFor("count in schema4.counted is now 1", { timeout: "10 seconds" })
+        const postmaster = yield* postmasterOf(child.pid)
+        assert.isAbove(postmaster, 1)
+        process.kill(postmaster, "SIGKILL")
+        const exit = yield* child.awaitExit("10 seconds")
+        assert.deepStrictEqual(exit, { code: 1 })
+        const output = yield* child.output
+        const fatal = output.filter((line) =>
+          /FATAL.*embedded PostgreSQL server \(pid \d+\) was killed by signal SIGKILL/.test(line)
+        )
+        assert.strictEqual(fatal.length, 1, output.join("\n"))
+      }).pipe(Effect.provide(NodeServices.layer)),
+    60_000
+  )
 })

@@ -73,9 +73,11 @@ const alice = `cp_alice_${suffix}`
 const bob = `cp_bob_${suffix}`
 
 /** Roles are cluster-wide: drop the suite's own when it ends (they hold no privileges, only memberships). */
-const dropRoles = Layer.effectDiscard(Effect.addFinalizer(() =>
-  SqlClient.use((sql) => sql.unsafe(`DROP ROLE IF EXISTS ${nobody}, ${alice}, ${bob}`)).pipe(Effect.orDie)
-))
+const dropRoles = Layer.effectDiscard(
+  Effect.addFinalizer(() =>
+    SqlClient.use((sql) => sql.unsafe(`DROP ROLE IF EXISTS ${nobody}, ${alice}, ${bob}`)).pipe(Effect.orDie)
+  )
+)
 
 const TestLayer = Layer.mergeAll(ControlPlane.layer(), dropRoles).pipe(
   Layer.provideMerge(
@@ -101,14 +103,16 @@ const launch = (fn: string, arg: string | null = sleepy, schema = "bgworker") =>
     sql<{ readonly handle: bigint }>`
       SELECT ${sql(`${schema}.launch`)}('demo', ${fn}, ${arg}::jsonb) AS handle`.pipe(
       Effect.map((rows) => rows[0]!.handle)
-    ))
+    )
+  )
 
 const waitForStartup = (handle: bigint, timeout = "10 seconds", schema = "bgworker") =>
   SqlClient.use((sql) =>
     sql<{ readonly pid: number | null }>`
       SELECT ${sql(`${schema}.wait_for_startup`)}(${handle}, ${timeout}::interval) AS pid`.pipe(
       Effect.map((rows) => rows[0]!.pid)
-    ))
+    )
+  )
 
 const call = (fn: "terminate" | "set_latch", handle: bigint, schema = "bgworker") =>
   SqlClient.use((sql) => sql`SELECT ${sql(`${schema}.${fn}`)}(${handle})`)
@@ -123,8 +127,8 @@ const request = (handle: bigint, schema = "bgworker") =>
       readonly requested_by: string
       readonly error: string | null
     }>`SELECT state, handle, pid, status, requested_by, error FROM ${sql(`${schema}._requests`)} WHERE id = ${handle}`
-      .pipe(Effect.map((rows) => rows[0]!)))
-
+      .pipe(Effect.map((rows) => rows[0]!))
+  )
 
 /** Re-runs `effect` every 5 ms until `done` holds; dies after `withinMs`. Returns the value and the time taken. */
 const pollUntil = <A, E, R>(effect: Effect.Effect<A, E, R>, done: (a: A) => boolean, withinMs = 5000) =>
@@ -153,7 +157,8 @@ const ensureRole = (name: string, member?: string) =>
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${name}') THEN
         CREATE ROLE ${name} NOLOGIN${member === undefined ? "" : ` IN ROLE ${member}`};
       END IF;
-    END $$`))
+    END $$`)
+  )
 
 /** Runs `effect` in a transaction acting as `role` (`SET LOCAL ROLE`). */
 const asRole = <A, E, R>(role: string, effect: Effect.Effect<A, E, R>) =>
@@ -179,9 +184,7 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       }
       const sorted = [...latencies].sort((a, b) => a - b)
       console.log(
-        `launch + commit -> wait_for_startup returned, over 20 launches: median ${
-          sorted[10]
-        } ms, max ${sorted[19]} ms`
+        `launch + commit -> wait_for_startup returned, over 20 launches: median ${sorted[10]} ms, max ${sorted[19]} ms`
       )
       assert.isTrue(logs.lines.some((line) => line.startsWith("INFO launched \"demo.napper\"")))
     }))
@@ -223,9 +226,11 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       })
       assert.strictEqual((yield* request(handle)).state, "refused")
       assert.strictEqual((yield* Activity.snapshot).length, 0)
-      assert.isTrue(logs.lines.some((line) =>
-        line.startsWith("WARN could not launch \"demo.nope\"") && line.includes("by role \"postgres\"")
-      ))
+      assert.isTrue(
+        logs.lines.some((line) =>
+          line.startsWith("WARN could not launch \"demo.nope\"") && line.includes("by role \"postgres\"")
+        )
+      )
     }))
 
   it.effect("an argument that fails the entry point's schema is refused the same way; nothing starts", () =>
@@ -338,7 +343,9 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
     Effect.gen(function*() {
       const sql = yield* SqlClient
       const setting = (name: string) =>
-        sql<{ readonly setting: string; readonly unit: string | null; readonly source: string; readonly context: string }>`
+        sql<
+          { readonly setting: string; readonly unit: string | null; readonly source: string; readonly context: string }
+        >`
           SELECT setting, unit, source, context FROM bgworker.settings WHERE name = ${name}`
       const { value: [max] } = yield* pollUntil(setting("max_worker_processes"), (rows) => rows.length === 1)
       assert.deepStrictEqual(max, { setting: "4", unit: null, source: "override", context: "postmaster" })
@@ -377,9 +384,11 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       assert.strictEqual(refused.message, "permission denied to terminate background worker")
       yield* asRole(alice, call("terminate", handle))
       yield* pollUntil(request(handle), (row) => row.status === "stopped")
-      assert.isTrue(logs.lines.some((line) =>
-        line.startsWith(`INFO terminate of background worker handle ${handle} requested by role "${alice}"`)
-      ))
+      assert.isTrue(
+        logs.lines.some((line) =>
+          line.startsWith(`INFO terminate of background worker handle ${handle} requested by role "${alice}"`)
+        )
+      )
     }))
 
   it.effect("PUBLIC cannot read the private tables", () =>
@@ -467,7 +476,10 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
 
       const mine = yield* launch("napper", sleepy, schema)
       const pid = yield* waitForStartup(mine, "10 seconds", schema)
-      assert.deepStrictEqual(yield* Supervisor.status(handleOf(yield* request(mine, schema))), WorkerHandle.Started(pid!))
+      assert.deepStrictEqual(
+        yield* Supervisor.status(handleOf(yield* request(mine, schema))),
+        WorkerHandle.Started(pid!)
+      )
 
       const standby = Context.get(yield* Layer.build(other), Supervisor.Supervisor)
       yield* pollUntil(waitingLocks, (n) => n === 1)
@@ -476,7 +488,10 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane", (it) => {
       // liveness lock is held), so its worker is not marked dead.
       const theirs = yield* launch("napper", sleepy, schema)
       const theirPid = yield* waitForStartup(theirs, "10 seconds", schema)
-      assert.deepStrictEqual(yield* standby.status(handleOf(yield* request(theirs, schema))), WorkerHandle.Started(theirPid!))
+      assert.deepStrictEqual(
+        yield* standby.status(handleOf(yield* request(theirs, schema))),
+        WorkerHandle.Started(theirPid!)
+      )
       assert.strictEqual((yield* Activity.snapshot).length, 1, "the first supervisor's worker still runs")
       assert.strictEqual((yield* request(mine, schema)).status, "started")
       yield* stopAll

@@ -205,10 +205,13 @@ describe("EmbeddedPostgres: no orphans", () => {
       const ownership = fs.statSync(owner.directory)
       const record = JSON.parse(fs.readFileSync(path.join(owner.directory, "owner.json"), "utf8")) as object
       const withRecord = (fields: object) =>
-        Effect.tap(scopedServerLikeDirectory(ownership), (directory) =>
-          Effect.sync(() =>
-            fs.writeFileSync(path.join(directory, "owner.json"), JSON.stringify({ ...record, ...fields }))
-          ))
+        Effect.tap(
+          scopedServerLikeDirectory(ownership),
+          (directory) =>
+            Effect.sync(() =>
+              fs.writeFileSync(path.join(directory, "owner.json"), JSON.stringify({ ...record, ...fields }))
+            )
+        )
       const alive = yield* withRecord({ pid: process.pid, startTime: procStat(process.pid)!.startTime })
       const reused = yield* withRecord({ pid: process.pid, startTime: "1" })
 

@@ -4,8 +4,8 @@ import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Redacted from "effect/Redacted"
 import * as Reactivity from "effect/reactivity/Reactivity"
+import * as Redacted from "effect/Redacted"
 import { SqlClient } from "effect/sql/SqlClient"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -32,8 +32,7 @@ const processUid = (pid: number) =>
   Effect.sync(() => Number(/^Uid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]))
 
 /** A config provider with exactly these environment variables. */
-const withEnv = (env: Record<string, string>) =>
-  Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
 
 // --- roles and logins ---
 
@@ -344,57 +343,65 @@ describe("EmbeddedPostgres", () => {
       assert.notInclude(error.message, "hunter2")
     }))
 
-  it.live("a checkout inside a 0700 directory starts: as root, from a root-owned copy of its binaries", () =>
-    Effect.gen(function*() {
-      const binaries = yield* checkoutInPrivateDirectory
-      const executable = yield* startAndQuery({ binaries })
-      if (!isRoot) {
-        assert.strictEqual(executable, fs.realpathSync(binaries.postgres), "not root: the binaries run in place")
-        return
-      }
-      const cache = cacheOf(executable)
-      assert.strictEqual(path.dirname(cache), fs.realpathSync(os.tmpdir()))
-      assert.match(
-        path.basename(cache),
-        new RegExp(`^effect-bgworker-pg-bin-${process.platform}-${process.arch}-[0-9][^/]*-[0-9a-f]{12}$`)
-      )
-      assert.deepStrictEqual(cacheProblems(cache), [])
-      assert.isTrue(fs.existsSync(path.join(cache, ".effect-bgworker-cache.json")), "no completion marker")
-      assert.isTrue(fs.existsSync(path.join(cache, "share", "postgresql", "postgres.bki")))
-    }).pipe(Effect.scoped), relocationTimeout)
+  it.live(
+    "a checkout inside a 0700 directory starts: as root, from a root-owned copy of its binaries",
+    () =>
+      Effect.gen(function*() {
+        const binaries = yield* checkoutInPrivateDirectory
+        const executable = yield* startAndQuery({ binaries })
+        if (!isRoot) {
+          assert.strictEqual(executable, fs.realpathSync(binaries.postgres), "not root: the binaries run in place")
+          return
+        }
+        const cache = cacheOf(executable)
+        assert.strictEqual(path.dirname(cache), fs.realpathSync(os.tmpdir()))
+        assert.match(
+          path.basename(cache),
+          new RegExp(`^effect-bgworker-pg-bin-${process.platform}-${process.arch}-[0-9][^/]*-[0-9a-f]{12}$`)
+        )
+        assert.deepStrictEqual(cacheProblems(cache), [])
+        assert.isTrue(fs.existsSync(path.join(cache, ".effect-bgworker-cache.json")), "no completion marker")
+        assert.isTrue(fs.existsSync(path.join(cache, "share", "postgresql", "postgres.bki")))
+      }).pipe(Effect.scoped),
+    relocationTimeout
+  )
 
-  it.live("a copy that is not root's alone, or lacks its completion marker, is rebuilt before use", () =>
-    Effect.gen(function*() {
-      const binaries = yield* checkoutInPrivateDirectory
-      const cacheDirectory = yield* scopedCacheDirectory
-      const first = yield* startAndQuery({ binaries, cacheDirectory })
-      if (!isRoot) {
-        assert.deepStrictEqual(fs.readdirSync(cacheDirectory), [], "not root: nothing is copied")
-        return
-      }
-      const cache = cacheOf(first)
-      assert.strictEqual(path.dirname(cache), fs.realpathSync(cacheDirectory))
-      const catalog = path.join(cache, "share", "postgresql", "postgres.bki")
-      const marker = path.join(cache, ".effect-bgworker-cache.json")
+  it.live(
+    "a copy that is not root's alone, or lacks its completion marker, is rebuilt before use",
+    () =>
+      Effect.gen(function*() {
+        const binaries = yield* checkoutInPrivateDirectory
+        const cacheDirectory = yield* scopedCacheDirectory
+        const first = yield* startAndQuery({ binaries, cacheDirectory })
+        if (!isRoot) {
+          assert.deepStrictEqual(fs.readdirSync(cacheDirectory), [], "not root: nothing is copied")
+          return
+        }
+        const cache = cacheOf(first)
+        assert.strictEqual(path.dirname(cache), fs.realpathSync(cacheDirectory))
+        const catalog = path.join(cache, "share", "postgresql", "postgres.bki")
+        const marker = path.join(cache, ".effect-bgworker-cache.json")
 
-      fs.chmodSync(catalog, 0o666)
-      assert.strictEqual(yield* startAndQuery({ binaries, cacheDirectory }), first)
-      assert.strictEqual(fs.statSync(catalog).mode & 0o777, 0o644, "a file writable by others was kept")
+        fs.chmodSync(catalog, 0o666)
+        assert.strictEqual(yield* startAndQuery({ binaries, cacheDirectory }), first)
+        assert.strictEqual(fs.statSync(catalog).mode & 0o777, 0o644, "a file writable by others was kept")
 
-      fs.rmSync(marker)
-      assert.strictEqual(yield* startAndQuery({ binaries, cacheDirectory }), first)
-      assert.isTrue(fs.existsSync(marker), "a copy without its marker was used")
+        fs.rmSync(marker)
+        assert.strictEqual(yield* startAndQuery({ binaries, cacheDirectory }), first)
+        assert.isTrue(fs.existsSync(marker), "a copy without its marker was used")
 
-      fs.chownSync(cache, 12345, 12345)
-      assert.strictEqual(yield* startAndQuery({ binaries, cacheDirectory }), first)
-      assert.strictEqual(fs.statSync(cache).uid, 0)
-      assert.deepStrictEqual(cacheProblems(cache), [])
-      // Root deletes only what it alone could have changed: the foreign one is left aside, the others are gone.
-      const aside = fs.readdirSync(cacheDirectory).filter((name) => name !== path.basename(cache))
-      assert.strictEqual(aside.length, 1)
-      assert.match(aside[0]!, /\.stale-[0-9a-f]{12}$/)
-      assert.strictEqual(fs.statSync(path.join(cacheDirectory, aside[0]!)).uid, 12345)
-    }).pipe(Effect.scoped), relocationTimeout)
+        fs.chownSync(cache, 12345, 12345)
+        assert.strictEqual(yield* startAndQuery({ binaries, cacheDirectory }), first)
+        assert.strictEqual(fs.statSync(cache).uid, 0)
+        assert.deepStrictEqual(cacheProblems(cache), [])
+        // Root deletes only what it alone could have changed: the foreign one is left aside, the others are gone.
+        const aside = fs.readdirSync(cacheDirectory).filter((name) => name !== path.basename(cache))
+        assert.strictEqual(aside.length, 1)
+        assert.match(aside[0]!, /\.stale-[0-9a-f]{12}$/)
+        assert.strictEqual(fs.statSync(path.join(cacheDirectory, aside[0]!)).uid, 12345)
+      }).pipe(Effect.scoped),
+    relocationTimeout
+  )
 
   it.live("servers starting at once with no copy yet all start, from one copy", () =>
     Effect.gen(function*() {

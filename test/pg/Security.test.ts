@@ -7,16 +7,16 @@
  * may run other suites at the same time. Every role logs in with a password the connector is given, so the
  * suite runs the same on an external server (no trusted socket there).
  */
-import { assert, describe, it, layer } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
+import { assert, describe, it, layer } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
+import * as Reactivity from "effect/reactivity/Reactivity"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
@@ -29,8 +29,8 @@ import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as Guc from "../../src/Guc.ts"
 import * as ControlPlane from "../../src/pg/ControlPlane.ts"
 import { PgServer } from "../../src/pg/EmbeddedPostgres.ts"
-import * as WorkerConnection from "../../src/pg/WorkerConnection.ts"
 import { serverText as serverMessage } from "../../src/pg/internal/serverText.ts"
+import * as WorkerConnection from "../../src/pg/WorkerConnection.ts"
 import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import { captureLogs } from "../fixtures.ts"
@@ -73,8 +73,6 @@ const escapes = new Map<string, Escape>()
 
 /** How many times a probe with each tag started. */
 const probeStarts = new Map<string, number>()
-
-
 
 /** Runs every way back to a more privileged role, and records who the session is after each. */
 const probe = BackgroundWorker.make({
@@ -190,10 +188,12 @@ const launchAs = (role: string, fn: string, arg: unknown, extra = "") =>
     return { handle, waited }
   }))
 
-const failureOf = <A>(result: { readonly _tag: "Success"; readonly success: A } | {
-  readonly _tag: "Failure"
-  readonly failure: SqlError
-}) => {
+const failureOf = <A>(
+  result: { readonly _tag: "Success"; readonly success: A } | {
+    readonly _tag: "Failure"
+    readonly failure: SqlError
+  }
+) => {
   assert.strictEqual(result._tag, "Failure", "expected the call to fail")
   const cause = ((result as { failure: SqlError }).failure.reason as { cause?: unknown }).cause as {
     message: string
@@ -277,7 +277,10 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       const { handle, waited } = yield* launchAs(mallory, "worker_spi_main", { index: 79, role: server.user })
       const error = failureOf(waited)
       assert.strictEqual(error.code, "42501")
-      assert.strictEqual(error.message, `permission denied to launch background worker "worker_spi dynamic worker" as superuser "${server.user}"`)
+      assert.strictEqual(
+        error.message,
+        `permission denied to launch background worker "worker_spi dynamic worker" as superuser "${server.user}"`
+      )
       assert.isString(error.hint)
       assert.strictEqual((yield* Activity.snapshot).length, before)
       assert.isTrue(yield* logged(`request ${handle} by role "${mallory}"`))
@@ -340,8 +343,10 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
         main: () => ProcLatch.wait({ onPostmasterDeath: "exit" }).pipe(Effect.asVoid)
       })
       const handle = yield* Supervisor.register(worker)
-      yield* PgTest.eventually("the refusal", Effect.map(Supervisor.info(handle), (row) =>
-        Option.isSome(row) && row.value.lastExit !== null))
+      yield* PgTest.eventually(
+        "the refusal",
+        Effect.map(Supervisor.info(handle), (row) => Option.isSome(row) && row.value.lastExit !== null)
+      )
       assert.include(
         Option.getOrThrow(yield* Supervisor.info(handle)).lastExit!.message,
         `permission denied for database "${closeddb}"`
@@ -366,7 +371,9 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       yield* runAs(signaller, `SELECT bgworker.set_latch(${handle})`)
       // ... but not a superuser's
       const [superHandle] = yield* sql<{ handle: string }>`
-        SELECT bgworker.launch('security', 'probe', ${JSON.stringify({ tag: "super", target: mallory })}::jsonb) AS handle`
+        SELECT bgworker.launch('security', 'probe', ${
+        JSON.stringify({ tag: "super", target: mallory })
+      }::jsonb) AS handle`
       const bySignaller = yield* Effect.result(runAs(signaller, `SELECT bgworker.terminate(${superHandle!.handle})`))
       assert.include(failureOf(bySignaller).detail, "SUPERUSER")
       // reload is not a launcher's right; a superuser's, or a role's it is granted to
@@ -445,7 +452,10 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       // The following launch may overtake them (launch's fast path); they are refused all the same.
       const refusedRows = sql<{ id: string; state: string; sqlstate: string; error: string }>`
         SELECT id, state, sqlstate, error FROM bgworker._requests WHERE id IN (${big!.id}, ${named!.id}) ORDER BY id`
-      yield* PgTest.eventually("both refused", Effect.map(refusedRows, (rows) => rows.every((r) => r.state !== "requested")))
+      yield* PgTest.eventually(
+        "both refused",
+        Effect.map(refusedRows, (rows) => rows.every((r) => r.state !== "requested"))
+      )
       const rows = yield* refusedRows
       assert.deepStrictEqual(rows.map((r) => [r.state, r.sqlstate]), [["refused", "54000"], ["refused", "22001"]])
       assert.include(rows[0]!.error, "too large")
@@ -509,8 +519,11 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       const loopback = yield* Effect.result(runAs(mallory, `SELECT loopback FROM bgworker._config`))
       assert.strictEqual(failureOf(loopback).code, "42501")
       // Through start, the worker still runs as the role that called it, not as the loopback's owner.
-      const [started] = yield* runAs(mallory, `SELECT bgworker.start('worker_spi', 'worker_spi_main',
-        '{"index": 91}', 'worker_spi by mallory via start') AS pid`)
+      const [started] = yield* runAs(
+        mallory,
+        `SELECT bgworker.start('worker_spi', 'worker_spi_main',
+        '{"index": 91}', 'worker_spi by mallory via start') AS pid`
+      )
       const pid = (started as { pid: number }).pid
       const [session] = yield* sql<{ usename: string; application_name: string }>`
         SELECT usename, application_name FROM pg_stat_activity WHERE pid = ${pid}`
@@ -524,17 +537,23 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       yield* sql.unsafe(`GRANT USAGE ON SCHEMA ${ext!.schema} TO ${mallory}`)
       yield* sql.unsafe(`GRANT EXECUTE ON FUNCTION ${grant} TO ${mallory}`)
       const [deferred] = yield* Effect.ensuring(
-        runAs(mallory, `SELECT bgworker.start('worker_spi', 'worker_spi_main', '{"index": 92}', 'deferred by mallory') AS pid`),
+        runAs(
+          mallory,
+          `SELECT bgworker.start('worker_spi', 'worker_spi_main', '{"index": 92}', 'deferred by mallory') AS pid`
+        ),
         Effect.orDie(Effect.andThen(
           sql.unsafe(`REVOKE EXECUTE ON FUNCTION ${grant} FROM ${mallory}`),
           sql.unsafe(`REVOKE USAGE ON SCHEMA ${ext!.schema} FROM ${mallory}`)
         ))
       )
       assert.isNull((deferred as { pid: number | null }).pid)
-      yield* PgTest.eventually("the deferred launch to run, as mallory", Effect.map(
-        sessionsOf("deferred by mallory"),
-        (rows) => rows.length === 1 && rows[0]!.usename === mallory
-      ))
+      yield* PgTest.eventually(
+        "the deferred launch to run, as mallory",
+        Effect.map(
+          sessionsOf("deferred by mallory"),
+          (rows) => rows.length === 1 && rows[0]!.usename === mallory
+        )
+      )
     }))
 
   it.effect("a notification without the supervisor's key launches nothing, and a replayed signed one launches once", () =>
@@ -581,12 +600,16 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       })
       const exit = yield* Effect.gen(function*() {
         const handle = yield* Supervisor.register(worker)
-        yield* PgTest.eventually("the refusal", Effect.map(Supervisor.info(handle), (row) =>
-          Option.isSome(row) && row.value.lastExit !== null))
+        yield* PgTest.eventually(
+          "the refusal",
+          Effect.map(Supervisor.info(handle), (row) => Option.isSome(row) && row.value.lastExit !== null)
+        )
         return Option.getOrThrow(yield* Supervisor.info(handle)).lastExit!.message
       }).pipe(
         // provideMerge: a registrant's own services come first, so it must see this connector too.
-        Effect.provide(Supervisor.layer().pipe(Layer.provideMerge(WorkerConnection.layer().pipe(Layer.provide(external))))),
+        Effect.provide(
+          Supervisor.layer().pipe(Layer.provideMerge(WorkerConnection.layer().pipe(Layer.provide(external))))
+        ),
         Effect.scoped
       )
       assert.include(exit, `no credentials to log in as role "${stranger}"`)
@@ -603,7 +626,9 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
       yield* Effect.addFinalizer(() => Effect.promise(() => fs.rm(directory, { recursive: true, force: true })))
       const passfile = path.join(directory, "pgpass")
       yield* Effect.promise(() =>
-        fs.writeFile(passfile, `# comment\nnohost:1:*:*:wrong\n*:*:*:${stranger}:${password(stranger)}\n`, { mode: 0o600 })
+        fs.writeFile(passfile, `# comment\nnohost:1:*:*:wrong\n*:*:*:${stranger}:${password(stranger)}\n`, {
+          mode: 0o600
+        })
       )
       const sessionUser = (tag: string) =>
         Effect.gen(function*() {
@@ -621,17 +646,22 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
               })
           })
           const handle = yield* Supervisor.register(worker)
-          yield* PgTest.eventually("a start or a failure", Effect.map(
-            Effect.all([Deferred.isDone(seen), Supervisor.info(handle)]),
-            ([done, row]) => done || (Option.isSome(row) && row.value.lastExit !== null)
-          ))
+          yield* PgTest.eventually(
+            "a start or a failure",
+            Effect.map(
+              Effect.all([Deferred.isDone(seen), Supervisor.info(handle)]),
+              ([done, row]) => done || (Option.isSome(row) && row.value.lastExit !== null)
+            )
+          )
           return (yield* Deferred.isDone(seen))
             ? { user: yield* Deferred.await(seen) }
             : { failure: Option.getOrThrow(yield* Supervisor.info(handle)).lastExit!.message }
         }).pipe(
-          Effect.provide(Supervisor.layer().pipe(
-            Layer.provideMerge(WorkerConnection.layer({ passfile }).pipe(Layer.provide(external)))
-          )),
+          Effect.provide(
+            Supervisor.layer().pipe(
+              Layer.provideMerge(WorkerConnection.layer({ passfile }).pipe(Layer.provide(external)))
+            )
+          ),
           Effect.scoped
         )
       assert.deepStrictEqual(yield* sessionUser("0600"), { user: stranger })

@@ -75,8 +75,7 @@ const row = (name: string) =>
   })
 
 /** `[setting, source, sourcefile, sourceline]` of the registry's row for `name`. */
-const where = (name: string) =>
-  Effect.map(row(name), (r) => [r.setting, r.source, r.sourcefile, r.sourceline] as const)
+const where = (name: string) => Effect.map(row(name), (r) => [r.setting, r.source, r.sourcefile, r.sourceline] as const)
 
 /** `SHOW name` in a session of its own. */
 const show = (name: string) =>
@@ -297,10 +296,16 @@ layer(Suite, PgTest.suiteOptions)("ServerSettings", (it) => {
       )
       yield* Effect.gen(function*() {
         // A new session sees the database's and the role's values...
-        assert.deepStrictEqual([yield* show("worker_spi.naptime"), yield* show("worker_spi.database")], ["7", "fromrole"])
+        assert.deepStrictEqual([yield* show("worker_spi.naptime"), yield* show("worker_spi.database")], [
+          "7",
+          "fromrole"
+        ])
         // ...the supervisor only the server's.
         assert.deepStrictEqual((yield* where("worker_spi.naptime")).slice(0, 2), ["10", "default"])
-        assert.deepStrictEqual((yield* where("worker_spi.database")).slice(0, 2), ["fromserver", "server configuration"])
+        assert.deepStrictEqual((yield* where("worker_spi.database")).slice(0, 2), [
+          "fromserver",
+          "server configuration"
+        ])
         yield* reloadWith("ALTER SYSTEM SET worker_spi.naptime = 5")
         yield* PgTest.eventually("the registry follows", Effect.map(Guc.get(naptime), (n) => n === 5), 2000)
         assert.strictEqual(yield* show("worker_spi.naptime"), "7")

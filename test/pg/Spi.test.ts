@@ -92,7 +92,11 @@ layer(PgTest.layer({ prefix: "spi" }), PgTest.suiteOptions)("Spi", (it) => {
         "idle in transaction",
         "the end of the inner transaction does not end the outer one"
       )
-      assert.deepStrictEqual(yield* sql<{ v: number }>`SELECT v FROM spi_nesting`, [], "nothing is visible before the commit")
+      assert.deepStrictEqual(
+        yield* sql<{ v: number }>`SELECT v FROM spi_nesting`,
+        [],
+        "nothing is visible before the commit"
+      )
       yield* Deferred.succeed(commit, undefined)
       yield* PgTest.eventually("the outer transaction to commit", Effect.map(rowOf(h), (r) => r.state === "idle"))
       assert.deepStrictEqual((yield* sql<{ v: number }>`SELECT v FROM spi_nesting ORDER BY v`).map((r) => r.v), [1, 3])

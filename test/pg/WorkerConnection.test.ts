@@ -22,7 +22,6 @@ const withSupervisor = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.scoped
   )
 
-
 const lastExit = (h: WorkerHandle) =>
   Effect.map(Supervisor.info(h), (row) => Option.match(row, { onNone: () => undefined, onSome: (r) => r.lastExit }))
 
@@ -53,10 +52,13 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
       assert.strictEqual(row.query, "SELECT pg_backend_pid() AS pid")
       yield* Supervisor.terminate(h)
       yield* Supervisor.awaitShutdown(h)
-      yield* PgTest.eventually("the session to end", Effect.map(
-        sql`SELECT 1 FROM pg_stat_activity WHERE pid = ${backend}`,
-        (rows) => rows.length === 0
-      ))
+      yield* PgTest.eventually(
+        "the session to end",
+        Effect.map(
+          sql`SELECT 1 FROM pg_stat_activity WHERE pid = ${backend}`,
+          (rows) => rows.length === 0
+        )
+      )
     })))
 
   it.effect("a worker can choose its database from its argument at each start", () =>
@@ -122,8 +124,10 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
         main: () => ProcLatch.wait({ onPostmasterDeath: "exit" })
       })
       const h = yield* Supervisor.register(worker)
-      yield* PgTest.eventually("the worker to be given up", Effect.map(Supervisor.info(h), (r) =>
-        Option.isSome(r) && r.value.registration === "given up"))
+      yield* PgTest.eventually(
+        "the worker to be given up",
+        Effect.map(Supervisor.info(h), (r) => Option.isSome(r) && r.value.registration === "given up")
+      )
       const row = Option.getOrThrow(yield* Supervisor.info(h))
       assert.strictEqual(row.lastExit?.message, `database "no_such_db" does not exist`)
       assert.strictEqual(row.restartCount, 2)
@@ -143,10 +147,13 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
         })
       const plain = yield* Supervisor.register(make("plain", false))
       const bypass = yield* Supervisor.register(make("bypass", true))
-      yield* PgTest.eventually("both to fail", Effect.map(
-        Effect.all([Supervisor.status(plain), Supervisor.status(bypass)]),
-        (ss) => ss.every((s) => s._tag === "Stopped")
-      ))
+      yield* PgTest.eventually(
+        "both to fail",
+        Effect.map(
+          Effect.all([Supervisor.status(plain), Supervisor.status(bypass)]),
+          (ss) => ss.every((s) => s._tag === "Stopped")
+        )
+      )
       const server = yield* PgServer
       assert.isTrue(server.port > 0)
       yield* sql.unsafe(`DROP DATABASE noconndb`)
@@ -204,54 +211,61 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
       yield* PgTest.eventually("the failure", Effect.map(lastExit(h), (e) => e != null), 1000)
       console.log(`session end noticed after ${Date.now() - start} ms`)
       // A background worker's words for pg_terminate_backend (its die()), not a client's.
-      assert.include((yield* lastExit(h))?.message, `terminating background worker "sleeper" due to administrator command`)
+      assert.include(
+        (yield* lastExit(h))?.message,
+        `terminating background worker "sleeper" due to administrator command`
+      )
       yield* PgTest.eventually("a second backend", Effect.sync(() => backends.length === 2))
     })))
 
   it.effect("a crash of one server process ends every worker's session, logged once as a crash restart", () =>
-    withSupervisor(Effect.gen(function*() {
-      const server = yield* PgServer
-      // Only an embedded server is ours to crash (we run as root or as its owner); a shared DATABASE_URL
-      // server is left alone, and the test then checks only that workers start.
-      const sql = yield* SqlClient
-      const backends: Array<number> = []
-      yield* Supervisor.register(PgTest.backendRecorder("crash 1", backends, "200 millis"))
-      yield* Supervisor.register(PgTest.backendRecorder("crash 2", backends, "200 millis"))
-      yield* PgTest.eventually("both backends", Effect.sync(() => backends.length === 2))
-      if (!server.embedded) return
-      const [victim] = yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`
-      // SIGKILL of one backend: the postmaster ends every other session (57P02) and restarts.
-      yield* Effect.exit(Effect.sync(() => process.kill(victim!.pid, "SIGKILL")))
-      yield* PgTest.eventually("both workers back", Effect.sync(() => backends.length >= 4), 20_000)
-      const crashLines = logs.lines.filter((line) => line.includes("is restarting after a server process crashed"))
-      assert.strictEqual(crashLines.length, 1)
-    }).pipe(Effect.provide(logs.layer))))
+    withSupervisor(
+      Effect.gen(function*() {
+        const server = yield* PgServer
+        // Only an embedded server is ours to crash (we run as root or as its owner); a shared DATABASE_URL
+        // server is left alone, and the test then checks only that workers start.
+        const sql = yield* SqlClient
+        const backends: Array<number> = []
+        yield* Supervisor.register(PgTest.backendRecorder("crash 1", backends, "200 millis"))
+        yield* Supervisor.register(PgTest.backendRecorder("crash 2", backends, "200 millis"))
+        yield* PgTest.eventually("both backends", Effect.sync(() => backends.length === 2))
+        if (!server.embedded) return
+        const [victim] = yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`
+        // SIGKILL of one backend: the postmaster ends every other session (57P02) and restarts.
+        yield* Effect.exit(Effect.sync(() => process.kill(victim!.pid, "SIGKILL")))
+        yield* PgTest.eventually("both workers back", Effect.sync(() => backends.length >= 4), 20_000)
+        const crashLines = logs.lines.filter((line) => line.includes("is restarting after a server process crashed"))
+        assert.strictEqual(crashLines.length, 1)
+      }).pipe(Effect.provide(logs.layer))
+    ))
 
   it.effect("pg_terminate_backend on a worker's backend fails the worker, and its restart policy brings it back", () =>
-    withSupervisor(Effect.gen(function*() {
-      const sql = yield* SqlClient
-      const backends: Array<number> = []
-      const worker = BackgroundWorker.make({
-        name: "victim",
-        database: {},
-        startTime: "consistentState",
-        restart: BackgroundWorker.restartAfter("100 millis"),
-        main: () =>
-          Effect.gen(function*() {
-            while (true) {
-              const rows = yield* Spi.unsafe<{ pid: number }>("SELECT pg_backend_pid() AS pid")
-              if (!backends.includes(rows[0]!.pid)) backends.push(rows[0]!.pid)
-              yield* ProcLatch.wait({ timeout: "20 millis", onPostmasterDeath: "exit" })
-              yield* ProcLatch.reset
-            }
-          })
-      })
-      const h = yield* Supervisor.register(worker)
-      yield* PgTest.eventually("the first backend", Effect.sync(() => backends.length === 1))
-      yield* sql`SELECT pg_terminate_backend(${backends[0]!})`
-      yield* PgTest.eventually("a second backend", Effect.sync(() => backends.length === 2))
-      const row = Option.getOrThrow(yield* Supervisor.info(h))
-      assert.strictEqual(row.lastExit?.kind, "failed")
-      assert.strictEqual(row.restartCount, 1)
-    }).pipe(Effect.timeout("20 seconds"))))
+    withSupervisor(
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const backends: Array<number> = []
+        const worker = BackgroundWorker.make({
+          name: "victim",
+          database: {},
+          startTime: "consistentState",
+          restart: BackgroundWorker.restartAfter("100 millis"),
+          main: () =>
+            Effect.gen(function*() {
+              while (true) {
+                const rows = yield* Spi.unsafe<{ pid: number }>("SELECT pg_backend_pid() AS pid")
+                if (!backends.includes(rows[0]!.pid)) backends.push(rows[0]!.pid)
+                yield* ProcLatch.wait({ timeout: "20 millis", onPostmasterDeath: "exit" })
+                yield* ProcLatch.reset
+              }
+            })
+        })
+        const h = yield* Supervisor.register(worker)
+        yield* PgTest.eventually("the first backend", Effect.sync(() => backends.length === 1))
+        yield* sql`SELECT pg_terminate_backend(${backends[0]!})`
+        yield* PgTest.eventually("a second backend", Effect.sync(() => backends.length === 2))
+        const row = Option.getOrThrow(yield* Supervisor.info(h))
+        assert.strictEqual(row.lastExit?.kind, "failed")
+        assert.strictEqual(row.restartCount, 1)
+      }).pipe(Effect.timeout("20 seconds"))
+    ))
 })

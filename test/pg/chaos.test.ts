@@ -64,15 +64,15 @@ import * as WorkerSpi from "../../examples/worker_spi/worker_spi.ts"
 import * as Activity from "../../src/Activity.ts"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as Guc from "../../src/Guc.ts"
+import { liveFibers } from "../../src/internal/postmaster/postmaster.ts"
 import * as ControlPlane from "../../src/pg/ControlPlane.ts"
 import * as EmbeddedPostgres from "../../src/pg/EmbeddedPostgres.ts"
 import { PgServer } from "../../src/pg/EmbeddedPostgres.ts"
+import { serverText as serverMessage } from "../../src/pg/internal/serverText.ts"
 import * as WorkerConnection from "../../src/pg/WorkerConnection.ts"
 import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import * as WorkerHandle from "../../src/WorkerHandle.ts"
-import { serverText as serverMessage } from "../../src/pg/internal/serverText.ts"
-import { liveFibers } from "../../src/internal/postmaster/postmaster.ts"
 import { supervisorService } from "../fixtures.ts"
 import * as Prng from "./chaos/prng.ts"
 import * as Stats from "./chaos/stats.ts"
@@ -119,7 +119,11 @@ const launchee = BackgroundWorker.make({
       starts.set(i, (starts.get(i) ?? 0) + 1)
       if (lifeMs === 0) return
       if (lifeMs > 0) {
-        yield* ProcLatch.wait({ timeout: Duration.millis(lifeMs), onPostmasterDeath: "exit", waitEvent: "ChaosLaunchee" })
+        yield* ProcLatch.wait({
+          timeout: Duration.millis(lifeMs),
+          onPostmasterDeath: "exit",
+          waitEvent: "ChaosLaunchee"
+        })
         return
       }
       while (true) {
@@ -156,8 +160,7 @@ const logs = {
   errors: [] as Array<string>,
   warnings: [] as Array<string>
 }
-const template = (message: string) =>
-  message.replace(/"[^"]*"/g, "\"…\"").replace(/\d+(\.\d+)?/g, "N").slice(0, 160)
+const template = (message: string) => message.replace(/"[^"]*"/g, "\"…\"").replace(/\d+(\.\d+)?/g, "N").slice(0, 160)
 const logLayer = Layer.mergeAll(
   Logger.layer([Logger.make((o) => {
     const message = Array.isArray(o.message) ? o.message.map(String).join(" ") : String(o.message)
@@ -217,40 +220,52 @@ layer(Suite, { timeout: "120 seconds", excludeTestServices: true })("chaos", (it
   // Found by the chaos run below (seeds 2 and 8): `bgworker.activity` froze for good after a crash. The
   // publisher's write is a transaction, and effect/sql's `withTransaction` turns a failed ROLLBACK on a dead
   // session into a defect, which the publisher's `Effect.catch` does not catch: its fiber ends, silently.
-  it.effect("the activity view keeps being published after the publisher's session is killed in the middle of its transaction", () =>
-    Effect.gen(function*() {
-      const sql: Sql = yield* SqlClient
-      const app = `chaos publisher ${suffix}`
-      const stack = ControlPlane.layer({ schema: "bgw_publisher", pollInterval: "200 millis" }).pipe(
-        Layer.provideMerge(Supervisor.layer({ maxWorkerProcesses: 8 })),
-        Layer.provideMerge(EmbeddedPostgres.clientLayer({ applicationName: app })),
-        Layer.provide(logLayer)
-      )
-      yield* Effect.gen(function*() {
-        const names = Effect.map(
-          sql<{ readonly name: string }>`SELECT name FROM bgw_publisher.activity ORDER BY name`,
-          (rows) => rows.map((r) => r.name)
+  it.effect(
+    "the activity view keeps being published after the publisher's session is killed in the middle of its transaction",
+    () =>
+      Effect.gen(function*() {
+        const sql: Sql = yield* SqlClient
+        const app = `chaos publisher ${suffix}`
+        const stack = ControlPlane.layer({ schema: "bgw_publisher", pollInterval: "200 millis" }).pipe(
+          Layer.provideMerge(Supervisor.layer({ maxWorkerProcesses: 8 })),
+          Layer.provideMerge(EmbeddedPostgres.clientLayer({ applicationName: app })),
+          Layer.provide(logLayer)
         )
-        yield* Supervisor.register(napper("first"))
-        assert.isTrue(yield* until(Effect.map(names, (n) => n.join() === "first"), 5_000))
-        // Hold the view's table, so that the publisher's next write waits inside its transaction; end its session.
-        yield* Effect.scoped(Effect.gen(function*() {
-          const holder = yield* sql.reserve
-          yield* holder.executeUnprepared("BEGIN", [], undefined)
-          yield* holder.executeUnprepared("LOCK TABLE bgw_publisher._activity IN ACCESS EXCLUSIVE MODE", [], undefined)
-          yield* Supervisor.register(napper("second"))
-          const waiting = sql<{ readonly pid: number }>`
+        yield* Effect.gen(function*() {
+          const names = Effect.map(
+            sql<{ readonly name: string }>`SELECT name FROM bgw_publisher.activity ORDER BY name`,
+            (rows) => rows.map((r) => r.name)
+          )
+          yield* Supervisor.register(napper("first"))
+          assert.isTrue(yield* until(Effect.map(names, (n) => n.join() === "first"), 5_000))
+          // Hold the view's table, so that the publisher's next write waits inside its transaction; end its session.
+          yield* Effect.scoped(Effect.gen(function*() {
+            const holder = yield* sql.reserve
+            yield* holder.executeUnprepared("BEGIN", [], undefined)
+            yield* holder.executeUnprepared(
+              "LOCK TABLE bgw_publisher._activity IN ACCESS EXCLUSIVE MODE",
+              [],
+              undefined
+            )
+            yield* Supervisor.register(napper("second"))
+            const waiting = sql<{ readonly pid: number }>`
             SELECT pid FROM pg_stat_activity WHERE application_name = ${app} AND wait_event_type = 'Lock'`
-          assert.isTrue(yield* until(Effect.map(waiting, (rows) => rows.length === 1), 5_000))
-          const [publisher] = yield* waiting
-          yield* sql`SELECT pg_terminate_backend(${publisher!.pid})`
-          yield* holder.executeUnprepared("COMMIT", [], undefined)
-        }))
-        yield* Supervisor.register(napper("third"))
-        yield* until(Effect.map(names, (n) => n.join() === "first,second,third"), 5_000)
-        assert.deepStrictEqual(yield* names, ["first", "second", "third"], "bgworker.activity stopped being published")
-      }).pipe(Effect.provide(stack), Effect.scoped)
-    }), { timeout: 30_000 })
+            assert.isTrue(yield* until(Effect.map(waiting, (rows) => rows.length === 1), 5_000))
+            const [publisher] = yield* waiting
+            yield* sql`SELECT pg_terminate_backend(${publisher!.pid})`
+            yield* holder.executeUnprepared("COMMIT", [], undefined)
+          }))
+          yield* Supervisor.register(napper("third"))
+          yield* until(Effect.map(names, (n) => n.join() === "first,second,third"), 5_000)
+          assert.deepStrictEqual(
+            yield* names,
+            ["first", "second", "third"],
+            "bgworker.activity stopped being published"
+          )
+        }).pipe(Effect.provide(stack), Effect.scoped)
+      }),
+    { timeout: 30_000 }
+  )
 
   it.effect(
     "under random session kills, server and worker crashes, reloads and launch floods, no delta is lost or counted twice, every launch ends once, and nothing leaks",
@@ -261,7 +276,11 @@ layer(Suite, { timeout: "120 seconds", excludeTestServices: true })("chaos", (it
         const rng = Prng.make(seed)
         console.log(
           `chaos: seed ${seed} (rerun with CHAOS_SEED=${seed}), ${seconds} s of faults, ` +
-            `${server.embedded ? `embedded server, synchronous_commit = ${synchronousCommit}` : "DATABASE_URL server (no SIGKILL faults)"}`
+            `${
+              server.embedded
+                ? `embedded server, synchronous_commit = ${synchronousCommit}`
+                : "DATABASE_URL server (no SIGKILL faults)"
+            }`
         )
 
         // The schemas exist with their total before any delta (worker_spi drops deltas that come first).
@@ -359,8 +378,10 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
       WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
       ORDER BY application_name, pid`
 
-    const spiPids = Effect.map(sessions, (rows) =>
-      new Set(rows.filter((r) => r.application_name.startsWith("chaos spi ")).map((r) => r.pid)))
+    const spiPids = Effect.map(
+      sessions,
+      (rows) => new Set(rows.filter((r) => r.application_name.startsWith("chaos spi ")).map((r) => r.pid))
+    )
 
     /** Every worker in `which` runs and has a session whose pid is not in `excluded`. */
     const spiUp = (which: ReadonlyArray<number>, excluded: ReadonlySet<number>) =>
@@ -399,7 +420,8 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
             return true
           }
           const message = pgMessage(result.failure)
-          const retryable = result.failure.reason._tag === "ConnectionError" || /pending|did not start within/.test(message) ||
+          const retryable = result.failure.reason._tag === "ConnectionError" ||
+            /pending|did not start within/.test(message) ||
             /terminat|connection|shutdown|recovery|starting up/i.test(message)
           if (!retryable) {
             if (!/could not start background process/.test(message)) anomalies.push(`probe ${handle}: ${message}`)
@@ -592,7 +614,9 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
         yield* Supervisor.reload
         const naptime = yield* Guc.get(WorkerSpi.Naptime)
         fs.writeFileSync(confFile, validConf)
-        if (naptime !== 1) violations.push(`a reload of ${JSON.stringify(variant)} left worker_spi.naptime = ${naptime}`)
+        if (naptime !== 1) {
+          violations.push(`a reload of ${JSON.stringify(variant)} left worker_spi.naptime = ${naptime}`)
+        }
         injected.set("reload (invalid config)", (injected.get("reload (invalid config)") ?? 0) + 1)
         recoveries.push({ kind: "reload (invalid config)", ms: (yield* now) - at })
         return true
@@ -676,7 +700,9 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
           if (Option.isSome(failed)) {
             // The server's message: SqlError's own is generic ("PgConnection: Query failed").
             const message = serverMessage(failed.value)
-            if (/permission denied/.test(message)) violations.push(`a launcher could not terminate its own worker: ${message}`)
+            if (/permission denied/.test(message)) {
+              violations.push(`a launcher could not terminate its own worker: ${message}`)
+            }
           }
           return yield* until(Effect.map(unsettled(targets), (n) => n === 0), recoveryBoundMs)
         })
@@ -746,21 +772,28 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
         })
       )
       if (!done) skipped++
-      timeline.push(`${((t - started) / 1000).toFixed(1)}s ${kind}${target === "" ? "" : ` ${target}`}${done ? "" : " (skipped)"}`)
+      timeline.push(
+        `${((t - started) / 1000).toFixed(1)}s ${kind}${target === "" ? "" : ` ${target}`}${done ? "" : " (skipped)"}`
+      )
       target = ""
     }
     const faultsEnd = yield* now
 
     // --- settle ---
 
-    const backgroundExits = yield* Effect.timeoutOption(Fiber.awaitAll(background), Duration.millis(recoveryBoundMs + 30_000))
+    const backgroundExits = yield* Effect.timeoutOption(
+      Fiber.awaitAll(background),
+      Duration.millis(recoveryBoundMs + 30_000)
+    )
     if (backgroundExits._tag === "None") violations.push("fault trackers still running long after the faults stopped")
     inserts.stop = true
     yield* Fiber.awaitAll(inserters)
     fs.writeFileSync(confFile, validConf)
 
     const settledUp = yield* until(spiUp(allSpi, new Set()), recoveryBoundMs)
-    if (!settledUp) violations.push("the worker_spi workers were not all running with a session after the faults stopped")
+    if (!settledUp) {
+      violations.push("the worker_spi workers were not all running with a session after the faults stopped")
+    }
     if (!(yield* probe(recoveryBoundMs))) violations.push("the control plane did not answer after the faults stopped")
     yield* Supervisor.reload // folds every delta left
     const deltasLeft = Effect.map(
@@ -782,23 +815,36 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
 
     // Every id below nextId is acknowledged or unknown: the acknowledged ones in the ledger are its rows in
     // that range minus the unknown ones it holds.
-    const [reconciled] = yield* sql<{ readonly in_range: number; readonly out_of_range: number; readonly unknown_in: number }>`
+    const [reconciled] = yield* sql<
+      { readonly in_range: number; readonly out_of_range: number; readonly unknown_in: number }
+    >`
       SELECT count(*) FILTER (WHERE id >= 1 AND id < ${inserts.nextId})::int AS in_range,
              count(*) FILTER (WHERE id < 1 OR id >= ${inserts.nextId})::int AS out_of_range,
-             count(*) FILTER (WHERE id = ANY(string_to_array(${inserts.unknown.join(",")}, ',')::bigint[]))::int AS unknown_in
+             count(*) FILTER (WHERE id = ANY(string_to_array(${
+      inserts.unknown.join(",")
+    }, ',')::bigint[]))::int AS unknown_in
       FROM chaos_ledger`
     const unknownCommitted = reconciled!.unknown_in
     const lostAcked = inserts.acked - (reconciled!.in_range - unknownCommitted)
     const phantom = reconciled!.out_of_range
     if (lostAcked > 0) violations.push(`${lostAcked} acknowledged insert(s) are missing from the ledger`)
     if (phantom > 0) violations.push(`${phantom} ledger row(s) belong to no insert the client made`)
-    const perSchema: Array<Array<string | number>> = [["schema", "inserted (ledger)", "deltas", "total", "remaining", "difference"]]
+    const perSchema: Array<Array<string | number>> = [[
+      "schema",
+      "inserted (ledger)",
+      "deltas",
+      "total",
+      "remaining",
+      "difference"
+    ]]
     const ledger = yield* sql<{ readonly schema_index: number; readonly n: number; readonly sum: string }>`
       SELECT schema_index, count(*)::int AS n, sum(value)::text AS sum FROM chaos_ledger GROUP BY schema_index`
     for (const i of allSpi) {
       const mine = ledger.find((r) => r.schema_index === i)
       const inserted = Number(mine?.sum ?? 0)
-      const [state] = yield* sql.unsafe<{ readonly total: number | null; readonly totals: number; readonly remaining: number }>(
+      const [state] = yield* sql.unsafe<
+        { readonly total: number | null; readonly totals: number; readonly remaining: number }
+      >(
         `SELECT (SELECT value FROM schema${i}.counted WHERE type = 'total') AS total,
                 (SELECT count(*)::int FROM schema${i}.counted WHERE type = 'total') AS totals,
                 (SELECT coalesce(sum(value), 0)::int FROM schema${i}.counted WHERE type = 'delta') AS remaining`
@@ -809,7 +855,9 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
       if (state!.totals !== 1) violations.push(`schema${i} has ${state!.totals} total rows`)
       if (difference !== 0) {
         violations.push(
-          `schema${i}: inserted ${inserted} but total ${total} + remaining ${state!.remaining} = ${total + state!.remaining} ` +
+          `schema${i}: inserted ${inserted} but total ${total} + remaining ${state!.remaining} = ${
+            total + state!.remaining
+          } ` +
             `(${difference > 0 ? `${difference} lost` : `${-difference} counted twice`})`
         )
       }
@@ -819,7 +867,9 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
 
     const final = yield* until(
       Effect.map(
-        sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM bgworker._requests WHERE state IN ('requested', 'processing')`,
+        sql<
+          { readonly n: number }
+        >`SELECT count(*)::int AS n FROM bgworker._requests WHERE state IN ('requested', 'processing')`,
         (rows) => rows[0]!.n === 0
       ),
       30_000
@@ -836,7 +886,11 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
        FROM bgworker._requests ORDER BY id`
     if (!final) {
       const stuck = requests.filter((r) => r.state === "requested" || r.state === "processing")
-      violations.push(`${stuck.length} request(s) never reached a final state: ${stuck.slice(0, 10).map((r) => `${r.id} ${r.kind} ${r.state}`).join(", ")}`)
+      violations.push(
+        `${stuck.length} request(s) never reached a final state: ${
+          stuck.slice(0, 10).map((r) => `${r.id} ${r.kind} ${r.state}`).join(", ")
+        }`
+      )
     }
     const launches = requests.filter((r) => r.kind === "launch")
     const byState = new Map<string, number>()
@@ -855,7 +909,9 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
       }
     }
     for (const [i, n] of seenI) if (n > 1) violations.push(`${n} launch requests carry i = ${i}`)
-    for (const [i, n] of starts) if (!seenI.has(i)) violations.push(`a worker with i = ${i} started ${n} times without a request`)
+    for (const [i, n] of starts) {
+      if (!seenI.has(i)) violations.push(`a worker with i = ${i} started ${n} times without a request`)
+    }
 
     // --- 3. request statuses agree with the supervisor ---
 
@@ -886,16 +942,22 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
       for (const i of allSpi) {
         const running = activity.some((r) => r.name === spiName(i) && r.registration === "running")
         const count = rows.filter((r) => r.application_name === spiName(i)).length
-        if (count !== (running ? 1 : 0)) wrong.push(`${spiName(i)}: ${running ? "running" : "not running"} with ${count} session(s)`)
+        if (count !== (running ? 1 : 0)) {
+          wrong.push(`${spiName(i)}: ${running ? "running" : "not running"} with ${count} session(s)`)
+        }
       }
       return wrong
     })
     const sessionsAgree = yield* until(Effect.map(sessionMismatches, (wrong) => wrong.length === 0), 10_000)
-    if (!sessionsAgree) violations.push(`worker sessions disagree with the workers: ${(yield* sessionMismatches).join("; ")}`)
+    if (!sessionsAgree) {
+      violations.push(`worker sessions disagree with the workers: ${(yield* sessionMismatches).join("; ")}`)
+    }
 
     /** `bgworker.activity` (published by the control plane) against the supervisor's own view. */
     const viewMismatch = Effect.gen(function*() {
-      const view = yield* sql<{ readonly worker_handle: string; readonly pid: number | null; readonly registration: string }>`
+      const view = yield* sql<
+        { readonly worker_handle: string; readonly pid: number | null; readonly registration: string }
+      >`
         SELECT worker_handle, pid, registration FROM bgworker.activity ORDER BY worker_handle`
       const mine = (yield* Activity.snapshot).map((r) => ({
         worker_handle: WorkerHandle.format(r),
@@ -946,12 +1008,22 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
     )
     if (!noSessions) {
       const left = (yield* sessions).filter((r) => r.application_name.startsWith("chaos spi "))
-      violations.push(`worker sessions left after every worker ended: ${left.map((r) => `${r.application_name} (${r.pid})`).join(", ")}`)
+      violations.push(
+        `worker sessions left after every worker ended: ${
+          left.map((r) => `${r.application_name} (${r.pid})`).join(", ")
+        }`
+      )
     }
     const viewEmpty = yield* until(Effect.map(viewMismatch, (m) => m === undefined), 10_000)
-    if (!viewEmpty) violations.push(`bgworker.activity still lists workers after every worker ended: ${yield* viewMismatch}`)
+    if (!viewEmpty) {
+      violations.push(`bgworker.activity still lists workers after every worker ended: ${yield* viewMismatch}`)
+    }
     const statusesFinal = yield* until(Effect.map(statusMismatches, (wrong) => wrong.length === 0), 10_000)
-    if (!statusesFinal) violations.push(`launch rows still say started after every worker ended: ${(yield* statusMismatches).slice(0, 10).join("; ")}`)
+    if (!statusesFinal) {
+      violations.push(
+        `launch rows still say started after every worker ended: ${(yield* statusMismatches).slice(0, 10).join("; ")}`
+      )
+    }
 
     // --- 6. memory ---
 
@@ -964,26 +1036,34 @@ const run = (sql: Sql, server: PgServer["Service"], rng: Prng.Prng, confFile: st
     if (totalFaults < 50) violations.push(`only ${totalFaults} faults were injected (at least 50 expected)`)
     const notRecovered = recoveries.filter((r) => r.ms === undefined)
     if (notRecovered.length > 0) {
-      violations.push(`${notRecovered.length} fault(s) not recovered within ${recoveryBoundMs} ms: ${notRecovered.map((r) => r.kind).join(", ")}`)
+      violations.push(
+        `${notRecovered.length} fault(s) not recovered within ${recoveryBoundMs} ms: ${
+          notRecovered.map((r) => r.kind).join(", ")
+        }`
+      )
     }
     const topTemplates = [...logs.templates].sort((a, b) => b[1] - a[1]).slice(0, 20)
     console.log([
       "",
       `chaos report (seed ${seed}; rerun with CHAOS_SEED=${seed} CHAOS_SECONDS=${seconds})`,
-      `faults: ${totalFaults} in ${Math.round((faultsEnd - started) / 1000)} s (${skipped} draws skipped: no target), settle ${settleMs} ms`,
+      `faults: ${totalFaults} in ${
+        Math.round((faultsEnd - started) / 1000)
+      } s (${skipped} draws skipped: no target), settle ${settleMs} ms`,
       Stats.recoveryTable(injected, recoveries),
       "(recovered: the worker has a new session / the control plane answers a launch / the flood's requests reached their outcome / the reload returned)",
       "",
       `inserts: ${inserts.acked} acknowledged, ${inserts.unknown.length} with unknown outcome (${unknownCommitted} of them committed), ` +
-        `${lostAcked} acknowledged but lost, ${phantom} phantom`,
+      `${lostAcked} acknowledged but lost, ${phantom} phantom`,
       Stats.table(perSchema),
       `worker_spi restarts: ${restarts.join(", ")}; crasher starts: ${crash.starts}`,
       `requests: ${[...byState].sort().map(([k, n]) => `${k} ${n}`).join(", ")}`,
       `launched workers that never started (terminated or crash-restarted first): ${launchedNeverStarted}`,
-      `live fibers while settled: ${liveBefore}; RSS ${mb(rssStart)} MB -> ${mb(rssEnd)} MB (growth ${growthMb} MB, bound ${rssBoundMb} MB); ` +
-        `heap ${mb(heapStart)} MB -> ${mb(heapEnd)} MB`,
+      `live fibers while settled: ${liveBefore}; RSS ${mb(rssStart)} MB -> ${
+        mb(rssEnd)
+      } MB (growth ${growthMb} MB, bound ${rssBoundMb} MB); ` +
+      `heap ${mb(heapStart)} MB -> ${mb(heapEnd)} MB`,
       `RSS/heap MB every 5 s: ${memory.map((m) => `${mb(m.rss)}/${mb(m.heap)}`).join(" ")}` +
-        (memory.length > 3 ? ` (after the first 15 s: ${mb(rssEnd - memory[2]!.rss)} MB)` : ""),
+      (memory.length > 3 ? ` (after the first 15 s: ${mb(rssEnd - memory[2]!.rss)} MB)` : ""),
       "warnings and errors logged, by template:",
       ...topTemplates.map(([k, n]) => `  ${String(n).padStart(5)}  ${k}`),
       ...(anomalies.length === 0 ? [] : ["notes:", ...anomalies.map((a) => `  ${a}`)]),

@@ -39,8 +39,11 @@ const napper = BackgroundWorker.make({
 /** The embedded server, as a server given by URL: the supervisor does not own it. */
 const external = Layer.effect(
   EmbeddedPostgres.PgServer,
-  Effect.map(EmbeddedPostgres.PgServer, (server) =>
-    EmbeddedPostgres.PgServer.of({ ...server, embedded: false, exited: Effect.never, localSocket: undefined }))
+  Effect.map(
+    EmbeddedPostgres.PgServer,
+    (server) =>
+      EmbeddedPostgres.PgServer.of({ ...server, embedded: false, exited: Effect.never, localSocket: undefined })
+  )
 )
 
 const logged = (text: string) => Effect.sync(() => logs.lines.filter((line) => line.includes(text)).length)
@@ -59,57 +62,61 @@ const Suite = Layer.mergeAll(
 )
 
 layer(Suite, PgTest.suiteOptions)("an outage of a server the supervisor does not own", (it) => {
-  it.effect("is logged once at WARN with host, port and cause; workers come back and the control plane reattaches when it is back", () =>
-    Effect.gen(function*() {
-      const server = yield* EmbeddedPostgres.PgServer
-      const sql = yield* SqlClient
-      yield* PgTest.eventually("the worker's first session", Effect.sync(() => backends.length >= 1))
-      // The server's command line and owner, to start it again as an operator would.
-      const postmaster = server.pid ?? Number(
-        fs.readFileSync(`${server.directory}/data/postmaster.pid`, "utf8").split("\n")[0]
-      )
-      const args = fs.readFileSync(`/proc/${postmaster}/cmdline`, "utf8").split("\0").filter((a) => a !== "")
-      const owner = fs.statSync(`${server.directory}/data`)
-      process.kill(postmaster, "SIGINT")
-      yield* PgTest.eventually("the outage warning", Effect.map(logged(`is unreachable`), (n) => n >= 1), 10_000)
-      const warning = logs.lines.find((line) => line.includes("is unreachable"))!
-      assert.include(warning, `PostgreSQL at ${server.host}:${server.port}`)
-      assert.match(warning, /^WARN /)
-      // Down for a while: still one warning.
-      yield* Effect.sleep("1 second")
-      assert.strictEqual(yield* logged("is unreachable"), 1)
+  it.effect(
+    "is logged once at WARN with host, port and cause; workers come back and the control plane reattaches when it is back",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* EmbeddedPostgres.PgServer
+        const sql = yield* SqlClient
+        yield* PgTest.eventually("the worker's first session", Effect.sync(() => backends.length >= 1))
+        // The server's command line and owner, to start it again as an operator would.
+        const postmaster = server.pid ?? Number(
+          fs.readFileSync(`${server.directory}/data/postmaster.pid`, "utf8").split("\n")[0]
+        )
+        const args = fs.readFileSync(`/proc/${postmaster}/cmdline`, "utf8").split("\0").filter((a) => a !== "")
+        const owner = fs.statSync(`${server.directory}/data`)
+        process.kill(postmaster, "SIGINT")
+        yield* PgTest.eventually("the outage warning", Effect.map(logged(`is unreachable`), (n) => n >= 1), 10_000)
+        const warning = logs.lines.find((line) => line.includes("is unreachable"))!
+        assert.include(warning, `PostgreSQL at ${server.host}:${server.port}`)
+        assert.match(warning, /^WARN /)
+        // Down for a while: still one warning.
+        yield* Effect.sleep("1 second")
+        assert.strictEqual(yield* logged("is unreachable"), 1)
 
-      const restarted = childProcess.spawn(args[0]!, args.slice(1), {
-        cwd: server.directory!,
-        uid: owner.uid,
-        gid: owner.gid,
-        detached: true,
-        stdio: "ignore"
-      })
-      yield* Effect.addFinalizer(() =>
-        Effect.sync(() => {
-          try {
-            process.kill(restarted.pid!, "SIGKILL")
-          } catch {
-            // gone already
-          }
+        const restarted = childProcess.spawn(args[0]!, args.slice(1), {
+          cwd: server.directory!,
+          uid: owner.uid,
+          gid: owner.gid,
+          detached: true,
+          stdio: "ignore"
         })
-      )
-      yield* PgTest.eventually("the end of the outage", Effect.map(logged("answers again"), (n) => n === 1), 20_000)
-      yield* PgTest.eventually("the worker back", Effect.sync(() => backends.length >= 2), 10_000)
-      // The control plane serves launches again (the launch commits first, then the wait).
-      yield* PgTest.eventually(
-        "a launch through the control plane",
-        Effect.map(
-          Effect.result(Effect.flatMap(
-            sql<{ readonly h: string }>`SELECT bgworker.launch('outage', 'napper')::text AS h`,
-            (rows) => sql`SELECT bgworker.wait_for_startup(${rows[0]!.h}::bigint, '2 seconds') AS pid`
-          )),
-          (result) => result._tag === "Success"
-        ),
-        15_000
-      )
-      // Stop the restarted server before the layer removes its directory.
-      process.kill(restarted.pid!, "SIGINT")
-    }), { timeout: 90_000 })
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            try {
+              process.kill(restarted.pid!, "SIGKILL")
+            } catch {
+              // gone already
+            }
+          })
+        )
+        yield* PgTest.eventually("the end of the outage", Effect.map(logged("answers again"), (n) => n === 1), 20_000)
+        yield* PgTest.eventually("the worker back", Effect.sync(() => backends.length >= 2), 10_000)
+        // The control plane serves launches again (the launch commits first, then the wait).
+        yield* PgTest.eventually(
+          "a launch through the control plane",
+          Effect.map(
+            Effect.result(Effect.flatMap(
+              sql<{ readonly h: string }>`SELECT bgworker.launch('outage', 'napper')::text AS h`,
+              (rows) => sql`SELECT bgworker.wait_for_startup(${rows[0]!.h}::bigint, '2 seconds') AS pid`
+            )),
+            (result) => result._tag === "Success"
+          ),
+          15_000
+        )
+        // Stop the restarted server before the layer removes its directory.
+        process.kill(restarted.pid!, "SIGINT")
+      }),
+    { timeout: 90_000 }
+  )
 })

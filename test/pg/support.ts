@@ -11,8 +11,8 @@
  * An embedded server takes about a second to start (mostly `initdb`), once per `layer(...)` block.
  */
 import type * as PgClient from "@effect/sql-pg/PgClient"
-import type * as Config from "effect/Config"
 import * as Clock from "effect/Clock"
+import type * as Config from "effect/Config"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -88,7 +88,9 @@ export const eventually = <E, R>(what: string, check: Effect.Effect<boolean, E, 
   Effect.gen(function*() {
     const deadline = (yield* Clock.currentTimeMillis) + ms
     while (!(yield* check)) {
-      if ((yield* Clock.currentTimeMillis) > deadline) return yield* Effect.die(new Error(`timed out waiting for: ${what}`))
+      if ((yield* Clock.currentTimeMillis) > deadline) {
+        return yield* Effect.die(new Error(`timed out waiting for: ${what}`))
+      }
       yield* Effect.sleep("20 millis")
     }
   })

@@ -95,11 +95,11 @@ const withWorkerSpi = (
     return yield* body.pipe(Effect.provide(stack), Effect.scoped)
   })
 
-
 const logged = (text: string) => Effect.sync(() => logs.lines.some((line) => line.includes(text)))
 
 /** Rows of one query run on `database` (default: the suite's), in a session of its own. */
-const queryOn = (database: string | undefined, text: string) => PgTest.query(text, database === undefined ? {} : { database })
+const queryOn = (database: string | undefined, text: string) =>
+  PgTest.query(text, database === undefined ? {} : { database })
 
 /** Whether `<schema>.counted` exists in `database`. */
 const tableExists = (schema: string, database?: string) =>
@@ -146,7 +146,6 @@ const sessionsNamed = (applicationName: string) =>
       SELECT datname, usename, pid, wait_event FROM pg_stat_activity WHERE application_name = ${applicationName}
       ORDER BY datname`
   )
-
 
 /** `SELECT worker_spi_launch(...)`, as typed in psql: the pid. */
 const callLaunch = (args: string) =>
@@ -229,7 +228,10 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       yield* Supervisor.reload // $node->reload: forces the worker to loop once
       yield* PgTest.eventually("the delta to be folded", Effect.map(deltasLeft("schema4.counted"), (n) => n === 0))
       assert.deepStrictEqual(yield* contents("schema4.counted"), ["total|1"])
-      yield* PgTest.eventually("the count line", logged("INFO worker_spi dynamic worker 4: count in schema4.counted is now 1"))
+      yield* PgTest.eventually(
+        "the count line",
+        logged("INFO worker_spi dynamic worker 4: count in schema4.counted is now 1")
+      )
       // The static worker of the preload (total_workers = 1) runs beside it.
       yield* PgTest.eventually("schema1.counted", tableExists("schema1"))
     })))
@@ -242,7 +244,11 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       yield* PgTest.eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
       yield* sql`INSERT INTO schema6.counted VALUES ('total', 0), ('delta', 7)`
       const start = yield* Clock.currentTimeMillis
-      yield* PgTest.eventually("a timed cycle", Effect.map(contents("schema6.counted"), (rows) => rows[0] === "total|7"), 3000)
+      yield* PgTest.eventually(
+        "a timed cycle",
+        Effect.map(contents("schema6.counted"), (rows) => rows[0] === "total|7"),
+        3000
+      )
       assert.isBelow((yield* Clock.currentTimeMillis) - start, 2500) // naptime is 1 second
     })))
 
@@ -281,8 +287,13 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
           ["worker_spi worker 2", "static"],
           ["worker_spi worker 3", "static"]
         ])
-        yield* PgTest.eventually("all three to nap", Effect.map(Activity.snapshot, (all) =>
-          all.filter((r) => r.backendType === "worker_spi" && napping(Option.some(r))).length === 3))
+        yield* PgTest.eventually(
+          "all three to nap",
+          Effect.map(
+            Activity.snapshot,
+            (all) => all.filter((r) => r.backendType === "worker_spi" && napping(Option.some(r))).length === 3
+          )
+        )
         for (const i of [1, 2, 3]) assert.isTrue(yield* tableExists(`schema${i}`, mydb))
       }))
     }))
@@ -295,10 +306,13 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       yield* withWorkerSpi()(Effect.gen(function*() {
         const first = (yield* WorkerSpi.launch({ index: 10, database: mydb, role: myrole }))!
         const second = (yield* WorkerSpi.launch({ index: 11, database: server.database, role: myrole }))!
-        yield* PgTest.eventually("both to nap", Effect.map(
-          Effect.all([activityOfPid(first), activityOfPid(second)]),
-          (rows) => rows.every(napping)
-        ))
+        yield* PgTest.eventually(
+          "both to nap",
+          Effect.map(
+            Effect.all([activityOfPid(first), activityOfPid(second)]),
+            (rows) => rows.every(napping)
+          )
+        )
         const seen = [
           ...(yield* sessionsNamed("worker_spi dynamic worker 10")),
           ...(yield* sessionsNamed("worker_spi dynamic worker 11"))
@@ -336,7 +350,8 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
         const refused = yield* Effect.result(WorkerSpi.launch({ index: 13, database: mydb, role: nologrole }))
         if (Result.isFailure(refused)) assert.strictEqual(refused.failure.message, "could not start background process")
         yield* PgTest.eventually("the refusal in the log", logged(`role "${nologrole}" is not permitted to log in`))
-        const pid = (yield* WorkerSpi.launch({ index: 13, database: mydb, role: nologrole, flags: ["ROLELOGINCHECK"] }))!
+        const pid =
+          (yield* WorkerSpi.launch({ index: 13, database: mydb, role: nologrole, flags: ["ROLELOGINCHECK"] }))!
         yield* PgTest.eventually("the worker to nap", Effect.map(activityOfPid(pid), napping))
         // The session logs in as the administrator and becomes the role: the schema it created is the role's.
         const owner = yield* queryOn(
@@ -401,16 +416,25 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       yield* sql`INSERT INTO schema16.counted VALUES ('delta', 10), ('delta', 20)`
       // The worker notices at its next statement, fails, and comes back with a new session.
       yield* Supervisor.reload
-      yield* PgTest.eventually("a restart", Effect.map(Supervisor.info(handle), (row) =>
-        Option.isSome(row) && row.value.restartCount === 1 && row.value.registration === "running"))
+      yield* PgTest.eventually(
+        "a restart",
+        Effect.map(
+          Supervisor.info(handle),
+          (row) => Option.isSome(row) && row.value.restartCount === 1 && row.value.registration === "running"
+        )
+      )
       const row = Option.getOrThrow(yield* Supervisor.info(handle))
       assert.strictEqual(row.lastExit?.kind, "failed")
       yield* PgTest.eventually("the new session to nap", Effect.map(activityOf(name), napping))
       yield* Supervisor.reload
-      yield* PgTest.eventually("every delta folded", Effect.map(contents("schema16.counted"), (rows) =>
-        rows.length === 1 && rows[0] === "total|33"))
-      yield* PgTest.eventually("one session, a new one", Effect.map(sessionsNamed(name), (rows) =>
-        rows.length === 1 && rows[0]!.pid !== session!.pid))
+      yield* PgTest.eventually(
+        "every delta folded",
+        Effect.map(contents("schema16.counted"), (rows) => rows.length === 1 && rows[0] === "total|33")
+      )
+      yield* PgTest.eventually(
+        "one session, a new one",
+        Effect.map(sessionsNamed(name), (rows) => rows.length === 1 && rows[0]!.pid !== session!.pid)
+      )
     })))
 
   it.effect("a schema name that needs quoting is quoted in every statement", () =>
@@ -479,7 +503,9 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
     ) as Effect.Effect<ReadonlyArray<Record<string, unknown>>, SqlError, SqlClient>
   const oidOf = (catalog: "pg_database" | "pg_roles", name: string) =>
     Effect.map(
-      typed(`SELECT oid::int AS oid FROM ${catalog} WHERE ${catalog === "pg_database" ? "datname" : "rolname"} = '${name}'`),
+      typed(
+        `SELECT oid::int AS oid FROM ${catalog} WHERE ${catalog === "pg_database" ? "datname" : "rolname"} = '${name}'`
+      ),
       (rows) => rows[0]!["oid"] as number
     )
 
@@ -491,7 +517,10 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
       assert.isNumber(pid)
       // It is a server process: pg_stat_activity has it, under the worker's name.
       const [session] = yield* typed(`SELECT application_name, backend_type FROM pg_stat_activity WHERE pid = ${pid}`)
-      assert.deepStrictEqual(session, { application_name: "worker_spi dynamic worker 2", backend_type: "client backend" })
+      assert.deepStrictEqual(session, {
+        application_name: "worker_spi dynamic worker 2",
+        backend_type: "client backend"
+      })
       // The activity view agrees, and keeps the supervisor's own number apart.
       const inView = typed(`SELECT pid, incarnation, name, backend_type FROM bgworker.activity WHERE pid = ${pid}`)
       yield* PgTest.eventually("the view to show it", Effect.map(inView, (rows) => rows.length === 1))
@@ -521,9 +550,15 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
           JOIN bgworker.activity w USING (pid)
           WHERE w.backend_type = 'worker_spi dynamic' AND a.pid IN (${pid1}, ${pid2}) ORDER BY a.datname`)
         const expected = [`${mydb}|${myrole}|WorkerSpiMain`, `${server.database}|${myrole}|WorkerSpiMain`].sort()
-        yield* PgTest.eventually("both workers napping", Effect.map(tap, (rows) =>
-          JSON.stringify(rows.map((r) => `${r["datname"]}|${r["usename"]}|${r["wait_event"]}`)) ===
-            JSON.stringify(expected)))
+        yield* PgTest.eventually(
+          "both workers napping",
+          Effect.map(
+            tap,
+            (rows) =>
+              JSON.stringify(rows.map((r) => `${r["datname"]}|${r["usename"]}|${r["wait_event"]}`)) ===
+                JSON.stringify(expected)
+          )
+        )
         // An oid that names nothing is refused at the call.
         const missing = yield* PgTest.pgFailure(typed("SELECT worker_spi_launch(12, 4294967295, 0)"))
         assert.deepStrictEqual([missing.message, missing.code], ["database 4294967295 does not exist", "3D000"])
@@ -589,11 +624,17 @@ layer(Suite, PgTest.suiteOptions)("worker_spi", (it) => {
         logged(`terminating background worker "worker_spi dynamic" due to administrator command`)
       )
       // Never restarted (BGW_NEVER_RESTART): gone from both views.
-      yield* PgTest.eventually("the worker to be gone", Effect.map(activityOf("worker_spi dynamic worker 24"), Option.isNone))
-      yield* PgTest.eventually("the view to drop it", Effect.map(
-        typed(`SELECT pid FROM bgworker.activity WHERE name = 'worker_spi dynamic worker 24'`),
-        (rows) => rows.length === 0
-      ))
+      yield* PgTest.eventually(
+        "the worker to be gone",
+        Effect.map(activityOf("worker_spi dynamic worker 24"), Option.isNone)
+      )
+      yield* PgTest.eventually(
+        "the view to drop it",
+        Effect.map(
+          typed(`SELECT pid FROM bgworker.activity WHERE name = 'worker_spi dynamic worker 24'`),
+          (rows) => rows.length === 0
+        )
+      )
     })))
 
   it.effect("worker_spi_launch validates like worker_spi: flags, dimensions, nulls, unknown names", () =>

@@ -18,8 +18,8 @@ import * as BackgroundWorker from "../../BackgroundWorker.ts"
 import type { PreloadApi } from "../../Preload.ts"
 import type { LaunchRequest } from "../../Supervisor.ts"
 import * as Errors from "../../SupervisorError.ts"
-import * as Handle from "../../WorkerHandle.ts"
 import { WorkerConnector } from "../../WorkerConnector.ts"
+import * as Handle from "../../WorkerHandle.ts"
 import { escape, escapeBounded } from "../logText.ts"
 import type { Proc } from "../proc.ts"
 import type { Postmaster } from "./postmaster.ts"
@@ -185,32 +185,36 @@ export const registerStatic = (
     const missing = noConnector(s.worker, s.context)
     if (missing !== undefined) return Effect.fail(Errors.fail(missing))
   }
-  return Effect.forEach(pending, (s) =>
-    Effect.matchEffect(prepare(postmaster.checkedDefinitions, s.worker, s.argument, s.extra), {
-      onFailure: (error) =>
-        Effect.sync(() => postmaster.log("Warn", `${error.message}; skipping`, { worker: String(s.worker?.name) })),
-      onSuccess: (encodedArgument) =>
-        Effect.sync(() => {
-          const registered = allocate(postmaster, {
-            definition: s.worker,
-            encodedArgument,
-            extra: s.extra,
-            context: s.context,
-            origin: "static",
-            lateBoundEntryPoint: undefined
+  return Effect.forEach(
+    pending,
+    (s) =>
+      Effect.matchEffect(prepare(postmaster.checkedDefinitions, s.worker, s.argument, s.extra), {
+        onFailure: (error) =>
+          Effect.sync(() => postmaster.log("Warn", `${error.message}; skipping`, { worker: String(s.worker?.name) })),
+        onSuccess: (encodedArgument) =>
+          Effect.sync(() => {
+            const registered = allocate(postmaster, {
+              definition: s.worker,
+              encodedArgument,
+              extra: s.extra,
+              context: s.context,
+              origin: "static",
+              lateBoundEntryPoint: undefined
+            })
+            if (registered === undefined) {
+              postmaster.log(
+                "Warn",
+                `too many background workers: background worker "${s.worker.name}" not registered; ` +
+                  `Up to ${postmaster.options.maxWorkerProcesses} background workers can be registered with the ` +
+                  `current settings. ` +
+                  `Consider increasing maxWorkerProcesses.`,
+                { worker: s.worker.name }
+              )
+            }
           })
-          if (registered === undefined) {
-            postmaster.log(
-              "Warn",
-              `too many background workers: background worker "${s.worker.name}" not registered; ` +
-                `Up to ${postmaster.options.maxWorkerProcesses} background workers can be registered with the ` +
-                `current settings. ` +
-                `Consider increasing maxWorkerProcesses.`,
-              { worker: s.worker.name }
-            )
-          }
-        })
-    }), { discard: true })
+      }),
+    { discard: true }
+  )
 }
 
 const allocate = (

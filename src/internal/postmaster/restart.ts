@@ -10,6 +10,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as BackgroundWorker from "../../BackgroundWorker.ts"
@@ -233,6 +234,16 @@ export const crashDuringShutdown = (postmaster: Postmaster, crashed: RegisteredW
  * @category errors
  * @since 0.1.0
  */
+const CrashedTypeId = "~effect-bgworker/SupervisorCrashed" as const
+
+/**
+ * Whether `u` is a {@link CrashedError} (`Supervisor.SupervisorCrashed`).
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isCrashedError = (u: unknown): u is CrashedError => Predicate.hasProperty(u, CrashedTypeId)
+
 export class CrashedError extends Schema.TaggedError<CrashedError>()("SupervisorCrashed", {
   worker: Schema.String,
   detail: Schema.String,
@@ -242,6 +253,14 @@ export class CrashedError extends Schema.TaggedError<CrashedError>()("Supervisor
    */
   shutdown: Schema.optionalKey(Schema.String)
 }) {
+  /** @since 0.2.0 */
+  get [CrashedTypeId](): typeof CrashedTypeId {
+    return CrashedTypeId
+  }
+  /** Never: the supervisor has ended. */
+  get isRetryable(): boolean {
+    return false
+  }
   override get message(): string {
     return this.shutdown === undefined
       ? `background worker "${this.worker}" crashed and restart_after_crash is off: ${this.detail}`

@@ -89,15 +89,24 @@ export class SharedState {
       this.values = new Map()
       if (scopes.length === 0) return Effect.void
       const timeout = this.postmaster.options.abandonTimeout()
-      return Effect.forEach(scopes.reverse(), ({ name, scope }) =>
-        Effect.flatMap(this.within(Scope.close(scope, Exit.void), timeout), (closed) =>
-          Option.isSome(closed) ? Effect.void : Effect.sync(() =>
-            this.postmaster.log(
-              "Warn",
-              `shared state "${name}": its finalizers did not finish within ${Duration.format(timeout)} after ${after}; abandoned`,
-              { struct: name }
-            )
-          )), { discard: true })
+      return Effect.forEach(
+        scopes.reverse(),
+        ({ name, scope }) =>
+          Effect.flatMap(
+            this.within(Scope.close(scope, Exit.void), timeout),
+            (closed) =>
+              Option.isSome(closed) ? Effect.void : Effect.sync(() =>
+                this.postmaster.log(
+                  "Warn",
+                  `shared state "${name}": its finalizers did not finish within ${
+                    Duration.format(timeout)
+                  } after ${after}; abandoned`,
+                  { struct: name }
+                )
+              )
+          ),
+        { discard: true }
+      )
     })
   }
 
@@ -138,7 +147,10 @@ export class SharedState {
    * ends. Until then it is one of the supervisor's fibers, so a death waits for it (boundedly) before
    * releasing shared state.
    */
-  private within<A, E>(effect: Effect.Effect<A, E>, timeout: Duration.Duration): Effect.Effect<Option.Option<Exit.Exit<A, E>>> {
+  private within<A, E>(
+    effect: Effect.Effect<A, E>,
+    timeout: Duration.Duration
+  ): Effect.Effect<Option.Option<Exit.Exit<A, E>>> {
     return Effect.suspend(() => {
       const supervisorFibers = this.postmaster.supervisorFibers
       const fiber = this.postmaster.fork(effect)

@@ -108,7 +108,7 @@ export const die = (postmaster: Postmaster, error?: CrashedError | Errors.Superv
           Fiber.awaitAll(returning.map((p) => p.fiber!)),
           postmaster.options.shutdownTimeout()
         )
-        if (Option.isNone(ended)) for (const p of returning) p.fiber!.interruptUnsafe()
+        if (Option.isNone(ended)) { for (const p of returning) p.fiber!.interruptUnsafe() }
       }
       yield* awaitOrAbandon(postmaster, Array.from(postmaster.live), "postmaster death")
       // The supervisor's own fibers were interrupted above and never block it: a bound all the same.

@@ -20,7 +20,7 @@ import * as Handle from "../../WorkerHandle.ts"
 import { CurrentWorker } from "../context.ts"
 import { type Proc, withWaitEvent } from "../proc.ts"
 import type { Postmaster } from "./postmaster.ts"
-import { type RegistrationOptions, RegisteredWorker, type StatusListener } from "./registration.ts"
+import { RegisteredWorker, type RegistrationOptions, type StatusListener } from "./registration.ts"
 
 /** Unread statuses a `changes` stream holds before it conflates to the newest. */
 const statusBuffer = 64
@@ -179,7 +179,7 @@ export const statusChanges = (
           return undefined
         }
         const listener: StatusListener = (status, forgotten) => {
-          if (Queue.isFullUnsafe(queue)) while (Queue.takeUnsafe(queue) !== undefined);
+          if (Queue.isFullUnsafe(queue)) { while (Queue.takeUnsafe(queue) !== undefined); }
           Queue.offerUnsafe(queue, status)
           if (forgotten || isFinal(status)) Queue.endUnsafe(queue)
         }

@@ -286,8 +286,8 @@ const copyTree = async (source: string, target: string, entries: ReadonlyArray<T
  * the entry inspected, so a valid cache someone just installed stays), then deleted when it is root's
  * alone, else left in place with a warning. A cache in use is never moved or deleted, since it is valid.
  */
-const relocateBinaries: (binaries: Binaries, parent: string) => Effect.Effect<Binaries, EmbeddedPostgresError> =
-  Effect.fnUntraced(function*(binaries: Binaries, parent: string) {
+const relocateBinaries: (binaries: Binaries, parent: string) => Effect.Effect<Binaries, EmbeddedPostgresError> = Effect
+  .fnUntraced(function*(binaries: Binaries, parent: string) {
     const started = Date.now()
     const { real, root } = yield* attempt(
       "binaries",
@@ -400,8 +400,11 @@ export const resolveBinaries: (
       `the OS user "${owner.name}" cannot get through "${blocked}" to "${binaries.postgres}": using a copy`
     ).pipe(Effect.annotateLogs(logAnnotations))
     const relocated = yield* relocateBinaries(binaries, cacheDirectory)
-    const stillBlocked = yield* attempt("binaries", "cannot check access to the binaries", () =>
-      blockedPath(relocated, owner))
+    const stillBlocked = yield* attempt(
+      "binaries",
+      "cannot check access to the binaries",
+      () => blockedPath(relocated, owner)
+    )
     if (stillBlocked === undefined) return relocated
     return yield* new EmbeddedPostgresError({
       step: "binaries",

@@ -12,22 +12,22 @@ import * as Effect from "effect/Effect"
 import * as FiberMap from "effect/FiberMap"
 import * as Latch from "effect/Latch"
 import * as Queue from "effect/Queue"
+import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
 import { SqlError, UnknownError } from "effect/sql/SqlError"
 import * as Stream from "effect/Stream"
-import * as Redacted from "effect/Redacted"
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
 import * as path from "node:path"
 import type { ActivityRow } from "../../Activity.ts"
 import * as Guc from "../../Guc.ts"
-import { PgServer } from "../PgServer.ts"
+import { escapeBounded } from "../../internal/logText.ts"
 import { Supervisor } from "../../Supervisor.ts"
 import type { SupervisorApi } from "../../Supervisor.ts"
 import * as WorkerHandle from "../../WorkerHandle.ts"
-import { escapeBounded } from "../../internal/logText.ts"
+import { PgServer } from "../PgServer.ts"
 import * as Sql from "./controlPlaneSql.ts"
 import { serverText } from "./serverText.ts"
 
@@ -44,7 +44,6 @@ export interface ResolvedOptions {
 }
 
 const logAnnotations = { module: "effect-bgworker/pg/ControlPlane" }
-
 
 /** The server's text of a cause's first failure or defect. */
 const causeText = (cause: Cause.Cause<unknown>): string => {
@@ -350,7 +349,10 @@ export const make = (
     /** A worker that stopped: how it ended, for wait_for_startup's detail (a start that failed, say). */
     const stoppedBecause = (handle: WorkerHandle.WorkerHandle, status: WorkerHandle.WorkerStatus) =>
       status._tag === "Stopped"
-        ? Effect.map(supervisor.lastExit(handle), (exit) => exit._tag === "Some" ? exit.value.message.slice(0, 2000) : null)
+        ? Effect.map(
+          supervisor.lastExit(handle),
+          (exit) => exit._tag === "Some" ? exit.value.message.slice(0, 2000) : null
+        )
         : Effect.succeed(null)
 
     const writeStatus = (id: bigint, handle: WorkerHandle.WorkerHandle, status: WorkerHandle.WorkerStatus) =>
@@ -522,7 +524,9 @@ export const make = (
           // Not a claim of this supervisor's (a fast-path notification replayed long after): stop the worker.
           yield* supervisor.terminate(handle)
           return yield* Effect.logWarning(
-            `request ${row.id} was not claimed for this supervisor; its worker ${WorkerHandle.format(handle)} was stopped`
+            `request ${row.id} was not claimed for this supervisor; its worker ${
+              WorkerHandle.format(handle)
+            } was stopped`
           )
         }
         yield* follow(row.id, handle)

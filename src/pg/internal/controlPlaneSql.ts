@@ -390,7 +390,9 @@ BEGIN
     -- so that it can start the worker without reading the row.
     UPDATE ${s}._requests SET state = 'processing', supervisor_id = sup, processed_at = pg_catalog.now()
       WHERE id = request;
-    body := pg_catalog.jsonb_build_object('i', request, 's', sup, 'l', ${p(1)}, 'f', ${p(2)}, 'a', ${p(3)}, 'x', ${p(3)} IS NULL,
+    body := pg_catalog.jsonb_build_object('i', request, 's', sup, 'l', ${p(1)}, 'f', ${p(2)}, 'a', ${p(3)}, 'x', ${
+    p(3)
+  } IS NULL,
       'n', ${p(4)}, 't', ${p(5)}, 'r', ${caller})::text;
     PERFORM pg_catalog.pg_notify(chan,
       pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(key || body, 'UTF8')), 'hex') || body);
@@ -406,8 +408,7 @@ $$`
 export const defaultMaxArgumentBytes = 1024 * 1024
 
 /** Whether `role` (a name) is a superuser; false for a role that does not exist. */
-const isSuper = (role: string) =>
-  `coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = ${role}), false)`
+const isSuper = (role: string) => `coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = ${role}), false)`
 
 /**
  * The statements of migration 2: limits at the SQL boundary (the name, type, library and function as in
@@ -624,8 +625,7 @@ export const purge = (s: string): ReadonlyArray<string> => [
 ]
 
 /** Run on the lock's session with the lock held: the channel only this supervisor knows, and the limits. */
-export const configure = (s: string) =>
-  `UPDATE ${s}._config SET channel = $1, max_argument_bytes = $2, wake_key = $3`
+export const configure = (s: string) => `UPDATE ${s}._config SET channel = $1, max_argument_bytes = $2, wake_key = $3`
 
 /** The schema, if any, where the dblink extension lives (the autonomous launch needs it). */
 const dblinkSchema =

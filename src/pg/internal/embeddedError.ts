@@ -21,16 +21,16 @@ const TypeId = "~effect-bgworker/pg/EmbeddedPostgresError" as const
  * @category errors
  * @since 0.1.0
  */
-export class EmbeddedPostgresError extends Schema.TaggedError<EmbeddedPostgresError>(
-  "effect-bgworker/pg/EmbeddedPostgresError"
-)("EmbeddedPostgresError", {
+export class EmbeddedPostgresError extends Schema.TaggedError<EmbeddedPostgresError>()("EmbeddedPostgresError", {
   step: Schema.Literals(["binaries", "user", "directory", "port", "initdb", "start"]),
   detail: Schema.String,
   log: Schema.String,
   hint: Schema.optionalKey(Schema.String)
 }) {
   /** @since 0.2.0 */
-  readonly [TypeId] = TypeId
+  get [TypeId](): typeof TypeId {
+    return TypeId
+  }
 
   /** The detail and the server's last lines; not the hint, which is a field of its own (printed once). */
   override get message(): string {

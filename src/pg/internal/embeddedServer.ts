@@ -21,8 +21,8 @@ import {
   describeExit,
   type Owner,
   runToCompletion,
-  type Spawned,
   spawn,
+  type Spawned,
   terminate,
   type Watchdog
 } from "./processes.ts"

@@ -32,8 +32,11 @@ const lookupUser = (name: string): Effect.Effect<Option.Option<Owner>> =>
   Effect.callback<Option.Option<Owner>>((resume) => {
     childProcess.execFile("getent", ["passwd", name], (error, stdout) => {
       if (error === null || error.code !== "ENOENT") return resume(Effect.succeed(findInPasswd(name, stdout)))
-      fsCallback.readFile("/etc/passwd", "utf8", (readError, passwd) =>
-        resume(Effect.succeed(readError === null ? findInPasswd(name, passwd) : Option.none())))
+      fsCallback.readFile(
+        "/etc/passwd",
+        "utf8",
+        (readError, passwd) => resume(Effect.succeed(readError === null ? findInPasswd(name, passwd) : Option.none()))
+      )
     })
   })
 
@@ -41,8 +44,8 @@ const lookupUser = (name: string): Effect.Effect<Option.Option<Owner>> =>
  * The OS user to run PostgreSQL as: `undefined` (this process's user) unless this process is root, in which
  * case `name`, created as a system user when missing. Two processes may race to create it; the loser finds it.
  */
-export const resolveOwner: (name: string) => Effect.Effect<Owner | undefined, EmbeddedPostgresError> =
-  Effect.fnUntraced(function*(name: string) {
+export const resolveOwner: (name: string) => Effect.Effect<Owner | undefined, EmbeddedPostgresError> = Effect
+  .fnUntraced(function*(name: string) {
     if (process.getuid?.() !== 0) return undefined
     const existing = yield* lookupUser(name)
     if (Option.isSome(existing)) return existing.value
