@@ -20,41 +20,25 @@ export const ReasonTypeId = "~effect-bgworker/GucError/Reason" as const
 const hint = Schema.optionalKey(Schema.String)
 const file = Schema.optionalKey(Schema.String)
 const line = Schema.optionalKey(Schema.Number)
+/** What a value from a file (or another source) was refused for: the parameter, the words, where. */
+const located = { parameter: Schema.String, message: Schema.String, hint, file, line }
 
 /** `Guc.InvalidValue`. */
-export class InvalidValue extends Schema.TaggedError<InvalidValue>()("InvalidValue", {
-  parameter: Schema.String,
-  message: Schema.String,
-  hint,
-  file,
-  line
-}) {
+export class InvalidValue extends Schema.TaggedError<InvalidValue>()("InvalidValue", located) {
   get [ReasonTypeId](): typeof ReasonTypeId {
     return ReasonTypeId
   }
 }
 
 /** `Guc.UnknownParameter`. */
-export class UnknownParameter extends Schema.TaggedError<UnknownParameter>()("UnknownParameter", {
-  parameter: Schema.String,
-  message: Schema.String,
-  hint,
-  file,
-  line
-}) {
+export class UnknownParameter extends Schema.TaggedError<UnknownParameter>()("UnknownParameter", located) {
   get [ReasonTypeId](): typeof ReasonTypeId {
     return ReasonTypeId
   }
 }
 
 /** `Guc.CannotChange`. */
-export class CannotChange extends Schema.TaggedError<CannotChange>()("CannotChange", {
-  parameter: Schema.String,
-  message: Schema.String,
-  hint,
-  file,
-  line
-}) {
+export class CannotChange extends Schema.TaggedError<CannotChange>()("CannotChange", located) {
   get [ReasonTypeId](): typeof ReasonTypeId {
     return ReasonTypeId
   }
@@ -73,13 +57,7 @@ export class ConfigFileError extends Schema.TaggedError<ConfigFileError>()("Conf
 }
 
 /** `Guc.ReservedPrefix`. */
-export class ReservedPrefix extends Schema.TaggedError<ReservedPrefix>()("ReservedPrefix", {
-  parameter: Schema.String,
-  message: Schema.String,
-  hint,
-  file,
-  line
-}) {
+export class ReservedPrefix extends Schema.TaggedError<ReservedPrefix>()("ReservedPrefix", located) {
   get [ReasonTypeId](): typeof ReasonTypeId {
     return ReasonTypeId
   }
