@@ -323,12 +323,10 @@ export const register = <A, E, R>(
 ): Effect.Effect<WorkerHandle, Errors.SupervisorError, Supervisor | Exclude<R, WorkerConnector>> =>
   // A database worker's `WorkerConnector` may come from the supervisor's layer rather than the caller's
   // context: it is checked when the worker is registered (`InvalidDefinition`, field `database`).
-  Effect.flatMap(Effect.context<R>(), (context) =>
-    Supervisor.use((s) => s.register(worker, argument, options, context as Context.Context<never>))) as Effect.Effect<
-      WorkerHandle,
-      Errors.SupervisorError,
-      Supervisor | Exclude<R, WorkerConnector>
-    >
+  Effect.flatMap(
+    Effect.context<Exclude<R, WorkerConnector>>(),
+    (context) => Supervisor.use((s) => s.register(worker, argument, options, context))
+  )
 
 /**
  * Launches a registered entry point by name with an encoded argument.
