@@ -13,6 +13,12 @@
  * definition is logged and skipped (PostgreSQL's static path), where a dynamic registration would fail.
  *
  * ```ts
+ * const workerSpi = BackgroundWorker.make({
+ *   name: "worker_spi",
+ *   argument: Schema.Number,
+ *   main: (index) => Effect.log(`worker ${index}`)
+ * })
+ *
  * const workerSpiInit = Effect.gen(function*() {
  *   for (let i = 1; i <= 2; i++) yield* Preload.register(workerSpi, i)
  * })

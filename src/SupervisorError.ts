@@ -6,6 +6,8 @@
  * error channel, never a defect, so callers can match them with `Effect.catchReason`:
  *
  * ```ts
+ * const worker = BackgroundWorker.make({ name: "w", argument: Schema.Number, main: () => Effect.void })
+ *
  * Supervisor.register(worker, 1).pipe(
  *   Effect.catchReason("SupervisorError", "NoFreeSlot", () => Effect.succeed(undefined))
  * )
