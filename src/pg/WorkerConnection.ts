@@ -59,6 +59,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import type { DatabaseOptions, WorkerInfo } from "../BackgroundWorker.ts"
+import { causeChain } from "../internal/causeChain.ts"
 import { PermissionDenied } from "../SupervisorError.ts"
 import {
   type AuthorizeRequest,
@@ -321,17 +322,20 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
         Effect.gen(function*() {
           const database = db.database ?? options.defaultDatabase ?? server.database
           const role = db.user
-          const fail = (message: string, hint?: string) =>
+          const fail = (message: string, hint?: string, sqlstate?: string) =>
             new WorkerConnectionError({
               message,
               database,
               ...(role === undefined ? {} : { user: role }),
-              ...(hint === undefined ? {} : { hint })
+              ...(hint === undefined ? {} : { hint }),
+              ...(sqlstate === undefined ? {} : { sqlstate })
             })
           if (db.bypassAllowConn === true) {
             return yield* fail(
               "BGWORKER_BYPASS_ALLOWCONN is not available to client connections: " +
-                "PostgreSQL refuses every client of a database that does not accept connections"
+                "PostgreSQL refuses every client of a database that does not accept connections",
+              undefined,
+              "0A000"
             )
           }
           const base = {
@@ -344,7 +348,7 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
           const open = (config: Parameters<typeof PgClient.makeClient>[0], hint?: string) =>
             PgClient.makeClient({ ...config, stream: () => watch.open(config) }).pipe(
               Effect.provide(Reactivity.layer),
-              Effect.mapError((e) => fail(serverText(e), hint))
+              Effect.mapError((e) => fail(serverText(e), hint, sqlstateOf(e)))
             )
           const viaServerLogin = () =>
             open({
@@ -392,7 +396,7 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
           // Connect now, so a failure is a failed start rather than the first query's error.
           // Its backend's pid becomes the worker's pid, so the worker joins pg_stat_activity.pid.
           const [backend] = yield* client<{ pid: number }>`SELECT pg_catalog.pg_backend_pid() AS pid`.pipe(
-            Effect.mapError((e) => fail(serverText(e)))
+            Effect.mapError((e) => fail(serverText(e), undefined, sqlstateOf(e)))
           )
           const lost = Effect.flatMap(watch.ended, (end) =>
             Effect.andThen(
@@ -401,7 +405,9 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
                 // pg_terminate_backend(pid): what a background worker's die() reports, in its words.
                 end.code === "57P01"
                   ? `terminating background worker "${worker.type}" due to administrator command`
-                  : `the worker's database session ended: ${end.message}`
+                  : `the worker's database session ended: ${end.message}`,
+                undefined,
+                end.code
               ))
             ))
           return Context.make(SqlClient, client as SqlClient).pipe(
@@ -432,6 +438,15 @@ const lastError = (chunk: Buffer | undefined): SessionEnd => {
   return message === undefined
     ? { code: undefined, message: "the connection was closed" }
     : { code, message: code === undefined ? message : `${message} (SQLSTATE ${code})` }
+}
+
+/** The SQLSTATE along an error's chain of causes (the server's `code`), if any. */
+const sqlstateOf = (error: unknown): string | undefined => {
+  for (const link of causeChain(error)) {
+    const code = (link as { readonly code?: unknown }).code
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code
+  }
+  return undefined
 }
 
 /** The session's end, when `chunk` carries the server's FATAL `ErrorResponse` for a terminated session. */
@@ -487,17 +502,19 @@ const switchTo = (
   client: PgClient.PgClient,
   role: string,
   bypassLoginCheck: boolean,
-  fail: (message: string) => WorkerConnectionError
+  fail: (message: string, hint?: string, sqlstate?: string) => WorkerConnectionError
 ): Effect.Effect<PgClient.PgClient, WorkerConnectionError> =>
   Effect.gen(function*() {
     const rows = yield* client<{ rolcanlogin: boolean }>`
       SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = ${role}`.pipe(
-      Effect.mapError((e) => fail(serverText(e)))
+      Effect.mapError((e) => fail(serverText(e), undefined, sqlstateOf(e)))
     )
-    if (rows.length === 0) return yield* fail(`role "${role}" does not exist`)
-    if (!rows[0]!.rolcanlogin && !bypassLoginCheck) return yield* fail(`role "${role}" is not permitted to log in`)
+    if (rows.length === 0) return yield* fail(`role "${role}" does not exist`, undefined, "42704")
+    if (!rows[0]!.rolcanlogin && !bypassLoginCheck) {
+      return yield* fail(`role "${role}" is not permitted to log in`, undefined, "28000")
+    }
     yield* client.unsafe(`SET SESSION AUTHORIZATION ${quoteIdentifier(role)}`).pipe(
-      Effect.mapError((e) => fail(serverText(e)))
+      Effect.mapError((e) => fail(serverText(e), undefined, sqlstateOf(e)))
     )
     return client
   })

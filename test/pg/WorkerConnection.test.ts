@@ -7,6 +7,7 @@ import * as WorkerConnection from "../../src/pg/WorkerConnection.ts"
 import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Spi from "../../src/Spi.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
+import * as WorkerConnector from "../../src/WorkerConnector.ts"
 import type { WorkerHandle } from "../../src/WorkerHandle.ts"
 import { captureLogs } from "../fixtures.ts"
 import * as PgTest from "./support.ts"
@@ -132,6 +133,17 @@ layer(PgTest.layer({ prefix: "conn" }), PgTest.suiteOptions)("WorkerConnection",
       assert.strictEqual(row.lastExit?.message, `database "no_such_db" does not exist`)
       assert.strictEqual(row.restartCount, 2)
     })))
+
+  it.effect("a connection refused by the server carries its SQLSTATE, and says whether trying again can help", () =>
+    Effect.gen(function*() {
+      const connector = yield* WorkerConnector.WorkerConnector
+      const worker = { name: "probe", type: "probe" } as BackgroundWorker.WorkerInfo // connect reads these two
+      const missing = yield* Effect.flip(Effect.scoped(connector.connect(worker, { database: "no_such_db" })))
+      assert.isTrue(WorkerConnector.isWorkerConnectionError(missing))
+      assert.deepStrictEqual([missing.sqlstate, missing.isRetryable], ["3D000", false])
+      const bypass = yield* Effect.flip(Effect.scoped(connector.connect(worker, { bypassAllowConn: true })))
+      assert.deepStrictEqual([bypass.sqlstate, bypass.isRetryable], ["0A000", false])
+    }).pipe(Effect.provide(WorkerConnection.layer())))
 
   it.effect("a database that does not accept connections refuses the worker, and the bypass flag is refused too", () =>
     withSupervisor(Effect.gen(function*() {
