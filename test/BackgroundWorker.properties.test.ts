@@ -8,7 +8,6 @@
 import { describe, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Option, References, Schema } from "effect"
 import { TestClock } from "effect/testing"
-import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import * as Handle from "../src/WorkerHandle.ts"
 import {
@@ -20,7 +19,8 @@ import {
   propOptions,
   sameStatus,
   show,
-  untilStable
+  untilIdle,
+  withCountingScheduler
 } from "./propertyWorkers.ts"
 
 const RestartScenario = Schema.Struct({
@@ -52,10 +52,9 @@ const runRestartScenario = (scenario: RestartScenario) =>
       Effect.provideService(CurrentJournal, journal),
       Effect.orDie
     )
-    const fingerprint = Effect.map(sup.activity, (rows) => `${journal.seq}|${liveFibers(sup)}|${JSON.stringify(rows)}`)
     const startsOf = (pid: number) => journal.entries.filter((e) => e.kind === "start" && e.pid === pid)
     const newStartsAfter = (seq: number) => journal.entries.filter((e) => e.kind === "start" && e.seq > seq)
-    yield* untilStable(fingerprint)
+    yield* untilIdle
     let status = yield* sup.status(handle)
     if (status._tag !== "Started") return [`right after registration: ${show(status)}`]
     let pid = status.pid
@@ -63,7 +62,7 @@ const runRestartScenario = (scenario: RestartScenario) =>
     for (const [i, incarnation] of scenario.incarnations.entries()) {
       const where = `incarnation ${i} (pid ${pid}, ends by ${incarnation.end})`
       yield* TestClock.adjust(Duration.millis(incarnation.runMs))
-      yield* untilStable(fingerprint)
+      yield* untilIdle
       status = yield* sup.status(handle)
       if (!sameStatus(status, Handle.Started(pid))) {
         out.push(`${where}: ${show(status)} after running ${incarnation.runMs} ms`)
@@ -74,7 +73,7 @@ const runRestartScenario = (scenario: RestartScenario) =>
         journal.orders.set(pid, incarnation.end === "defect" ? "crash" : incarnation.end)
         yield* sup.setLatch(handle)
       }
-      yield* untilStable(fingerprint)
+      yield* untilIdle
       const endedAt = yield* Clock.currentTimeMillis
       const mark = journal.seq
       status = yield* sup.status(handle)
@@ -87,7 +86,7 @@ const runRestartScenario = (scenario: RestartScenario) =>
         // Exit 0: done, forgotten, never restarted.
         if (Option.isSome(row)) out.push(`${where}: still registered after returning`)
         yield* TestClock.adjust(Duration.millis(d + 5000))
-        yield* untilStable(fingerprint)
+        yield* untilIdle
         status = yield* sup.status(handle)
         if (status._tag !== "Stopped") out.push(`${where}: ${show(status)} ${d + 5000} ms after returning`)
         for (const e of newStartsAfter(mark)) out.push(`${where}: restarted (pid ${e.pid}) after returning`)
@@ -107,14 +106,14 @@ const runRestartScenario = (scenario: RestartScenario) =>
       }
       if (d > 0) {
         yield* TestClock.adjust(Duration.millis(d - 1))
-        yield* untilStable(fingerprint)
+        yield* untilIdle
         status = yield* sup.status(handle)
         if (status._tag !== "Stopped") out.push(`${where}: ${show(status)} ${d - 1} ms after the failure`)
         for (const e of newStartsAfter(mark)) {
           out.push(`${where}: pid ${e.pid} started ${e.at - endedAt} ms after the failure, before ${d}`)
         }
         yield* TestClock.adjust(Duration.millis(1))
-        yield* untilStable(fingerprint)
+        yield* untilIdle
       }
       status = yield* sup.status(handle)
       if (status._tag !== "Started" || status.pid <= pid) {
@@ -133,7 +132,7 @@ const runRestartScenario = (scenario: RestartScenario) =>
       }
     }
     return out
-  }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))
+  }).pipe(Effect.provideService(References.MinimumLogLevel, "None"), withCountingScheduler)
 
 describe("Restart policy properties", () => {
   it.effect.prop(

@@ -35,7 +35,8 @@ import {
   propOptions,
   sameStatus,
   show,
-  untilStable
+  untilIdle,
+  withCountingScheduler
 } from "./propertyWorkers.ts"
 
 /** Runs `effect` without automatic scheduler yields: no other fiber runs in between its steps. */
@@ -139,13 +140,6 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
         Effect.provideService(CurrentJournal, journal)
       )
 
-    const fingerprint = Effect.map(
-      sup.activity,
-      (rows) =>
-        `${journal.seq}|${liveFibers(sup)}|${tracked.reduce((n, t) => n + t.streamed.length, 0)}|` +
-        rows.map((r) => `${r.slot}:${r.generation}:${r.registration}:${r.pid}:${r.nextRestartAt}`).join(",")
-    )
-
     const observeSlots = (where: string) =>
       Effect.gen(function*() {
         const rows = yield* sup.activity
@@ -237,11 +231,11 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
         // A waiting worker stops at once; a slow cleanup takes its time.
         const allowedTicks = Math.ceil(t.kind.finalizerMs / 1000)
         let ticks = 0
-        yield* untilStable(fingerprint)
+        yield* untilIdle
         while (waiter.pollUnsafe() === undefined && ticks < 10) {
           yield* TestClock.adjust("1 second")
           ticks++
-          yield* untilStable(fingerprint)
+          yield* untilIdle
         }
         const exit = waiter.pollUnsafe()
         if (exit === undefined) {
@@ -264,7 +258,7 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
         const where = `step ${step} ${mode} shutdown`
         const shutting = yield* Effect.forkChild(sup.shutdown(mode), { startImmediately: true })
         for (let i = 0; i < 15 && shutting.pollUnsafe() === undefined; i++) {
-          yield* untilStable(fingerprint)
+          yield* untilIdle
           if (shutting.pollUnsafe() === undefined) yield* TestClock.adjust("1 second")
         }
         if (shutting.pollUnsafe() === undefined) {
@@ -274,7 +268,7 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
         supervisorShutdownMark ??= { seq: journal.seq, mode }
         // An immediate shutdown returns at once: its workers end (and clean up) afterwards.
         for (let i = 0; i < 5 && mode === "immediate" && liveFibers(sup) > 0; i++) {
-          yield* untilStable(fingerprint)
+          yield* untilIdle
           yield* TestClock.adjust("1 second")
         }
         const state = yield* sup.currentState
@@ -333,7 +327,7 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
 
     // --- the commands ---
     for (const kind of scenario.initial) yield* register(-1, kind)
-    yield* untilStable(fingerprint)
+    yield* untilIdle
     for (let step = 0; step < scenario.commands.length; step++) {
       yield* interpret(step, scenario.commands[step]!)
       yield* observeSlots(`after step ${step} (${scenario.commands[step]!._tag})`)
@@ -342,12 +336,12 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
     const end = scenario.commands.length
     if (scenario.settleBeforeClose) {
       for (let i = 0; i < 8; i++) {
-        yield* untilStable(fingerprint)
+        yield* untilIdle
         yield* observeSlots(`settling ${i}`)
         yield* poll(end)
         yield* TestClock.adjust("1 second")
       }
-      yield* untilStable(fingerprint)
+      yield* untilIdle
       yield* poll(end)
     }
 
@@ -356,7 +350,7 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
     // Death waits for the workers' cleanups, which may take (clock) time.
     const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void), { startImmediately: true })
     for (let i = 0; i < 20 && closing.pollUnsafe() === undefined; i++) {
-      yield* untilStable(fingerprint)
+      yield* untilIdle
       if (closing.pollUnsafe() === undefined) yield* TestClock.adjust("500 millis")
     }
     if (closing.pollUnsafe() === undefined) {
@@ -386,9 +380,9 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
       if (last._tag !== "PostmasterDied") violations.death.push(`${t.key}: status after death is ${show(last)}`)
     }
     // Time passes after death: nothing may run, every stream must end, shared state must be released.
-    yield* untilStable(fingerprint)
+    yield* untilIdle
     yield* TestClock.adjust("30 seconds")
-    yield* untilStable(fingerprint)
+    yield* untilIdle
     for (const e of journal.entries) {
       if (e.seq > deathMark && e.kind !== "finalizer") {
         violations.death.push(`pid ${e.pid} (${e.handle}) ran (${e.kind}) after the supervisor's scope closed`)
@@ -407,7 +401,7 @@ const runSupervisorScenario = (scenario: SupervisorScenario) =>
       }
     }
     return { violations, tracked, journal, supervisorShutdownMark } satisfies SupervisorTrace
-  }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))
+  }).pipe(Effect.provideService(References.MinimumLogLevel, "None"), withCountingScheduler)
 
 // --- the status automaton ---------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@
  * PROPERTY_RUNS=n (default 100) and PROPERTY_SEED=s tune the search.
  */
 import { assert } from "@effect/vitest"
-import { Clock, Context, Data, Duration, Effect, Schema } from "effect"
+import { Clock, Context, Data, Duration, Effect, type Fiber, Scheduler, Schema } from "effect"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as Interrupts from "../src/Interrupts.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
@@ -19,24 +19,55 @@ export const propOptions = { arbitrary: { runs, size: 30, ...(seed === undefined
 export const Int = (minimum: number, maximum: number) => Schema.Int.check(Schema.isBetween({ minimum, maximum }))
 
 /**
- * Waits until the observable state has stopped changing: `fingerprint` (the activity view, the journal, the streamed
- * statuses, the live fibers) reads the same at a few consecutive polls, letting the other fibers run in between
- * (bounded). A random scenario has no single change to wait for, so the wait is for all observable change to stop.
+ * A scheduler that knows how many tasks are queued and not yet run, across every fiber: the fibers of a
+ * scenario (the supervisor's, the workers', the test's) run on it, so "nothing is queued" means that every
+ * fiber is waiting (on the TestClock, a latch, a handle), not running.
  */
-export const untilStable = (fingerprint: Effect.Effect<string>): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    let last = yield* fingerprint
-    let stable = 0
-    for (let i = 0; i < 300 && stable < 4; i++) {
-      yield* Effect.yieldNow
-      const now = yield* fingerprint
-      if (now === last) stable++
-      else {
-        stable = 0
-        last = now
-      }
+export class CountingScheduler implements Scheduler.Scheduler {
+  pending = 0
+  private readonly inner = new Scheduler.MixedScheduler()
+  get executionMode(): "sync" | "async" {
+    return this.inner.executionMode
+  }
+  shouldYield(fiber: Fiber.Fiber<unknown, unknown>): boolean {
+    return this.inner.shouldYield(fiber)
+  }
+  makeDispatcher(): Scheduler.SchedulerDispatcher {
+    const dispatcher = this.inner.makeDispatcher()
+    return {
+      scheduleTask: (task, priority) => {
+        this.pending++
+        dispatcher.scheduleTask(() => {
+          this.pending--
+          task()
+        }, priority)
+      },
+      flush: () => dispatcher.flush()
     }
-  })
+  }
+}
+
+/** Runs `effect` (a whole scenario) on a {@link CountingScheduler} of its own, for {@link untilIdle}. */
+export const withCountingScheduler = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.provideService(effect, Scheduler.Scheduler, new CountingScheduler())
+
+/**
+ * Waits until every other fiber waits: the caller steps aside, and returns once, when it runs again, no other
+ * task is queued. A random scenario has no single change to wait for; this waits for the condition "nothing
+ * can run until the clock moves or the test acts", whatever the number of steps it takes (bounded: a
+ * scenario that never settles is a failure, not a hang).
+ */
+export const untilIdle: Effect.Effect<void> = Effect.gen(function*() {
+  const scheduler = yield* Scheduler.Scheduler
+  if (!(scheduler instanceof CountingScheduler)) {
+    return yield* Effect.die(new Error("untilIdle runs inside withCountingScheduler"))
+  }
+  for (let steps = 0; steps < 1_000_000; steps++) {
+    yield* Effect.yieldNow
+    if (scheduler.pending === 0) return
+  }
+  return yield* Effect.die(new Error("the scenario never became idle: some fiber keeps running"))
+})
 
 export const show = (status: WorkerStatus): string => status._tag === "Started" ? `Started(${status.pid})` : status._tag
 
