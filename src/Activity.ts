@@ -142,6 +142,8 @@ export const report = (state: BackendState, query?: string): Effect.Effect<void,
 /**
  * The whole view now, in slot order.
  *
+ * @see {@link changes}
+ * @see {@link report}
  * @category views
  * @since 0.1.0
  */

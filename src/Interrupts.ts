@@ -32,6 +32,7 @@ export const check: Effect.Effect<void, never, CurrentWorker> = CurrentWorker.us
 /**
  * Whether a reload was requested since the last call; clears the flag (`ConfigReloadPending`).
  *
+ * @see {@link Guc.snapshot}
  * @category interrupts
  * @since 0.1.0
  */

@@ -137,6 +137,8 @@ export const myLatch: Effect.Effect<ProcLatch, never, CurrentWorker> = CurrentWo
  * Does not reset the latch: call {@link reset} before looking for work. A wait event name longer than 63
  * characters is a programming error and ends the worker with a defect.
  *
+ * @see {@link reset}
+ * @see {@link Interrupts.check}
  * @category waiting
  * @since 0.1.0
  */

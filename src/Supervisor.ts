@@ -313,6 +313,9 @@ export const make: <E = never, R = never>(
  * usually holds it; a preload registration (`Preload.register`) does demand it, so a `Supervisor.layer`
  * that preloads a database worker does not compile until the connector is provided to it.
  *
+ * @see {@link awaitStartup}
+ * @see {@link terminate}
+ * @see {@link launch}
  * @category registration
  * @since 0.1.0
  */
@@ -345,6 +348,8 @@ export const register = <A, E, R>(
  * entry point that reaches the database through the supervisor's own services (rather than its own
  * session) acts with the supervisor's role, not the caller's.
  *
+ * @see {@link register}
+ * @see {@link awaitStartup}
  * @category registration
  * @since 0.1.0
  */
@@ -354,6 +359,9 @@ export const launch = (request: LaunchRequest): Effect.Effect<WorkerHandle, Erro
 /**
  * `GetBackgroundWorkerPid`: the handle's status now.
  *
+ * @see {@link awaitStartup}
+ * @see {@link awaitShutdown}
+ * @see {@link info}
  * @category handles
  * @since 0.1.0
  */
@@ -383,6 +391,8 @@ export const info = (handle: WorkerHandle): Effect.Effect<Option.Option<Activity
  * already `Stopped` here. PostgreSQL allows that order too; `info` keeps the last exit while the
  * registration exists.
  *
+ * @see {@link status}
+ * @see {@link changes}
  * @category handles
  * @since 0.1.0
  */
@@ -393,6 +403,8 @@ export const awaitStartup = (handle: WorkerHandle): Effect.Effect<WorkerStatus, 
  * `WaitForBackgroundWorkerShutdown`: waits until the worker is not running and returns `Stopped` or
  * `PostmasterDied`. A restartable worker's exit satisfies it, though the worker will come back.
  *
+ * @see {@link terminate}
+ * @see {@link status}
  * @category handles
  * @since 0.1.0
  */
@@ -431,6 +443,8 @@ export const changes = (handle: WorkerHandle): Stream.Stream<WorkerStatus, never
  * handle whose slot was reused is ignored. Returns before the worker has stopped: follow with
  * {@link awaitShutdown}.
  *
+ * @see {@link awaitShutdown}
+ * @see {@link signal}
  * @category handles
  * @since 0.1.0
  */
@@ -442,6 +456,8 @@ export const terminate = (handle: WorkerHandle): Effect.Effect<void, never, Supe
  * policy applies (`pg_terminate_backend`); `"reload"` sets its reload flag and latch. No-op when it is not
  * running.
  *
+ * @see {@link terminate}
+ * @see {@link setLatch}
  * @category handles
  * @since 0.1.0
  */
@@ -457,6 +473,7 @@ export const signal: {
 /**
  * Sets the worker's latch (`SetLatch(&proc->procLatch)`). No-op when it is not running.
  *
+ * @see {@link ProcLatch.wait}
  * @category handles
  * @since 0.1.0
  */
@@ -468,6 +485,7 @@ export const setLatch = (handle: WorkerHandle): Effect.Effect<void, never, Super
  * running worker's reload flag and latch, so a napping worker wakes at once. Nothing happens during a fast or
  * immediate shutdown, as PostgreSQL forwards SIGHUP only up to a smart shutdown.
  *
+ * @see {@link Interrupts.reloadPending}
  * @category reload
  * @since 0.1.0
  */
