@@ -155,16 +155,17 @@ describe("the npm package", () => {
     if (work !== "") fs.rmSync(work, { recursive: true, force: true })
   })
 
-  it("the tarball holds the build, the sources and the README, and no tests, benchmarks, examples or CI", () => {
+  it("the tarball holds the build, the sources, the README and the licence, and no tests, benchmarks, examples or CI", () => {
     assert.include(files, "package.json")
     assert.include(files, "README.md")
+    assert.include(files, "LICENSE")
     for (const file of ["index", "node/index", "pg/index", "Supervisor"]) {
       assert.include(files, `dist/${file}.js`)
       assert.include(files, `dist/${file}.d.ts`)
       assert.include(files, `dist/${file}.js.map`)
     }
     const outside = files.filter((file) =>
-      !file.startsWith("dist/") && !file.startsWith("src/") && !["package.json", "README.md"].includes(file)
+      !file.startsWith("dist/") && !file.startsWith("src/") && !["package.json", "README.md", "LICENSE"].includes(file)
     )
     assert.deepStrictEqual(outside, [])
     assert.deepStrictEqual(files.filter((file) => /(^|\/)(test|bench|examples|\.ci|scripts)\//.test(file)), [])
