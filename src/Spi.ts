@@ -55,7 +55,7 @@ export const transaction = <A, E, R>(
             p.transactionDepth--
             if (p.transactionDepth === 0) p.report("idle", undefined)
             if (since !== -1 && p.metrics !== undefined) {
-              p.metrics.observeMillis(p.metrics.spiTransaction, p.host.clock.currentTimeMillisUnsafe() - since)
+              p.metrics.spiTransaction.observeMillis(p.host.clock.currentTimeMillisUnsafe() - since)
             }
           })
       ))

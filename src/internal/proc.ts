@@ -255,7 +255,7 @@ export const waitLatch = (proc: Proc, options: WaitOptions): Effect.Effect<WaitR
     const since = metrics === undefined ? 0 : proc.host.clock.currentTimeMillisUnsafe()
     return Effect.flatMap(waited, (result) => {
       if (metrics !== undefined) {
-        metrics.observeMillis(metrics.latchWait, proc.host.clock.currentTimeMillisUnsafe() - since)
+        metrics.latchWait.observeMillis(proc.host.clock.currentTimeMillisUnsafe() - since)
       }
       return proc.terminateDue ? endNow(proc, "terminate") : Effect.succeed(result)
     })

@@ -184,8 +184,8 @@ const startIncarnation = (postmaster: Postmaster, registered: RegisteredWorker):
   if (postmaster.metrics !== undefined) {
     const metrics = postmaster.metrics.forType(registered.definition.type)
     proc.metrics = metrics
-    metrics.inc(metrics.starts)
-    metrics.observeMillis(metrics.startLatency, proc.backendStart - registered.pendingSince)
+    metrics.starts.count++
+    metrics.startLatency.observeMillis(proc.backendStart - registered.pendingSince)
   }
   registered.phase = "running"
   registered.everStarted = true

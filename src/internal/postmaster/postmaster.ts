@@ -50,7 +50,6 @@
  *
  * @internal
  */
-import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
@@ -392,18 +391,15 @@ export class Postmaster implements SupervisorApi, ProcHost {
     return this.countLaunch(launching, type)
   }
 
-  /** Counts a registration or launch as accepted, or refused by its `SupervisorError` reason. */
+  /** Counts a refused registration or launch by its `SupervisorError` reason (an accepted one is counted at its allocation). */
   private countLaunch(
     effect: Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError>,
     type: string
   ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
-    return Effect.onExit(effect, (exit) =>
-      Effect.sync(() => {
-        const metrics = this.metrics!.forType(type)
-        if (exit._tag === "Success") return metrics.inc(metrics.accepted)
-        const error = Cause.findErrorOption(exit.cause)
-        if (Option.isSome(error)) metrics.refusedFor(error.value.reason._tag)
-      }))
+    return Effect.tapError(
+      effect,
+      (error) => Effect.sync(() => this.metrics!.forType(type).refusedFor(error.reason._tag))
+    )
   }
 
   status(handle: Handle.WorkerHandle): Effect.Effect<Handle.WorkerStatus> {

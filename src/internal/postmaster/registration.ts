@@ -225,7 +225,10 @@ const allocate = (
 ): RegisteredWorker | undefined => {
   const registered = postmaster.slots.allocate(options)
   if (registered !== undefined) {
-    if (postmaster.metrics !== undefined) registered.pendingSince = postmaster.clock.currentTimeMillisUnsafe()
+    if (postmaster.metrics !== undefined) {
+      registered.pendingSince = postmaster.clock.currentTimeMillisUnsafe()
+      postmaster.metrics.forType(registered.definition.type).accepted.count++
+    }
     postmaster.feed.updated(registered)
   }
   return registered

@@ -70,7 +70,7 @@ const restartNow = (postmaster: Postmaster, registered: RegisteredWorker): void 
   if (registered.everStarted) {
     registered.restartCount++
     const metrics = postmaster.metrics?.forType(registered.definition.type)
-    if (metrics !== undefined) metrics.inc(metrics.restarts)
+    if (metrics !== undefined) metrics.restarts.count++
   }
   if (postmaster.metrics !== undefined) registered.pendingSince = postmaster.clock.currentTimeMillisUnsafe()
   registered.phase = "pending"
@@ -138,7 +138,7 @@ const giveUp = (postmaster: Postmaster, registered: RegisteredWorker, reason: st
   registered.nextRestartAt = undefined
   registered.givenUpReason = reason
   const metrics = postmaster.metrics?.forType(registered.definition.type)
-  if (metrics !== undefined) metrics.inc(metrics.giveUps)
+  if (metrics !== undefined) metrics.giveUps.count++
   postmaster.log(
     "Warn",
     `background worker "${registered.definition.name}": given up: ${reason}; ` +
@@ -158,7 +158,7 @@ const giveUp = (postmaster: Postmaster, registered: RegisteredWorker, reason: st
  */
 export const crashRestart = (postmaster: Postmaster, crashed: RegisteredWorker): void => {
   const metrics = postmaster.metrics?.forType(crashed.definition.type)
-  if (metrics !== undefined) metrics.inc(metrics.crashRestarts)
+  if (metrics !== undefined) metrics.crashRestarts.count++
   if (!postmaster.options.restartAfterCrash()) {
     postmaster.log(
       "Error",
