@@ -10,6 +10,10 @@
  * Each variant is warmed up, then raw and ours are measured in alternating timed rounds (so drift hits
  * both) and the median round is reported. Measured with one launcher, and with several concurrent launcher
  * fibers (each doing cycles against the same supervisor / forking its own raw fibers).
+ *
+ * Figure 1m: the metrics' cost. The same cycle against a supervisor with `metrics: true` (the default) and
+ * one with `metrics: false`, in alternating rounds of the same run; the ratio is off / on (cycles per
+ * second), target ≤ 1.10. The "baseline" column is the metrics-off rate.
  */
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
@@ -132,9 +136,45 @@ const compare = (label: string, launchers: number, options: LaunchOptions, capac
     return row
   }).pipe(Effect.scoped)
 
+/** Figure 1m: the launch cycle with metrics on versus off (two supervisors, alternating rounds). */
+const compareMetrics = (options: LaunchOptions) =>
+  Effect.gen(function*() {
+    const build = (metrics: boolean) =>
+      Effect.orDie(Layer.build(Supervisor.layer({ maxWorkerProcesses: 8, terminateTimeout: "5 seconds", metrics })))
+    const on = yield* build(true)
+    const off = yield* build(false)
+    const onRates: Array<number> = []
+    const offRates: Array<number> = []
+    yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), on)
+    yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), off)
+    for (let round = 0; round < options.rounds; round++) {
+      offRates.push(yield* Effect.provideContext(rate(ourCycle, 1, options.roundMs), off))
+      onRates.push(yield* Effect.provideContext(rate(ourCycle, 1, options.roundMs), on))
+    }
+    const onRate = median(onRates)
+    const offRate = median(offRates)
+    const ratio = throughputRatio(onRate, offRate)
+    progress(
+      `1m. metrics on ${onRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")}k/s, off ${
+        offRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")
+      }k/s; off/on ratio ${ratio.toFixed(3)}`
+    )
+    const row: Row = {
+      figure: "1m. launch cycles, metrics on vs off",
+      unit: "cycles/s",
+      ours: onRate,
+      baseline: offRate,
+      ratio,
+      target: "≤1.10× metrics off",
+      ok: ratio <= 1.1
+    }
+    return row
+  }).pipe(Effect.scoped)
+
 export const runLaunch = (options: LaunchOptions): Effect.Effect<ReadonlyArray<Row>> =>
   Effect.gen(function*() {
     const single = yield* compare("1. launch cycles, 1 launcher", 1, options, 8)
     const many = yield* compare(`1. launch cycles, ${options.launchers} launchers`, options.launchers, options, 64)
-    return [single, many]
+    const metrics = yield* compareMetrics(options)
+    return [single, many, metrics]
   })

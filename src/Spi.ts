@@ -41,6 +41,8 @@ export const transaction = <A, E, R>(
         Effect.sync(() => {
           p.transactionDepth++
           p.report("idle in transaction", undefined)
+          // Only the outermost bracket is timed (nested ones are savepoints): -1 means "not timed".
+          return p.metrics !== undefined && p.transactionDepth === 1 ? p.host.clock.currentTimeMillisUnsafe() : -1
         }),
         // effect/sql turns a failed ROLLBACK into a defect: a session lost in the middle of a transaction
         // is an SQL error of the worker (exit 1), not a crash (which would restart every shared-state worker).
@@ -48,10 +50,13 @@ export const transaction = <A, E, R>(
           sql.withTransaction(effect).pipe(
             Effect.catchDefect((defect) => isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect))
           ),
-        () =>
+        (since) =>
           Effect.sync(() => {
             p.transactionDepth--
             if (p.transactionDepth === 0) p.report("idle", undefined)
+            if (since !== -1 && p.metrics !== undefined) {
+              p.metrics.spiTransaction.observeMillis(p.host.clock.currentTimeMillisUnsafe() - since)
+            }
           })
       ))
   })

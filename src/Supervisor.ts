@@ -245,6 +245,37 @@ export interface Options<E = never, R = never> {
   readonly entryPoints?: ReadonlyArray<BackgroundWorker.BackgroundWorker<any, any, R>> | undefined
   /** Shared state created before any worker starts (and again after every crash restart). */
   readonly shmem?: ReadonlyArray<ShmemStruct<any>> | undefined
+  /**
+   * Whether the supervisor keeps metrics (`effect`'s `Metric`, in the `MetricRegistry` of the context
+   * it is built in). Default `true`; `false` makes every update site a single `undefined` test (the
+   * launch benchmark compares both). Read them with `Metric.snapshot`, serve them as Prometheus text with
+   * `NodeSupervisor.layerMetrics`, or push them with OTLP (`NodeSupervisor.layerOtlpMetrics`).
+   *
+   * Every metric carries the label `worker_type` (the definition's `type`), except the slot gauges.
+   * Prometheus names (counters get `_total`, histograms `_bucket`/`_sum`/`_count`):
+   *
+   * | name | type | labels | meaning | PostgreSQL analogue |
+   * |---|---|---|---|---|
+   * | `bgworker_starts` | counter | `worker_type` | incarnations started | `do_start_bgworker` calls |
+   * | `bgworker_exits` | counter | `worker_type`, `outcome` = `done` \| `failed` \| `crashed` \| `killed` \| `abandoned` | how incarnations ended (`IncarnationEnd`) | `CleanupBackgroundWorker`'s exit status test |
+   * | `bgworker_restarts` | counter | `worker_type` | restarts (after an exit or a crash restart) | `bgw_restart_time` restarts |
+   * | `bgworker_crash_restarts` | counter | `worker_type` (of the crashed worker) | crash restarts of every worker | `HandleChildCrash` with `restart_after_crash` |
+   * | `bgworker_give_ups` | counter | `worker_type` | registrations given up by their restart policy | — |
+   * | `bgworker_launches_accepted` | counter | `worker_type` | `register` / `launch` calls accepted | `RegisterDynamicBackgroundWorker` returning true |
+   * | `bgworker_launches_refused` | counter | `worker_type`, `reason` (a `SupervisorError` reason tag, e.g. `NoFreeSlot`) | `register` / `launch` calls refused | `RegisterDynamicBackgroundWorker` returning false |
+   * | `bgworker_slots_used` | gauge | — | slots in use | `BackgroundWorkerData->total_slots` in use |
+   * | `bgworker_slots_free` | gauge | — | free slots (`maxWorkerProcesses` − used) | `max_worker_processes` headroom |
+   * | `bgworker_workers` | gauge | `worker_type`, `state` = `pending` \| `running` \| `restartWait` \| `givenUp` | registrations by state | `pg_stat_activity` rows with `backend_type` |
+   * | `bgworker_start_latency_seconds` | histogram | `worker_type` | registration (or restart due) to start | `WaitForBackgroundWorkerStartup` time |
+   * | `bgworker_spi_transaction_seconds` | histogram | `worker_type` | outermost `Spi.transaction` duration | `xact_commit` timing in `pg_stat_database` |
+   * | `bgworker_latch_wait_seconds` | histogram | `worker_type` | time spent in `ProcLatch.wait` | `WaitLatch` (wait event time) |
+   *
+   * The gauges are computed from the slot table when the metrics are read, and removed from the registry
+   * when the supervisor ends; counters and histograms stay.
+   *
+   * @since 0.3.0
+   */
+  readonly metrics?: boolean | undefined
 }
 
 /**

@@ -23,6 +23,7 @@ import type * as BackgroundWorker from "../BackgroundWorker.ts"
 import type { WaitOptions, WaitResult } from "../ProcLatch.ts"
 import type { WorkerHandle } from "../WorkerHandle.ts"
 import { LatchImpl } from "./latch.ts"
+import type { TypeMetrics } from "./metrics.ts"
 
 /**
  * Why the supervisor itself ends an incarnation (`SIGKILL`/`SIGQUIT` from the postmaster in PostgreSQL): a
@@ -77,6 +78,8 @@ export class Proc implements BackgroundWorker.WorkerInfo {
   fiber: Fiber.Fiber<void, unknown> | undefined = undefined
   /** Interrupts the fiber if a terminate request is not honoured in time. */
   forceTimer: Fiber.Fiber<void> | undefined = undefined
+  /** Its worker type's metrics, when the supervisor keeps metrics. */
+  metrics: TypeMetrics | undefined = undefined
 
   readonly host: ProcHost
   readonly name: string
@@ -248,7 +251,14 @@ export const waitLatch = (proc: Proc, options: WaitOptions): Effect.Effect<WaitR
     }
     const wait = proc.latch.wait(options)
     const waited = event === undefined ? wait : withWaitEvent(proc, "Extension", event, wait)
-    return Effect.flatMap(waited, (result) => proc.terminateDue ? endNow(proc, "terminate") : Effect.succeed(result))
+    const metrics = proc.metrics
+    const since = metrics === undefined ? 0 : proc.host.clock.currentTimeMillisUnsafe()
+    return Effect.flatMap(waited, (result) => {
+      if (metrics !== undefined) {
+        metrics.latchWait.observeMillis(proc.host.clock.currentTimeMillisUnsafe() - since)
+      }
+      return proc.terminateDue ? endNow(proc, "terminate") : Effect.succeed(result)
+    })
   })
 
 /** `HOLD_INTERRUPTS()` ... `RESUME_INTERRUPTS()`: uninterruptible, and terminate requests wait for the end. */

@@ -79,10 +79,12 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
+import * as Http from "node:http"
 import * as Activity from "../Activity.ts"
 import * as Guc from "../Guc.ts"
 import { causeChain, hintOf } from "../internal/causeChain.ts"
@@ -480,3 +482,53 @@ export const layerGucs = (options: Guc.Options = {}): Layer.Layer<Guc.Gucs, Guc.
   Guc.layer({ ...options, environment: options.environment ?? process.env }).pipe(
     Layer.provide(NodeServices.layer)
   )
+
+/**
+ * Options of {@link layerMetrics}.
+ *
+ * @category metrics
+ * @since 0.3.0
+ */
+export interface MetricsOptions {
+  /** TCP port to listen on. */
+  readonly port: number
+  /** Interface to bind. Default `"127.0.0.1"` (loopback only): expose it further on purpose, not by default. */
+  readonly host?: string | undefined
+  /** Path that serves the metrics. Default `"/metrics"`. */
+  readonly path?: string | undefined
+}
+
+/**
+ * Serves the metrics of the context's `MetricRegistry` (the supervisor's, see `Supervisor.Options.metrics`)
+ * as Prometheus text at `http://host:port/metrics`, using `effect`'s `PrometheusMetrics`. Off unless this
+ * layer is provided; binds `127.0.0.1` unless `host` says otherwise. The server closes with the layer.
+ *
+ * **Gotchas** Provide it in the same context as the supervisor (the same `MetricRegistry`); any other path
+ * answers 404.
+ *
+ * @category metrics
+ * @since 0.3.0
+ */
+export const layerMetrics = (options: MetricsOptions): Layer.Layer<never> =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const context = yield* Effect.context<never>()
+    const path = options.path ?? "/metrics"
+    const server = Http.createServer((request, response) => {
+      if (request.method !== "GET" || (request.url ?? "").split("?")[0] !== path) {
+        response.writeHead(404).end()
+        return
+      }
+      const body = PrometheusMetrics.formatUnsafe(context)
+      response.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(body)
+    })
+    yield* Effect.acquireRelease(
+      Effect.callback<void>((resume) => {
+        server.listen(options.port, options.host ?? "127.0.0.1", () => resume(Effect.void))
+      }),
+      () =>
+        Effect.callback<void>((resume) => {
+          server.close(() => resume(Effect.void))
+          server.closeAllConnections()
+        })
+    )
+  }))

@@ -181,6 +181,12 @@ const startIncarnation = (postmaster: Postmaster, registered: RegisteredWorker):
   // Known before the fiber runs, so that the status published below already says "not yet started".
   proc.awaitingSession = startsWithSession(postmaster, registered)
   registered.proc = proc
+  if (postmaster.metrics !== undefined) {
+    const metrics = postmaster.metrics.forType(registered.definition.type)
+    proc.metrics = metrics
+    metrics.starts.count++
+    metrics.startLatency.observeMillis(proc.backendStart - registered.pendingSince)
+  }
   registered.phase = "running"
   registered.everStarted = true
   registered.nextRestartAt = undefined

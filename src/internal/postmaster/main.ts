@@ -94,9 +94,12 @@ export const make: <E = never, R = never>(
       abandonTimeout: () => fixedAbandon ?? shutdownTimeout(),
       beforeReload: gucs._tag === "Some" ? Effect.asVoid(gucs.value.reload) : Effect.void,
       entryPoints,
-      shmem: options.shmem ?? []
+      shmem: options.shmem ?? [],
+      metrics: options.metrics ?? true
     }, context)
-    yield* Effect.addFinalizer(() => postmaster.die())
+    yield* Effect.addFinalizer(() =>
+      Effect.ensuring(postmaster.die(), Effect.sync(() => postmaster.metrics?.unregister()))
+    )
 
     // 4. _PG_init of every preloaded library, then the static registrations in order.
     const pending: Array<Registration.StaticRegistration> = []

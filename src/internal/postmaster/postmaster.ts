@@ -61,12 +61,13 @@ import * as Option from "effect/Option"
 import * as References from "effect/References"
 import type * as Stream from "effect/Stream"
 import type { ActivityEvent, ActivityRow, LastExit, WaitEventInfo } from "../../Activity.ts"
-import type * as BackgroundWorker from "../../BackgroundWorker.ts"
+import * as BackgroundWorker from "../../BackgroundWorker.ts"
 import type * as DatabaseState from "../../DatabaseState.ts"
 import type { ShmemStruct } from "../../Shmem.ts"
 import type { LaunchRequest, ShutdownMode, SupervisorApi, SupervisorState, WorkerSignal } from "../../Supervisor.ts"
 import type * as Errors from "../../SupervisorError.ts"
 import * as Handle from "../../WorkerHandle.ts"
+import { type ExitOutcome, SupervisorMetrics, type WorkerState } from "../metrics.ts"
 import type { Proc, ProcHost } from "../proc.ts"
 import { ActivityFeed } from "./activityFeed.ts"
 import * as Incarnation from "./incarnation.ts"
@@ -92,6 +93,16 @@ export interface Options {
   readonly beforeReload: Effect.Effect<void>
   readonly entryPoints: ReadonlyMap<string, BackgroundWorker.Any>
   readonly shmem: ReadonlyArray<ShmemStruct<any>>
+  /** Whether the supervisor keeps its metrics (`Supervisor.Options.metrics`). */
+  readonly metrics: boolean
+}
+
+const outcomes: Record<IncarnationEnd["_tag"], ExitOutcome> = {
+  Done: "done",
+  Failed: "failed",
+  Crashed: "crashed",
+  Killed: "killed",
+  Abandoned: "abandoned"
 }
 
 export class Postmaster implements SupervisorApi, ProcHost {
@@ -127,6 +138,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private readonly outbox: Array<() => void> = []
   private readonly minimumLogLevel: LogLevel.LogLevel
   private readonly mergedContexts = new WeakMap<Context.Context<never>, Context.Context<never>>()
+  /** The metrics, unless `Options.metrics` is off (then every update site is one `undefined` test). */
+  readonly metrics: SupervisorMetrics | undefined
 
   constructor(options: Options, context: Context.Context<never>) {
     this.options = options
@@ -135,6 +148,24 @@ export class Postmaster implements SupervisorApi, ProcHost {
     this.minimumLogLevel = Context.get(context, References.MinimumLogLevel)
     this.slots = new Slots.SlotTable(options.maxWorkerProcesses)
     this.sharedState = new SharedState(this)
+    this.metrics = options.metrics
+      ? new SupervisorMetrics(context, {
+        maxWorkerProcesses: options.maxWorkerProcesses,
+        count: (type, state) => this.countRegistrations(type, state)
+      })
+      : undefined
+  }
+
+  /** Registrations in use, of `type` and in `state` when given (the metrics' gauges, read at a scrape). */
+  countRegistrations(type: string | undefined, state: WorkerState | undefined): number {
+    let n = 0
+    for (const registered of this.slots.registrations) {
+      if (registered === undefined) continue
+      if (type !== undefined && registered.definition.type !== type) continue
+      if (state !== undefined && registered.phase !== state) continue
+      n++
+    }
+    return n
   }
 
   readonly maxWorkerProcesses = (): number => this.options.maxWorkerProcesses
@@ -272,6 +303,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
   incarnationEnded(registered: RegisteredWorker, proc: Proc, end: IncarnationEnd): void {
     if (registered.proc === proc) registered.proc = undefined
     registered.lastExit = Incarnation.lastExitOf(end, this.clock.currentTimeMillisUnsafe(), proc.query)
+    proc.metrics?.exited(outcomes[end._tag])
     const next = Restart.afterEnd(end, registered, this.state)
     if (next === "postmaster dead") {
       registered.phase = "pending"
@@ -347,11 +379,27 @@ export class Postmaster implements SupervisorApi, ProcHost {
     options: { readonly extra?: Uint8Array | undefined } | undefined,
     context: Context.Context<never>
   ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
-    return Registration.register(this, definition, argument, options, context)
+    const registering = Registration.register(this, definition, argument, options, context)
+    return this.metrics === undefined ? registering : this.countLaunch(registering, definition.type)
   }
 
   launch(request: LaunchRequest): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
-    return Registration.launch(this, request)
+    const launching = Registration.launch(this, request)
+    if (this.metrics === undefined) return launching
+    const type = request.type ?? this.options.entryPoints.get(BackgroundWorker.entryPointKey(request))?.type ??
+      `${request.library}.${request.function}`
+    return this.countLaunch(launching, type)
+  }
+
+  /** Counts a refused registration or launch by its `SupervisorError` reason (an accepted one is counted at its allocation). */
+  private countLaunch(
+    effect: Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError>,
+    type: string
+  ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
+    return Effect.tapError(
+      effect,
+      (error) => Effect.sync(() => this.metrics!.forType(type).refusedFor(error.reason._tag))
+    )
   }
 
   status(handle: Handle.WorkerHandle): Effect.Effect<Handle.WorkerStatus> {

@@ -79,6 +79,8 @@ export class RegisteredWorker {
   restartStep: RestartStep | undefined = undefined
   /** When it was restarted lately, for its restart intensity. */
   restartTimes: Array<number> = []
+  /** When it was registered, or its restart became due: a start's latency is measured from it. */
+  pendingSince = 0
   listeners: Set<StatusListener> | undefined = undefined
   readonly slot: number
   readonly generation: number
@@ -222,7 +224,13 @@ const allocate = (
   options: Omit<RegistrationOptions, "slot" | "generation">
 ): RegisteredWorker | undefined => {
   const registered = postmaster.slots.allocate(options)
-  if (registered !== undefined) postmaster.feed.updated(registered)
+  if (registered !== undefined) {
+    if (postmaster.metrics !== undefined) {
+      registered.pendingSince = postmaster.clock.currentTimeMillisUnsafe()
+      postmaster.metrics.forType(registered.definition.type).accepted.count++
+    }
+    postmaster.feed.updated(registered)
+  }
   return registered
 }
 

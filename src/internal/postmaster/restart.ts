@@ -67,7 +67,12 @@ export const afterEnd = (end: IncarnationEnd, registered: RegisteredWorker, stat
  * started if its gate is open (else it waits, `pending`, for the gate).
  */
 const restartNow = (postmaster: Postmaster, registered: RegisteredWorker): void => {
-  if (registered.everStarted) registered.restartCount++
+  if (registered.everStarted) {
+    registered.restartCount++
+    const metrics = postmaster.metrics?.forType(registered.definition.type)
+    if (metrics !== undefined) metrics.restarts.count++
+  }
+  if (postmaster.metrics !== undefined) registered.pendingSince = postmaster.clock.currentTimeMillisUnsafe()
   registered.phase = "pending"
   registered.nextRestartAt = undefined
   postmaster.tryStart(registered)
@@ -132,6 +137,8 @@ const giveUp = (postmaster: Postmaster, registered: RegisteredWorker, reason: st
   registered.restartTimer = undefined
   registered.nextRestartAt = undefined
   registered.givenUpReason = reason
+  const metrics = postmaster.metrics?.forType(registered.definition.type)
+  if (metrics !== undefined) metrics.giveUps.count++
   postmaster.log(
     "Warn",
     `background worker "${registered.definition.name}": given up: ${reason}; ` +
@@ -150,6 +157,8 @@ const giveUp = (postmaster: Postmaster, registered: RegisteredWorker, reason: st
  * with `SupervisorCrashed` instead.
  */
 export const crashRestart = (postmaster: Postmaster, crashed: RegisteredWorker): void => {
+  const metrics = postmaster.metrics?.forType(crashed.definition.type)
+  if (metrics !== undefined) metrics.crashRestarts.count++
   if (!postmaster.options.restartAfterCrash()) {
     postmaster.log(
       "Error",
