@@ -249,7 +249,9 @@ export interface Options<E = never, R = never> {
    * Whether the supervisor keeps metrics (`effect`'s `Metric`, in the `MetricRegistry` of the context
    * it is built in). Default `true`; `false` makes every update site a single `undefined` test (the
    * launch benchmark compares both). Read them with `Metric.snapshot`, serve them as Prometheus text with
-   * `NodeSupervisor.layerMetrics`, or push them with OTLP (`NodeSupervisor.layerOtlpMetrics`).
+   * `NodeSupervisor.layerMetrics`, or export them with `effect/observability`'s `OtlpMetrics` layer (not
+   * wired by this package yet). They leave the registry when the supervisor's scope closes; two
+   * supervisors sharing one registry write the same series (the last one built wins).
    *
    * Every metric carries the label `worker_type` (the definition's `type`), except the slot gauges.
    * Prometheus names (counters get `_total`, histograms `_bucket`/`_sum`/`_count`):
