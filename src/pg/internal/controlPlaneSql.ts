@@ -697,6 +697,11 @@ BEGIN
             HINT = format('After COMMIT, SELECT ${s}.wait_for_startup(%s) returns its pid.', handle);
     RETURN NULL;
   END IF;
+  -- An argument over the limit is refused here, before it travels over the loopback: _launch raises the
+  -- limit's error before it stores anything.
+  IF octet_length($3::text) > (SELECT c.max_argument_bytes FROM ${s}._config c) THEN
+    PERFORM ${s}._launch(caller, $1, $2, $3, $4, $5);
+  END IF;
   -- A connection left behind by a call of this session that was cancelled mid-way.
   EXECUTE format('SELECT %L = ANY (coalesce(%I.dblink_get_connections(), ''{}''))', conn, ext) INTO withdrawn;
   IF withdrawn THEN
