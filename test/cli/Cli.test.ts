@@ -24,8 +24,9 @@ import * as ServerSettings from "../../src/pg/ServerSettings.ts"
 import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import { captureLogs } from "../fixtures.ts"
+import { spawn } from "../node/fixtures/child.ts"
 import * as PgTest from "../pg/support.ts"
-import { bgworker, type Result, show } from "./support.ts"
+import { bgworker, bin, type Result, show } from "./support.ts"
 
 // --- the supervisor under the CLI ---
 
@@ -174,6 +175,17 @@ layer(Layer.merge(Suite, roles.pipe(Layer.provide(Suite))), PgTest.suiteOptions)
       )
       assert.match(lines.at(-1)!, /^\(\d+ rows?\)$/)
     }))
+
+  it.effect("ps --watch prints the workers again every interval until SIGINT ends it with exit code 130", () =>
+    Effect.gen(function*() {
+      const url = yield* urlOf()
+      const child = yield* spawn(bin, { DATABASE_URL: url }, ["ps", "--watch=0.2", "--json"])
+      yield* child.waitFor(/^\[/, { times: 3, timeout: "10 seconds" })
+      const output = yield* child.output
+      for (const line of output) assert.isArray(JSON.parse(line), output.join("\n"))
+      yield* child.signal("SIGINT")
+      assert.deepStrictEqual(yield* child.awaitExit("5 seconds"), { code: 130 })
+    }).pipe(Effect.scoped, Effect.orDie))
 
   it.effect("terminate ends a launched worker: it leaves the supervisor's slots and ps", () =>
     Effect.gen(function*() {
