@@ -26,7 +26,7 @@
  * `BGW_WORKER_SPI__NAPTIME=1 BGW_WORKER_SPI__TOTAL_WORKERS=3 npm start`. With `EXAMPLE_EXIT_AFTER_MS=8000` it
  * shuts itself down after eight seconds and exits with code 0.
  *
- * **Differences from the C module** (see examples/worker_spi/worker_spi.ts for all of them)
+ * **Differences from the C module** (see src/demo/WorkerSpi.ts for all of them)
  *
  * - `SELECT worker_spi_launch(5)` returns the pid as PostgreSQL's does: the control plane commits the launch
  *   on a session of its own (dblink, which ships with the embedded server) and waits for the worker. Without
@@ -44,98 +44,14 @@
  *
  * PostgreSQL: src/test/modules/worker_spi (worker_spi.c, worker_spi--1.0.sql, t/001_worker_spi.pl).
  */
-import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
-import * as Redacted from "effect/Redacted"
-import * as Schedule from "effect/Schedule"
-import { SqlClient } from "effect/sql/SqlClient"
 import * as path from "node:path"
-import * as Guc from "../src/Guc.ts"
+import * as WorkerSpiDemo from "../src/demo/WorkerSpiDemo.ts"
 import { NodeSupervisor } from "../src/node/index.ts"
-import * as ControlPlane from "../src/pg/ControlPlane.ts"
-import * as DatabaseProbe from "../src/pg/DatabaseProbe.ts"
-import * as EmbeddedPostgres from "../src/pg/EmbeddedPostgres.ts"
-import * as ServerSettings from "../src/pg/ServerSettings.ts"
-import * as WorkerConnection from "../src/pg/WorkerConnection.ts"
-import * as Supervisor from "../src/Supervisor.ts"
-import { exitAfter } from "./support.ts"
-import * as WorkerSpi from "./worker_spi/worker_spi.ts"
 
 /** `argv[2]`, else `WORKER_SPI_CONFIG`, else none (defaults and `BGW_*` variables only). */
 const configArgument = process.argv[2] ?? process.env["WORKER_SPI_CONFIG"]
 const configFile = configArgument === undefined || configArgument === "" ? undefined : path.resolve(configArgument)
 
-// --- The supervisor: worker_spi preloaded, its entry point launchable by name ---
-
-const supervisor = Layer.unwrap(
-  Effect.map(WorkerSpi.entryPoints, (entryPoints) => Supervisor.layer({ preload: [WorkerSpi.init], entryPoints }))
-)
-
-// --- What to try ---
-
-const howTo = Effect.gen(function*() {
-  const server = yield* EmbeddedPostgres.PgServer
-  const psql = server.embedded ? `psql "${Redacted.value(server.url)}"` : `psql "$DATABASE_URL"`
-  const naptime = yield* Guc.get(WorkerSpi.Naptime)
-  yield* Effect.logInfo(
-    [
-      `connect: ${psql}`,
-      "then try:",
-      "  INSERT INTO schema1.counted VALUES ('total', 0), ('delta', 1);",
-      "  INSERT INTO schema1.counted VALUES ('delta', 41);",
-      `  SELECT * FROM schema1.counted \\watch 1                 -- folded every ${naptime} s (worker_spi.naptime)`,
-      "  SELECT worker_spi_launch(5);                            -- a dynamic worker on schema5: its backend pid",
-      "  SELECT pid, name, backend_type, state, wait_event_type, wait_event, query FROM bgworker.activity;",
-      "  SELECT pid, application_name, datname, usename FROM pg_stat_activity WHERE application_name LIKE 'worker_spi%';",
-      "  SELECT pg_terminate_backend(pid) FROM bgworker.activity WHERE name = 'worker_spi dynamic worker 5';",
-      "  ALTER SYSTEM SET worker_spi.naptime = 2; SELECT pg_reload_conf();   -- the workers follow within 1 s",
-      "  SELECT name, setting, source, sourcefile FROM bgworker.settings WHERE name LIKE 'worker_spi.%';",
-      `  SELECT bgworker.reload();   -- or: kill -HUP ${process.pid}   (every worker runs a cycle now)`,
-      `stop: Ctrl-C, or kill ${process.pid}`
-    ].join("\n")
-  )
-}).pipe(Effect.annotateLogs({ worker: "main" }))
-
-// --- The scripted session: t/001_worker_spi.pl's first steps, from SQL ---
-
-const session = Effect.gen(function*() {
-  const sql = yield* SqlClient
-  const [launched] = yield* sql<{ pid: number | null }>`SELECT worker_spi_launch(4) AS pid`
-  yield* Effect.logInfo(`SELECT worker_spi_launch(4) returned pid ${launched?.pid ?? "NULL"}`)
-  const exists = sql`SELECT 1 FROM information_schema.tables WHERE table_schema = 'schema4' AND table_name = 'counted'`
-  yield* exists.pipe(
-    Effect.flatMap((rows) => rows.length === 1 ? Effect.void : Effect.fail("not yet" as const)),
-    Effect.retry({ times: 200, schedule: Schedule.spaced("50 millis") })
-  )
-  yield* sql`INSERT INTO schema4.counted VALUES ('total', 0) ON CONFLICT (type) WHERE type = 'total' DO NOTHING`
-  yield* sql`INSERT INTO schema4.counted VALUES ('delta', 1)`
-  yield* Effect.logInfo("inserted ('total', 0), ('delta', 1) into schema4.counted; SELECT bgworker.reload()")
-  yield* sql`SELECT bgworker.reload()`
-}).pipe(
-  Effect.tapCause((cause) => Effect.logError("session failed", cause)),
-  Effect.annotateLogs({ worker: "session" })
-)
-
-// --- The program ---
-
-const app = Layer.effectDiscard(
-  Effect.andThen(howTo, Effect.andThen(Effect.forkScoped(session), Effect.forkScoped(exitAfter)))
-).pipe(
-  // CREATE EXTENSION worker_spi: both worker_spi_launch forms, over the control plane's schema.
-  Layer.provideMerge(Layer.effectDiscard(WorkerSpi.install())),
-  Layer.provideMerge(ControlPlane.layer()),
-  // The server's own configuration: ALTER SYSTEM SET worker_spi.naptime = 5; SELECT pg_reload_conf();
-  // reaches the workers (a check of pg_conf_load_time() every 250 ms, then Supervisor.reload).
-  Layer.provideMerge(ServerSettings.layer()),
-  Layer.provideMerge(supervisor),
-  // Read once before the preloads, so worker_spi.* (total_workers included) start with the server's values.
-  Layer.provideMerge(ServerSettings.layerStartup()),
-  // The registry is in the supervisor's context: SIGHUP re-reads the file before waking the workers.
-  Layer.provideMerge(NodeSupervisor.layerGucs({ configFile })),
-  Layer.provideMerge(WorkerConnection.layer()),
-  Layer.provideMerge(DatabaseProbe.layer()),
-  Layer.provideMerge(EmbeddedPostgres.clientLayer({ applicationName: "bgworker supervisor" })),
-  Layer.provideMerge(EmbeddedPostgres.layer())
-)
-
-NodeSupervisor.runMain(app)
+// The program (the supervisor, worker_spi preloaded, the control plane, the scripted session) is
+// src/demo/WorkerSpiDemo.ts, shipped in the package so that `bgworker demo` runs it too.
+NodeSupervisor.runMain(WorkerSpiDemo.layer({ configFile, exitAfter: WorkerSpiDemo.exitAfterFromEnvironment() }))

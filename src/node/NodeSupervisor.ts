@@ -276,24 +276,9 @@ const announceReady = Effect.gen(function*() {
 export const runMain = <E>(
   layer: Layer.Layer<Supervisor.Supervisor, E>,
   options?: RunMainOptions
-): void => {
-  const fromEnvironment = NodeLogger.formatFromEnvironment()
-  const format = options?.logFormat ?? (typeof fromEnvironment === "string" ? fromEnvironment : "text")
-  const invalid = options?.logFormat === undefined && typeof fromEnvironment === "object"
-    ? Effect.logWarning(
-      `invalid value for ${NodeLogger.environmentVariable}: "${escape(fromEnvironment.invalid)}"; using "text"`
-    ).pipe(Effect.annotateLogs({ ...logAnnotations, hint: `Use one of ${NodeLogger.formats.join(", ")}.` }))
-    : Effect.void
-  const program = Effect.andThen(
-    invalid,
-    options?.disableErrorReporting === true ? launch(layer) : reportFailure(launch(layer))
-  ).pipe(
-    // After every layer has been released: the workers, the control plane, an embedded server.
-    Effect.ensuring(Effect.logInfo("database system is shut down").pipe(Effect.annotateLogs(logAnnotations))),
-    options?.logger === false ? (self) => self : Effect.provide(NodeLogger.layer(format))
-  )
-  NodeRuntime.runMain(program, {
-    // Failures are reported by `reportFailure`: an expected error as its message and hint, like PostgreSQL's
+): void =>
+  NodeRuntime.runMain(main(layer, options), {
+    // Failures are reported by `main`: an expected error as its message and hint, like PostgreSQL's
     // FATAL lines, and only a defect with its whole cause.
     disableErrorReporting: true,
     // runMain exits by itself after a signal or a failure; a clean end would wait for the event loop to drain.
@@ -303,6 +288,35 @@ export const runMain = <E>(
         process.exit(code)
       })
   })
+
+/**
+ * The program {@link runMain} runs, as an effect: {@link launch} with `NodeLogger` installed, failures
+ * logged at `FATAL`, and the closing `database system is shut down` line. For a program that already runs
+ * under `NodeRuntime.runMain` (the `bgworker run` command does): run it there with
+ * `disableErrorReporting: true`, and SIGINT or SIGTERM end it with exit code 130 as {@link runMain} does.
+ *
+ * @category running
+ * @since 0.2.0
+ */
+export const main = <E>(
+  layer: Layer.Layer<Supervisor.Supervisor, E>,
+  options?: RunMainOptions
+): Effect.Effect<void, E | SupervisorError.SupervisorError | Supervisor.SupervisorCrashed> => {
+  const fromEnvironment = NodeLogger.formatFromEnvironment()
+  const format = options?.logFormat ?? (typeof fromEnvironment === "string" ? fromEnvironment : "text")
+  const invalid = options?.logFormat === undefined && typeof fromEnvironment === "object"
+    ? Effect.logWarning(
+      `invalid value for ${NodeLogger.environmentVariable}: "${escape(fromEnvironment.invalid)}"; using "text"`
+    ).pipe(Effect.annotateLogs({ ...logAnnotations, hint: `Use one of ${NodeLogger.formats.join(", ")}.` }))
+    : Effect.void
+  return Effect.andThen(
+    invalid,
+    options?.disableErrorReporting === true ? launch(layer) : reportFailure(launch(layer))
+  ).pipe(
+    // After every layer has been released: the workers, the control plane, an embedded server.
+    Effect.ensuring(Effect.logInfo("database system is shut down").pipe(Effect.annotateLogs(logAnnotations))),
+    options?.logger === false ? (self) => self : Effect.provide(NodeLogger.layer(format))
+  )
 }
 
 /**

@@ -1,5 +1,5 @@
 /**
- * worker_spi against a real PostgreSQL: the library in examples/worker_spi/worker_spi.ts, driven the way
+ * worker_spi against a real PostgreSQL: the library in src/demo/WorkerSpi.ts, driven the way
  * PostgreSQL's TAP test t/001_worker_spi.pl drives the C module, plus the behaviour worker_spi.c implies
  * (lost deltas, restarts, quoting) and the SQL `worker_spi_launch` function over the control plane, in the forms the TAP test types.
  *
@@ -20,9 +20,9 @@ import * as Result from "effect/Result"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
-import * as WorkerSpi from "../../examples/worker_spi/worker_spi.ts"
 import * as Activity from "../../src/Activity.ts"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
+import * as WorkerSpi from "../../src/demo/WorkerSpi.ts"
 import * as Guc from "../../src/Guc.ts"
 import * as ControlPlane from "../../src/pg/ControlPlane.ts"
 import { PgServer } from "../../src/pg/EmbeddedPostgres.ts"
