@@ -5,5 +5,6 @@
  *
  * @since 0.1.0
  */
+export * as Dashboard from "./Dashboard.ts"
 export * as NodeLogger from "./NodeLogger.ts"
 export * as NodeSupervisor from "./NodeSupervisor.ts"
