@@ -103,8 +103,8 @@ section { background: var(--panel); border: 1px solid var(--line); border-radius
 #slots-used { height: 100%; width: 0; background: var(--accent); transition: width .2s; }
 #slots-used.full { background: var(--red); }
 table.grid { border-collapse: collapse; width: 100%; }
-.grid th { text-align: left; font-weight: 600; color: var(--dim); border-bottom: 1px solid var(--line); padding: 5px 8px; white-space: nowrap; }
-.grid td { border-bottom: 1px solid var(--line); padding: 5px 8px; vertical-align: top; }
+.grid th { text-align: left; font-weight: 600; color: var(--dim); border-bottom: 1px solid var(--line); padding: 5px 7px; white-space: nowrap; }
+.grid td { border-bottom: 1px solid var(--line); padding: 5px 7px; vertical-align: top; }
 .grid tr:last-child td { border-bottom: none; }
 .num { text-align: right; }
 .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; }
@@ -114,7 +114,9 @@ table.grid { border-collapse: collapse; width: 100%; }
 .s-idle-in-transaction, .s-idle-in-transaction-aborted, .s-fastpath-function-call { color: var(--violet); }
 .s-disabled { color: var(--grey); }
 .s-waiting-for-restart { color: var(--amber); } .s-given-up { color: var(--red); } .s-not-yet-started { color: var(--grey); }
-.exit { max-width: 420px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.exit { max-width: 300px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.grid td.name, .grid td.nowrap { white-space: nowrap; }
+.grid td.name { max-width: 200px; overflow: hidden; text-overflow: ellipsis; }
 .k-done { color: var(--green); } .k-failed { color: var(--amber); } .k-crashed { color: var(--red); } .k-killed { color: var(--violet); }
 button { background: transparent; color: var(--accent); border: 1px solid var(--line); border-radius: 4px; padding: 2px 8px;
   font: inherit; font-size: 11px; cursor: pointer; }
@@ -326,57 +328,89 @@ export const appJs = String.raw`"use strict";
     b.title = title;
     return b;
   }
+  // Rows are kept and updated in place (keyed by handle), so that a button stays under the pointer while
+  // the worker's other cells change.
+  var rowElements = new Map();
+  function setText(node, text) {
+    var value = text === undefined || text === null ? "" : String(text);
+    if (node.textContent !== value) node.textContent = value;
+  }
+  // Rebuilds the children of node with build, only when signature changed.
+  function rebuild(node, signature, build) {
+    if (node.getAttribute("data-sig") === signature) return;
+    node.setAttribute("data-sig", signature);
+    node.replaceChildren();
+    build(node);
+  }
+  function rowElement(key, canAct) {
+    var tr = rowElements.get(key);
+    if (!tr) {
+      tr = el("tr");
+      tr.setAttribute("data-worker", key);
+      ["mono num", "name", "dim nowrap", "", "mono nowrap", "num", "exit", "dim nowrap"].forEach(function (cls) { tr.appendChild(el("td", cls)); });
+      rowElements.set(key, tr);
+    }
+    var hasActions = tr.cells.length === 9;
+    if (canAct && !hasActions) {
+      var actions = el("td");
+      var box = el("div", "actions");
+      box.appendChild(button("terminate", "terminate", key, "TerminateBackgroundWorker: end it and unregister it", true));
+      box.appendChild(button("signal", "signal-terminate", key, "pg_terminate_backend: end this incarnation; its restart policy applies", false));
+      box.appendChild(button("set latch", "set-latch", key, "SetLatch: wake it from its wait", false));
+      actions.appendChild(box);
+      tr.appendChild(actions);
+    } else if (!canAct && hasActions) tr.deleteCell(8);
+    return tr;
+  }
   function renderWorkers(t) {
     var canAct = state.actions && !!token;
     $("actions-head").hidden = !canAct;
     $("reload").hidden = !canAct;
     $("mode").textContent = state.actions ? (token ? "actions enabled" : "") : "read-only";
     var rows = Array.from(state.rows.values()).sort(function (a, b) { return a.slot - b.slot; });
-    var body = document.createElement("tbody");
-    rows.forEach(function (row) {
+    var body = $("workers").tBodies[0];
+    var keep = new Set();
+    rows.forEach(function (row, index) {
       var key = keyOf(row);
-      var tr = el("tr");
-      tr.setAttribute("data-worker", key);
-      tr.setAttribute("data-name", row.name);
-      tr.appendChild(el("td", "mono num", row.pid === null ? "" : row.pid));
-      var name = el("td", "name");
-      name.appendChild(el("span", "", row.name));
-      name.title = "handle " + key + (row.query ? " | query: " + row.query : "");
-      tr.appendChild(name);
-      tr.appendChild(el("td", "dim", row.backendType));
+      keep.add(key);
+      var tr = rowElement(key, canAct);
+      if (tr.getAttribute("data-name") !== row.name) tr.setAttribute("data-name", row.name);
+      var cells = tr.cells;
+      setText(cells[0], row.pid);
+      setText(cells[1], row.name);
+      cells[1].title = "handle " + key + (row.query ? " | query: " + row.query : "");
+      setText(cells[2], row.backendType);
       var st = stateOf(row);
-      var cell = el("td");
-      cell.appendChild(el("span", "badge s-" + slug(st), st));
-      tr.appendChild(cell);
-      tr.appendChild(el("td", "mono", row.waitEvent ? (row.waitEventType ? row.waitEventType + ": " : "") + row.waitEvent : ""));
-      tr.appendChild(el("td", "num", row.restartCount));
-      var exit = el("td", "exit");
-      if (row.lastExit) {
-        exit.appendChild(el("span", "k-" + row.lastExit.kind, row.lastExit.kind));
-        exit.appendChild(document.createTextNode(": " + row.lastExit.message));
-        exit.title = row.lastExit.kind + ": " + row.lastExit.message + " (" + clock(row.lastExit.at) + ")" +
-          (row.lastExit.query ? "\nwhile running: " + row.lastExit.query : "");
+      rebuild(cells[3], st, function (cell) { cell.appendChild(el("span", "badge s-" + slug(st), st)); });
+      setText(cells[4], row.waitEvent ? (row.waitEventType ? row.waitEventType + ": " : "") + row.waitEvent : "");
+      setText(cells[5], row.restartCount);
+      var exit = row.lastExit;
+      rebuild(cells[6], exit ? exit.kind + "|" + exit.at + "|" + exit.message : "", function (cell) {
+        if (!exit) return;
+        cell.appendChild(el("span", "k-" + exit.kind, exit.kind));
+        cell.appendChild(document.createTextNode(": " + exit.message));
+      });
+      var tip = exit ? exit.kind + ": " + exit.message + " (" + clock(exit.at) + ")" +
+        (exit.query ? "\nwhile running: " + exit.query : "") : "";
+      if (row.givenUpReason) tip = (tip ? tip + "\n" : "") + "given up: " + row.givenUpReason;
+      if (cells[6].title !== tip) cells[6].title = tip;
+      setText(cells[7], row.nextRestartAt === null ? "" : "in " + duration(row.nextRestartAt - t));
+      if (cells.length === 9) {
+        // Signals and latches reach a running incarnation only.
+        Array.prototype.forEach.call(cells[8].querySelectorAll("button"), function (b) {
+          var hide = b.getAttribute("data-action") !== "terminate" && row.registration !== "running";
+          if (b.hidden !== hide) b.hidden = hide;
+        });
       }
-      if (row.givenUpReason) exit.title = (exit.title ? exit.title + "\n" : "") + "given up: " + row.givenUpReason;
-      tr.appendChild(exit);
-      tr.appendChild(el("td", "dim", row.nextRestartAt === null ? "" : "in " + duration(row.nextRestartAt - t)));
-      if (canAct) {
-        var actions = el("td");
-        var box = el("div", "actions");
-        box.appendChild(button("terminate", "terminate", key, "TerminateBackgroundWorker: end it and unregister it", true));
-        box.appendChild(button("signal", "signal-terminate", key, "pg_terminate_backend: end this incarnation; its restart policy applies", false));
-        box.appendChild(button("set latch", "set-latch", key, "SetLatch: wake it from its wait", false));
-        actions.appendChild(box);
-        tr.appendChild(actions);
-      }
-      body.appendChild(tr);
+      if (body.children[index] !== tr) body.insertBefore(tr, body.children[index] || null);
     });
-    var table = $("workers");
-    table.replaceChild(body, table.tBodies[0]);
+    rowElements.forEach(function (tr, key) {
+      if (!keep.has(key)) { tr.remove(); rowElements.delete(key); }
+    });
     $("no-workers").hidden = rows.length > 0;
     $("worker-count").textContent = "(" + rows.length + ")";
     if (state.slots) {
-      $("slots-text").textContent = "slots " + state.slots.used + " used, " + state.slots.free + " free of " + state.slots.max;
+      setText($("slots-text"), "slots " + state.slots.used + " used, " + state.slots.free + " free of " + state.slots.max);
       var used = $("slots-used");
       used.style.width = (state.slots.max === 0 ? 0 : Math.min(100, 100 * state.slots.used / state.slots.max)) + "%";
       used.className = state.slots.free === 0 ? "full" : "";
@@ -387,7 +421,7 @@ export const appJs = String.raw`"use strict";
     var fresh = document.createDocumentFragment();
     var entries = state.timeline;
     var oldest = entries.length > 0 ? entries[0].at : t;
-    var span = Math.min(Math.max(t - oldest, 60000), 3600000) * 1.02;
+    var span = Math.min(Math.max(t - oldest, 5000), 3600000) * 1.04;
     var start = t - span;
     $("timeline-span").textContent = "(last " + duration(span) + ", " + entries.length + " events)";
     var byWorker = new Map();

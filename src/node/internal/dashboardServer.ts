@@ -199,8 +199,13 @@ export const make = Effect.fnUntraced(function*(info: ServerInfo) {
     }
     const origin = request.headers["origin"]
     const site = request.headers["sec-fetch-site"]
-    const originOk = origin !== undefined && /^https?:\/\//.test(origin) &&
-      info.authorities.has(origin.replace(/^https?:\/\//, "").toLowerCase())
+    // A browser sends `Sec-Fetch-Site` (which no page can forge) and, on most cross-origin requests,
+    // `Origin`; Chromium leaves `Origin` out of a same-origin fetch under this page's `no-referrer` policy.
+    // So: an `Origin` must be ours; without one, `Sec-Fetch-Site` must say `same-origin`; with neither (a
+    // script), refused: a script sends `Origin` like the page's.
+    const originOk = origin === undefined
+      ? site === "same-origin"
+      : /^https?:\/\//.test(origin) && info.authorities.has(origin.replace(/^https?:\/\//, "").toLowerCase())
     if (!originOk || (site !== undefined && site !== "same-origin")) {
       return errorResponse(
         403,
