@@ -114,8 +114,10 @@ export interface Options {
    */
   readonly token?: Redacted.Redacted<string> | undefined
   /**
-   * More `host:port` names the dashboard may be reached by (a reverse proxy's), accepted in `Host` and, as
-   * `http://` or `https://` origins, in `Origin`.
+   * More `host:port` names the dashboard may be reached by, accepted in `Host` and, as `http://` or
+   * `https://` origins, in `Origin`: a reverse proxy's name, or, with `host: "0.0.0.0"`, the machine's
+   * names and addresses (`"db1.example.com:8089"`). The loopback names and a specific bound address are
+   * always accepted; any other name gets 403.
    */
   readonly allowedHosts?: ReadonlyArray<string> | undefined
   /** How many timeline entries the server keeps for pages opened later. Default 500. */

@@ -213,10 +213,28 @@ describe("Dashboard", () => {
       assert.strictEqual(noOrigin.status, 403)
       const crossSite = yield* post(url, body, { "sec-fetch-site": "cross-site" })
       assert.strictEqual(crossSite.status, 403)
+      const nullOrigin = yield* post(url, body, { origin: "null" })
+      assert.strictEqual(nullOrigin.status, 403)
+      const sameSite = yield* post(url, body, { "sec-fetch-site": "same-site" })
+      assert.strictEqual(sameSite.status, 403)
       const notJson = yield* post(url, "action=terminate", { "content-type": "application/x-www-form-urlencoded" })
       assert.strictEqual(notJson.status, 415)
       const status = yield* Supervisor.status(handle)
       assert.strictEqual(status._tag, "Started", "every refused action left the worker running")
+    }).pipe(withDashboard()))
+
+  it.live("a browser's same-origin request without Origin (Chromium under no-referrer) is accepted by Sec-Fetch-Site", () =>
+    Effect.gen(function*() {
+      const url = yield* urlOf
+      const handle = yield* Supervisor.register(sleeper("going"))
+      yield* untilQuiet
+      const answer = yield* request(url, "/api/actions", {
+        method: "POST",
+        headers: { ...bearer, "sec-fetch-site": "same-origin", "content-type": "application/json" },
+        body: JSON.stringify({ action: "terminate", worker: WorkerHandle.format(handle) })
+      })
+      assert.strictEqual(answer.status, 200, answer.body)
+      yield* eventually("the worker is gone", Effect.map(Supervisor.info(handle), (row) => row._tag === "None"))
     }).pipe(withDashboard()))
 
   it.live("bodies over 1024 bytes are refused (413); invalid actions and handles are 400, unknown workers 404", () =>
