@@ -79,10 +79,12 @@
  * @since 0.3.0
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import type * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
@@ -276,3 +278,25 @@ export const make: (
  */
 export const layer = (options: Options = {}): Layer.Layer<Dashboard, DashboardError, Supervisor.Supervisor> =>
   Layer.effect(Dashboard, make(options))
+
+/**
+ * {@link layer} with its options from the environment, for a program that runs the dashboard only when
+ * asked to (`npm start` does):
+ *
+ * - `BGWORKER_DASHBOARD_PORT`: the port; default `0` (any free one, logged).
+ * - `BGWORKER_DASHBOARD_HOST`: the interface; default `127.0.0.1`.
+ * - `BGWORKER_DASHBOARD_TOKEN`: the token; unset, the dashboard is read-only.
+ *
+ * **Gotchas** Building it fails with a `ConfigError` when a variable is set to something invalid (a port
+ * that is not a number), and with `DashboardError` as {@link layer} does.
+ *
+ * @category layers
+ * @since 0.3.0
+ */
+export const layerFromEnv = (): Layer.Layer<Dashboard, DashboardError | Config.ConfigError, Supervisor.Supervisor> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const port = yield* Config.Int("BGWORKER_DASHBOARD_PORT").pipe(Config.withDefault(0))
+    const host = yield* Config.String("BGWORKER_DASHBOARD_HOST").pipe(Config.withDefault("127.0.0.1"))
+    const token = yield* Config.option(Config.Redacted("BGWORKER_DASHBOARD_TOKEN"))
+    return layer({ port, host, token: Option.getOrUndefined(token) })
+  }))

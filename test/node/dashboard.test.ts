@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
+import { ConfigProvider, Effect, Layer, Redacted } from "effect"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as Guc from "../../src/Guc.ts"
 import * as Dashboard from "../../src/node/Dashboard.ts"
@@ -280,6 +280,27 @@ describe("Dashboard", () => {
       const local = yield* request(dashboard.url, "/api/activity", { headers: { host: `localhost:${dashboard.port}` } })
       assert.strictEqual(local.status, 200)
     }).pipe(withDashboard({})))
+
+  it.live("layerFromEnv reads its port, host and token from BGWORKER_DASHBOARD_*; without a token it is read-only", () =>
+    Effect.gen(function*() {
+      const fromEnv = (env: Record<string, string>) =>
+        Layer.provideMerge(Dashboard.layerFromEnv(), layerLeakChecked()).pipe(
+          Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnvRecord(env)))
+        )
+      const withToken = yield* Effect.gen(function*() {
+        const dashboard = yield* Dashboard.Dashboard
+        const anonymous = yield* request(dashboard.url, "/api/activity")
+        const holder = yield* request(dashboard.url, "/api/activity", { headers: { authorization: "Bearer from-env" } })
+        return { dashboard, statuses: [anonymous.status, holder.status] }
+      }).pipe(Effect.provide(fromEnv({ BGWORKER_DASHBOARD_TOKEN: "from-env", BGWORKER_DASHBOARD_HOST: "127.0.0.1" })))
+      assert.isTrue(withToken.dashboard.actions)
+      assert.deepStrictEqual(withToken.statuses, [401, 200])
+      const readOnly = yield* Effect.provide(Dashboard.Dashboard.useSync((d) => d), fromEnv({}))
+      assert.isFalse(readOnly.actions)
+      assert.strictEqual(readOnly.host, "127.0.0.1")
+      const invalid = yield* Effect.flip(Effect.provide(urlOf, fromEnv({ BGWORKER_DASHBOARD_PORT: "eighty" })))
+      assert.strictEqual(invalid._tag, "ConfigError")
+    }))
 
   it.live("a host that is not loopback without a token fails to build, with a hint", () =>
     Effect.gen(function*() {
