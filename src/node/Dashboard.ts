@@ -47,7 +47,8 @@
  * - Bound to `127.0.0.1` unless `host` says otherwise. A host that is not loopback needs a token: without
  *   one, building the layer fails with `DashboardError` (reason `InsecureHost`) rather than show the workers
  *   and their errors to the network.
- * - Without a token the dashboard is read-only: the actions answer 403. With a token, the actions need it
+ * - Without a token the dashboard is read-only: the actions answer 403, and anyone who can reach the port
+ *   (every user of this machine, on loopback) can read it. On a shared machine, set a token. With a token, the actions need it
  *   (`Authorization: Bearer <token>`, 401 otherwise), and so do the reads (`/api/*`, `/events`); only the
  *   page and its assets are served without it, so that a browser can load the page and then ask for it.
  *   The page takes the token from the address's fragment (`#token=...`, which browsers never send to a
@@ -75,6 +76,7 @@
  * - The timeline is derived from the activity stream while the dashboard runs; what happened before it
  *   was built shows only as each worker's current row (its start, and its last exit).
  * - Closing the layer ends every open event stream, then the server, within about a second.
+ * - At most 64 pages (event streams) at once; one more gets 503.
  *
  * @since 0.3.0
  */

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Layer, Redacted } from "effect"
+import { ConfigProvider, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as Guc from "../../src/Guc.ts"
 import * as Dashboard from "../../src/node/Dashboard.ts"
@@ -379,6 +379,29 @@ describe("Dashboard", () => {
         )
       )
     ))
+
+  it.live("at most 64 event streams are open at once; a closed one frees its place", () =>
+    Effect.gen(function*() {
+      const url = yield* urlOf
+      const streams = yield* Effect.forEach(
+        Array.from({ length: 64 }, (_, i) => i),
+        () =>
+          Effect.flatMap(Scope.make(), (scope) =>
+            Effect.map(Scope.provide(openEvents(url, bearer), scope), (r) => ({ r, scope }))),
+        { concurrency: 8 }
+      )
+      assert.isTrue(streams.every(({ r }) =>
+        r.status === 200
+      ))
+      const refused = yield* request(url, "/events", { headers: bearer })
+      assert.strictEqual(refused.status, 503)
+      yield* Scope.close(streams[0]!.scope, Exit.void)
+      yield* eventually(
+        "a place is free again",
+        Effect.andThen(Effect.sleep("10 millis"), Effect.map(openEvents(url, bearer), (r) => r.status === 200)),
+        200
+      )
+    }).pipe(withDashboard()))
 
   it.live("closing the layer ends open event streams at once, instead of waiting for the pages to leave", () =>
     Effect.gen(function*() {

@@ -37,6 +37,9 @@ import * as WorkerHandle from "../../WorkerHandle.ts"
 import { appCss, appJs, pageHtml } from "./dashboardAssets.ts"
 import type { Feed, Message, Snapshot } from "./dashboardFeed.ts"
 
+/** Event streams open at once; one more is refused with 503 (each holds a subscription and a socket). */
+export const maxEventStreams = 64
+
 /** Largest action body accepted, in bytes. */
 export const maxBodyBytes = 1024
 
@@ -134,14 +137,22 @@ export const make = Effect.fnUntraced(function*(info: ServerInfo) {
       JSON.stringify(message.type === "snapshot" ? { ...message, actions: actionsEnabled } : message)
     }\n\n`
 
+  let openStreams = 0
+  const countStream = Effect.acquireRelease(
+    Effect.sync(() => openStreams++),
+    () => Effect.sync(() => openStreams--)
+  )
   const events = Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     if (!readable(request)) {
       return errorResponse(401, "this dashboard needs its token", "Send the header \"Authorization: Bearer <token>\".")
     }
+    if (openStreams >= maxEventStreams) {
+      return errorResponse(503, "too many open dashboard pages", "Close some of them, or reload one later.")
+    }
     const body = Stream.unwrap(
       Effect.map(
-        feed.subscribe,
+        Effect.andThen(countStream, feed.subscribe),
         ({ messages, snapshot }) =>
           Stream.concat(Stream.succeed<Snapshot | Message>(snapshot), messages).pipe(
             Stream.map(encodeEvent),
