@@ -1,5 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Exit, Layer, Redacted, Scope } from "effect"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as Guc from "../../src/Guc.ts"
 import * as Dashboard from "../../src/node/Dashboard.ts"
@@ -379,6 +382,45 @@ describe("Dashboard", () => {
         )
       )
     ))
+
+  it.live("a reload from the page's action pushes the changed settings, with pending_restart, to open pages", () => {
+    const directory = Fs.mkdtempSync(Path.join(Os.tmpdir(), "dashboard-gucs-"))
+    const configFile = Path.join(directory, "postgresql.conf")
+    Fs.writeFileSync(configFile, "demo.naptime = 100ms\n")
+    const slots = Guc.int("demo.slots", { context: "postmaster", description: "Slots.", default: 2, min: 1, max: 64 })
+    return Effect.gen(function*() {
+      const url = yield* urlOf
+      const events = yield* openEvents(url, bearer)
+      const snapshot = yield* events.until("snapshot", (m) => m.type === "snapshot")
+      assert.deepInclude(snapshot.settings.find((s: any) => s.name === "demo.naptime"), {
+        setting: "100",
+        source: "configuration file"
+      })
+      yield* Guc.alterSystem("demo.naptime", 500)
+      yield* Guc.alterSystem("demo.slots", 8)
+      const answer = yield* post(url, { action: "reload" })
+      assert.strictEqual(answer.status, 200, answer.body)
+      const changed = yield* events.until(
+        "settings with the new naptime",
+        (m) => m.type === "settings" && m.settings.some((s: any) => s.name === "demo.naptime" && s.setting === "500")
+      )
+      assert.deepInclude(changed.settings.find((s: any) => s.name === "demo.slots"), {
+        setting: "2",
+        pending_restart: true
+      })
+    }).pipe(
+      Effect.provide(
+        Layer.provideMerge(
+          Dashboard.layer({ token: Redacted.make(token) }),
+          Layer.provideMerge(
+            layerLeakChecked(),
+            NodeSupervisor.layerGucs({ environment: {}, configFile, parameters: [naptime, slots] })
+          )
+        )
+      ),
+      Effect.ensuring(Effect.sync(() => Fs.rmSync(directory, { recursive: true, force: true })))
+    )
+  })
 
   it.live("at most 64 event streams are open at once; a closed one frees its place", () =>
     Effect.gen(function*() {
