@@ -9,6 +9,7 @@ import chromium from "@sparticuz/chromium"
 import { Effect, Layer, Redacted } from "effect"
 import type * as Duration from "effect/Duration"
 import * as Fs from "node:fs"
+import * as Os from "node:os"
 import * as Path from "node:path"
 import puppeteer, { type Browser, type Page } from "puppeteer-core"
 import * as Activity from "../../src/Activity.ts"
@@ -84,17 +85,30 @@ const ticker = BackgroundWorker.make({
     })
 })
 
-const layer = Layer.provideMerge(
-  Dashboard.layer({ token: Redacted.make(token) }),
-  Layer.provideMerge(
-    layerLeakChecked(),
-    NodeSupervisor.layerGucs({
-      environment: {},
-      parameters: [naptime, database],
-      overrides: { "worker_spi.naptime": 400, max_worker_processes: 8, shutdown_timeout: "2s" }
-    })
-  )
+/** A configuration file in a directory of its own (ALTER SYSTEM writes beside it), removed afterwards. */
+const configFile = Effect.acquireRelease(
+  Effect.sync(() => {
+    const directory = Fs.mkdtempSync(Path.join(Os.tmpdir(), "dashboard-browser-"))
+    const file = Path.join(directory, "postgresql.conf")
+    Fs.writeFileSync(file, "worker_spi.naptime = 400ms\nshutdown_timeout = 2s\n")
+    return { directory, file }
+  }),
+  ({ directory }) => Effect.sync(() => Fs.rmSync(directory, { recursive: true, force: true }))
 )
+
+const layer = Layer.unwrap(Effect.map(configFile, ({ file }) =>
+  Layer.provideMerge(
+    Dashboard.layer({ token: Redacted.make(token) }),
+    Layer.provideMerge(
+      layerLeakChecked(),
+      NodeSupervisor.layerGucs({
+        environment: {},
+        configFile: file,
+        parameters: [naptime, database],
+        overrides: { max_worker_processes: 8 }
+      })
+    )
+  )))
 
 const launchBrowser = Effect.acquireRelease(
   Effect.promise(async () =>
@@ -153,6 +167,10 @@ describe("Dashboard in a browser", () => {
           1_000_000
         )
 
+        // ALTER SYSTEM of a postmaster parameter, then a reload: it waits for a restart (pending_restart).
+        yield* Guc.alterSystem("worker_spi.database", "sales")
+        yield* Supervisor.reload
+
         const browser = yield* launchBrowser
         const { page, problems } = yield* openPage(browser)
         yield* Effect.promise(() => page.goto(`${dashboard.url}#token=${encodeURIComponent(token)}`))
@@ -181,6 +199,9 @@ describe("Dashboard in a browser", () => {
             settings: Array.from(document.querySelectorAll("#settings tbody tr td:first-child")).map((td: any) =>
               td.textContent
             ),
+            pending: Array.from(document.querySelectorAll("#settings tbody tr")).filter((tr: any) =>
+              tr.cells[5].textContent === "yes"
+            ).map((tr: any) => tr.cells[0].textContent),
             slots: document.querySelector("#slots-text")?.textContent,
             lanes: document.querySelectorAll("#lanes .lane").length
           }))
@@ -191,6 +212,7 @@ describe("Dashboard in a browser", () => {
         assert.include(page_.exit ?? "", `relation "sales.daily" does not exist`)
         assert.match(page_.next ?? "", /^in \d/)
         assert.includeMembers(page_.settings, ["worker_spi.naptime", "worker_spi.database", "max_worker_processes"])
+        assert.deepStrictEqual(page_.pending, ["worker_spi.database"])
         assert.strictEqual(page_.slots, "slots 5 used, 3 free of 8")
         assert.strictEqual(page_.lanes, 5)
 
