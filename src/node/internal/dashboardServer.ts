@@ -110,7 +110,7 @@ const ActionBody = Schema.Struct({
 })
 type ActionBody = typeof ActionBody.Type
 
-const decodeAction = Schema.decodeUnknownResult(ActionBody)
+const decodeAction = Schema.decodeUnknownResult(Schema.fromJsonString(ActionBody))
 
 const peerOf = (request: HttpServerRequest.HttpServerRequest): string =>
   Option.getOrElse(request.remoteAddress, () => "unknown address")
@@ -242,13 +242,7 @@ export const make = Effect.fnUntraced(function*(info: ServerInfo) {
     if (Option.isNone(text) || text.value.length > maxBodyBytes) {
       return errorResponse(413, `an action body is at most ${maxBodyBytes} bytes`)
     }
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(text.value)
-    } catch {
-      return errorResponse(400, "the body is not JSON")
-    }
-    const decoded = decodeAction(parsed)
+    const decoded = decodeAction(text.value)
     if (decoded._tag === "Failure") {
       return errorResponse(
         400,
