@@ -275,7 +275,7 @@ export interface Options<E = never, R = never> {
    * The gauges are computed from the slot table when the metrics are read, and removed from the registry
    * when the supervisor ends; counters and histograms stay.
    *
-   * @since 0.3.0
+   * @since 0.2.0
    */
   readonly metrics?: boolean | undefined
 }

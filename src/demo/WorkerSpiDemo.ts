@@ -27,13 +27,18 @@
  *
  * @since 0.2.0
  */
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import { SqlClient } from "effect/sql/SqlClient"
+import * as Crypto from "node:crypto"
 import * as Guc from "../Guc.ts"
+import * as Dashboard from "../node/Dashboard.ts"
 import * as NodeSupervisor from "../node/NodeSupervisor.ts"
 import * as ControlPlane from "../pg/ControlPlane.ts"
 import * as DatabaseProbe from "../pg/DatabaseProbe.ts"
@@ -52,6 +57,13 @@ export interface Options {
   readonly configFile?: string | undefined
   /** Shut the supervisor down after this many milliseconds (the process then exits with code 0). */
   readonly exitAfter?: number | undefined
+  /**
+   * The live dashboard (`Dashboard.layer`) on 127.0.0.1, or `false` for none. Default: on, at
+   * `BGWORKER_DASHBOARD_PORT` (else any free port), with `BGWORKER_DASHBOARD_TOKEN` as its token, else a
+   * random one made for this run and shown in the URL {@link howTo} logs (as Jupyter does), so that the
+   * page's buttons work for whoever started the demo.
+   */
+  readonly dashboard?: boolean | undefined
 }
 
 /**
@@ -92,8 +104,17 @@ export const howTo: Effect.Effect<void, never, EmbeddedPostgres.PgServer | Guc.G
   const server = yield* EmbeddedPostgres.PgServer
   const psql = server.embedded ? `psql "${Redacted.value(server.url)}"` : `psql "$DATABASE_URL"`
   const naptime = yield* Guc.get(WorkerSpi.Naptime)
+  const dashboard = yield* Effect.serviceOption(DemoDashboard)
   yield* Effect.logInfo(
     [
+      ...Option.match(dashboard, {
+        onNone: () => [],
+        onSome: ({ url, token }) => [
+          `dashboard: ${url}${
+            token === undefined ? "   (append #token=<BGWORKER_DASHBOARD_TOKEN> for its buttons)" : `#token=${token}`
+          }`
+        ]
+      }),
       `connect: ${psql}`,
       "then try:",
       "  INSERT INTO schema1.counted VALUES ('total', 0), ('delta', 1);",
@@ -110,6 +131,25 @@ export const howTo: Effect.Effect<void, never, EmbeddedPostgres.PgServer | Guc.G
     ].join("\n")
   )
 }).pipe(Effect.annotateLogs({ worker: "main" }))
+
+// --- The dashboard ---
+
+/** The demo's dashboard: its URL, and the token made for this run (undefined when the user gave one). */
+class DemoDashboard extends Context.Service<DemoDashboard, {
+  readonly url: string
+  readonly token: string | undefined
+}>()("effect-bgworker/demo/WorkerSpiDemo/DemoDashboard") {}
+
+const dashboardLayer = Layer.unwrap(Effect.gen(function*() {
+  const port = yield* Config.Int("BGWORKER_DASHBOARD_PORT").pipe(Config.withDefault(0))
+  const given = yield* Config.option(Config.Redacted("BGWORKER_DASHBOARD_TOKEN"))
+  // A token for this run only, as Jupyter makes one: printed once, to the terminal of whoever started it.
+  const made = Option.isNone(given) ? Crypto.randomBytes(18).toString("base64url") : undefined
+  const token = Option.getOrElse(given, () => Redacted.make(made!))
+  return Layer.effect(DemoDashboard, Effect.map(Dashboard.Dashboard, ({ url }) => ({ url, token: made }))).pipe(
+    Layer.provideMerge(Dashboard.layer({ port, token }))
+  )
+}))
 
 // --- The scripted session: t/001_worker_spi.pl's first steps, from SQL ---
 
@@ -143,6 +183,7 @@ export const layer = (options: Options = {}) =>
   Layer.effectDiscard(
     Effect.andThen(howTo, Effect.andThen(Effect.forkScoped(session), Effect.forkScoped(exitAfter(options.exitAfter))))
   ).pipe(
+    Layer.provideMerge(options.dashboard === false ? Layer.empty : dashboardLayer),
     // CREATE EXTENSION worker_spi: both worker_spi_launch forms, over the control plane's schema.
     Layer.provideMerge(Layer.effectDiscard(WorkerSpi.install())),
     Layer.provideMerge(ControlPlane.layer()),

@@ -78,7 +78,7 @@
  * - Closing the layer ends every open event stream, then the server, within about a second.
  * - At most 64 pages (event streams) at once; one more gets 503.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Config from "effect/Config"
@@ -102,7 +102,7 @@ import * as Server from "./internal/dashboardServer.ts"
  * Options of {@link layer}.
  *
  * @category models
- * @since 0.3.0
+ * @since 0.2.0
  */
 export interface Options {
   /** TCP port. Default `0`: any free port (read it from {@link Dashboard}'s `url`, or the log line). */
@@ -132,7 +132,7 @@ export interface Options {
  * The running dashboard: where it listens.
  *
  * @category services
- * @since 0.3.0
+ * @since 0.2.0
  */
 export class Dashboard extends Context.Service<Dashboard, {
   /** `http://host:port/`, the address to open. */
@@ -151,7 +151,7 @@ const TypeId = "~effect-bgworker/DashboardError" as const
  * does not exist on this machine).
  *
  * @category errors
- * @since 0.3.0
+ * @since 0.2.0
  */
 export class DashboardError extends Schema.TaggedError<DashboardError>()("DashboardError", {
   reason: Schema.Literals(["InsecureHost", "InvalidOption", "ListenFailed"]),
@@ -173,7 +173,7 @@ export class DashboardError extends Schema.TaggedError<DashboardError>()("Dashbo
  * Whether `u` is a {@link DashboardError}.
  *
  * @category guards
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const isDashboardError = (u: unknown): u is DashboardError => Predicate.hasProperty(u, TypeId)
 
@@ -183,7 +183,7 @@ const logAnnotations = { module: "effect-bgworker/Dashboard" }
  * Starts the dashboard in the current scope (the layer's constructor). See the module doc.
  *
  * @category constructors
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const make: (
   options?: Options
@@ -276,7 +276,7 @@ export const make: (
  * ```
  *
  * @category layers
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const layer = (options: Options = {}): Layer.Layer<Dashboard, DashboardError, Supervisor.Supervisor> =>
   Layer.effect(Dashboard, make(options))
@@ -293,7 +293,7 @@ export const layer = (options: Options = {}): Layer.Layer<Dashboard, DashboardEr
  * that is not a number), and with `DashboardError` as {@link layer} does.
  *
  * @category layers
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const layerFromEnv = (): Layer.Layer<Dashboard, DashboardError | Config.ConfigError, Supervisor.Supervisor> =>
   Layer.unwrap(Effect.gen(function*() {

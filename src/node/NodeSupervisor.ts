@@ -501,7 +501,7 @@ export const layerGucs = (options: Guc.Options = {}): Layer.Layer<Guc.Gucs, Guc.
  * Options of {@link layerMetrics}.
  *
  * @category metrics
- * @since 0.3.0
+ * @since 0.2.0
  */
 export interface MetricsOptions {
   /** TCP port to listen on. */
@@ -521,7 +521,7 @@ export interface MetricsOptions {
  * answers 404.
  *
  * @category metrics
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const layerMetrics = (options: MetricsOptions): Layer.Layer<never> =>
   Layer.effectDiscard(Effect.gen(function*() {
