@@ -91,6 +91,7 @@ import { causeChain, hintOf } from "../internal/causeChain.ts"
 import { escape } from "../internal/logText.ts"
 import * as Supervisor from "../Supervisor.ts"
 import type * as SupervisorError from "../SupervisorError.ts"
+import { asSystemError, strerror, type SystemError } from "./internal/systemError.ts"
 import * as NodeLogger from "./NodeLogger.ts"
 
 const logAnnotations = { module: "effect-bgworker/NodeSupervisor" }
@@ -351,40 +352,9 @@ const reportFailure = <A, E, R>(program: Effect.Effect<A, E, R>): Effect.Effect<
     return Effect.logFatal("the supervisor failed", cause).pipe(Effect.annotateLogs(logAnnotations))
   })
 
-/** Operating-system errors a connection fails with, in `strerror`'s words (libpq prints those). */
-const systemErrors: Readonly<Record<string, string>> = {
-  ECONNREFUSED: "Connection refused",
-  ECONNRESET: "Connection reset by peer",
-  ETIMEDOUT: "Connection timed out",
-  EHOSTUNREACH: "No route to host",
-  ENETUNREACH: "Network is unreachable",
-  EADDRNOTAVAIL: "Cannot assign requested address",
-  ENOENT: "No such file or directory",
-  EACCES: "Permission denied",
-  ENOTFOUND: "Name or service not known",
-  EAI_AGAIN: "Temporary failure in name resolution"
-}
-
-interface SystemError {
-  readonly code: string
-  readonly syscall?: string
-  readonly address?: string
-  readonly port?: number
-  readonly hostname?: string
-  readonly message: string
-}
-
-const asSystemError = (value: unknown): SystemError | undefined => {
-  if (typeof value !== "object" || value === null) return undefined
-  const e = value as Partial<SystemError> & { readonly errors?: unknown }
-  // Several addresses tried (happy eyeballs): the first one speaks for them.
-  if (Array.isArray(e.errors) && e.errors.length > 0) return asSystemError(e.errors[0]) ?? undefined
-  return typeof e.code === "string" && typeof e.syscall === "string" ? e as SystemError : undefined
-}
-
 /** libpq's text for a failed connection (`connection to server at "h", port p failed: ...`), and its hint. */
 const describeSystemError = (e: SystemError): { readonly text: string; readonly hint: string | undefined } => {
-  const words = systemErrors[e.code] ?? e.message
+  const words = strerror(e)
   const what = `${words} (${e.code})`
   if (e.syscall === "getaddrinfo") {
     return {

@@ -14,6 +14,7 @@ import * as Runtime from "effect/Runtime"
 import type { SqlError } from "effect/sql/SqlError"
 import { causeChain } from "../../internal/causeChain.ts"
 import { escape } from "../../internal/logText.ts"
+import { asSystemError, strerror } from "../../node/internal/systemError.ts"
 
 /** Escapes each line of a multi-line text (a DETAIL may have several), keeping the line breaks. */
 const escapeLines = (text: string): string => text.split("\n").map(escape).join("\n")
@@ -73,31 +74,10 @@ export const serverError = (error: unknown): ServerError | undefined => {
   return undefined
 }
 
-/** `strerror`'s words for the errors a connection fails with (libpq prints those). */
-const systemErrors: Readonly<Record<string, string>> = {
-  ECONNREFUSED: "Connection refused",
-  ECONNRESET: "Connection reset by peer",
-  ETIMEDOUT: "Connection timed out",
-  EHOSTUNREACH: "No route to host",
-  ENETUNREACH: "Network is unreachable",
-  EADDRNOTAVAIL: "Cannot assign requested address",
-  ENOENT: "No such file or directory",
-  EACCES: "Permission denied",
-  ENOTFOUND: "Name or service not known",
-  EAI_AGAIN: "Temporary failure in name resolution"
-}
-
 const systemError = (error: unknown): { readonly code: string; readonly message: string } | undefined => {
   for (const link of causeChain(error)) {
-    if (typeof link !== "object" || link === null) continue
-    const e = link as { readonly code?: unknown; readonly syscall?: unknown; readonly errors?: unknown }
-    if (Array.isArray(e.errors) && e.errors.length > 0) {
-      const first = systemError(e.errors[0])
-      if (first !== undefined) return first
-    }
-    if (typeof e.code === "string" && typeof e.syscall === "string") {
-      return { code: e.code, message: systemErrors[e.code] ?? String((link as Error).message) }
-    }
+    const e = asSystemError(link)
+    if (e !== undefined) return { code: e.code, message: strerror(e) }
   }
   return undefined
 }
