@@ -278,6 +278,27 @@ export interface Options<E = never, R = never> {
    * @since 0.3.0
    */
   readonly metrics?: boolean | undefined
+  /**
+   * Whether the supervisor makes spans (`effect`'s `Tracer`: whatever tracer the context holds, for example
+   * `NodeOtlp.layer()` from `effect-bgworker/node`, which exports them over OTLP). Default `true`; spans
+   * are made only when a tracer that records them is installed (not `effect`'s native default) and
+   * `References.TracerEnabled` is on, so without one a start pays one test. `false` turns them off (the
+   * launch benchmark compares both).
+   *
+   * | span | kind | parent | attributes |
+   * |---|---|---|---|
+   * | `bgworker <type>`: one incarnation, from its start to its end | internal | the span current where the worker was registered (a control-plane request's span, the caller's of `register`), for the first incarnation; a restart is a new trace linked to the previous incarnation (`bgworker.link` = `previous incarnation`) and to that span (`registered by`) | `bgworker.name`, `bgworker.type`, `bgworker.pid` (the backend pid once a database worker's session opens), `bgworker.incarnation`, `bgworker.origin` (`static` \| `dynamic`), `bgworker.restart_count`; at its end `bgworker.exit` (`done` \| `failed` \| `crashed` \| `killed` \| `abandoned`, as the `bgworker_exits` metric), `bgworker.exit.reason` (a failure's: `error`, `defect`, `startup`, `terminated`, `interrupted`), `bgworker.exit.message` |
+   * | `spi.transaction`: one `Spi.transaction` (a nested one is a savepoint, and a child span) | internal | the worker's current span: its incarnation's unless the worker opened its own | `bgworker.name`, `bgworker.type`, `bgworker.pid`, `spi.depth`, `spi.outcome` (`commit` \| `rollback`), and the session's (`db.system.name`, `db.namespace`, `db.user` from `WorkerConnection`); effect/sql's `sql.transaction` and statement spans are its children |
+   *
+   * The worker's own spans (`Effect.withSpan` in `main`) are children of its incarnation's span. The span's
+   * status follows the incarnation's exit: an error for a failure or a crash, unset for an interruption.
+   *
+   * **Gotchas** The span of an incarnation that runs for days is exported when it ends: a tracing backend
+   * shows it then, not while it runs. A trace's spans are sent in batches (every 5 seconds by default).
+   *
+   * @since 0.3.0
+   */
+  readonly tracing?: boolean | undefined
 }
 
 /**

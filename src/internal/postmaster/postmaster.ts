@@ -55,6 +55,7 @@ import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
@@ -95,6 +96,8 @@ export interface Options {
   readonly shmem: ReadonlyArray<ShmemStruct<any>>
   /** Whether the supervisor keeps its metrics (`Supervisor.Options.metrics`). */
   readonly metrics: boolean
+  /** Whether the supervisor makes spans when a tracer records them (`Supervisor.Options.tracing`). */
+  readonly tracing: boolean
 }
 
 const outcomes: Record<IncarnationEnd["_tag"], ExitOutcome> = {
@@ -298,12 +301,20 @@ export class Postmaster implements SupervisorApi, ProcHost {
    * What an incarnation's end means for its registration, and for the others: the only writer of
    * `lastExit`. From `end` come the activity row's last exit, the log line, and the next step (restart,
    * forget, crash restart, ...). Called inside a transition, by the incarnation's exit observer and when an
-   * incarnation is abandoned.
+   * incarnation is abandoned. `exit` is the fiber's, when it has ended (its span reports it).
    */
-  incarnationEnded(registered: RegisteredWorker, proc: Proc, end: IncarnationEnd): void {
+  incarnationEnded(
+    registered: RegisteredWorker,
+    proc: Proc,
+    end: IncarnationEnd,
+    exit?: Exit.Exit<unknown, unknown>
+  ): void {
     if (registered.proc === proc) registered.proc = undefined
     registered.lastExit = Incarnation.lastExitOf(end, this.clock.currentTimeMillisUnsafe(), proc.query)
     proc.metrics?.exited(outcomes[end._tag])
+    if (proc.span !== undefined) {
+      Incarnation.endSpan(this, registered, proc, end, exit, outcomes[end._tag])
+    }
     const next = Restart.afterEnd(end, registered, this.state)
     if (next === "postmaster dead") {
       registered.phase = "pending"
