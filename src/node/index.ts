@@ -1,9 +1,11 @@
 /**
  * Node integration: Unix signals and the process's exit code for a supervisor (`NodeSupervisor`), and its
  * log format (`NodeLogger`: PostgreSQL-like text lines with each worker's name, type and pid; JSON or
- * logfmt one setting away). Kept out of the core, which runs wherever Effect runs.
+ * logfmt one setting away), and OTLP export of traces, metrics and logs configured by the `OTEL_*` variables
+ * (`NodeOtlp`). Kept out of the core, which runs wherever Effect runs.
  *
  * @since 0.1.0
  */
 export * as NodeLogger from "./NodeLogger.ts"
+export * as NodeOtlp from "./NodeOtlp.ts"
 export * as NodeSupervisor from "./NodeSupervisor.ts"
