@@ -37,8 +37,6 @@ export interface IncarnationSpanOptions {
   readonly type: string
   readonly pid: number
   readonly incarnation: number
-  readonly origin: "static" | "dynamic"
-  readonly restartCount: number
   /** The registering span: the parent of a first incarnation, a link of the later ones. */
   readonly registeredUnder: Tracer.AnySpan | undefined
   /** The previous incarnation's span (a restart), linked. */
@@ -73,8 +71,8 @@ export const startIncarnationSpan = (tracer: Tracer.Tracer, options: Incarnation
   span.attribute("bgworker.type", options.type)
   span.attribute("bgworker.pid", options.pid)
   span.attribute("bgworker.incarnation", options.incarnation)
-  span.attribute("bgworker.origin", options.origin)
-  span.attribute("bgworker.restart_count", options.restartCount)
+  // Four attributes and the outcome, no more: a span's attribute map grows (and is rehashed) past four,
+  // and this runs at every start (see figure 1t of the launch benchmark).
   return span
 }
 
@@ -85,7 +83,6 @@ export interface IncarnationSpanEnd {
   /** `Failed`'s reason: `error`, `defect`, `startup`, `terminated`, `interrupted`. */
   readonly reason: string | undefined
   readonly message: string | undefined
-  readonly pid: number
 }
 
 /**
@@ -98,7 +95,6 @@ export const endIncarnationSpan = (
   exit: Exit.Exit<unknown, unknown> | undefined,
   endTime: bigint
 ): void => {
-  span.attribute("bgworker.pid", end.pid)
   span.attribute("bgworker.exit", end.outcome)
   if (end.reason !== undefined) span.attribute("bgworker.exit.reason", end.reason)
   if (end.message !== undefined) span.attribute("bgworker.exit.message", end.message)

@@ -16,9 +16,11 @@
  * | `OTEL_EXPORTER_OTLP_PROTOCOL`, `..._TRACES_PROTOCOL`, ... | `http/protobuf` or `http/json` (`grpc` is not supported: that signal stays off, with a warning) | `http/protobuf` |
  * | `OTEL_EXPORTER_OTLP_COMPRESSION`, `..._TRACES_COMPRESSION`, ... | `gzip` or `none` | `none` |
  * | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER` | `otlp`, or `none` to turn a signal off | `otlp` |
+ * | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `always_on`, `always_off`, `traceidratio` (the argument: 0 to 1), or their `parentbased_` forms | `parentbased_always_on` |
  * | `OTEL_SERVICE_NAME` | the resource's `service.name` | `OTEL_RESOURCE_ATTRIBUTES`'s, else `unknown_service:node` |
  * | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,...` (values URL-decoded): the resource's attributes | none |
  * | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds between metric exports | 60000 |
+ * | `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` | `cumulative` or `delta` | `cumulative` |
  * | `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BLRP_SCHEDULE_DELAY` | milliseconds between span (log) batches | 5000 (1000) |
  * | `OTEL_SDK_DISABLED` | `true`: export nothing | `false` |
  *
@@ -58,6 +60,7 @@ import * as OtlpLogger from "effect/observability/OtlpLogger"
 import * as OtlpMetrics from "effect/observability/OtlpMetrics"
 import * as OtlpSerialization from "effect/observability/OtlpSerialization"
 import * as OtlpTracer from "effect/observability/OtlpTracer"
+import * as Tracer from "effect/Tracer"
 import { escape } from "../internal/logText.ts"
 
 /**
@@ -84,6 +87,8 @@ export interface SignalSettings {
  */
 export interface Settings {
   readonly traces: SignalSettings | undefined
+  /** Which traces are exported (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`). */
+  readonly sampler: Sampler
   readonly metrics: SignalSettings | undefined
   readonly logs: SignalSettings | undefined
   readonly serviceName: string
@@ -91,7 +96,57 @@ export interface Settings {
   readonly warnings: ReadonlyArray<string>
 }
 
+/**
+ * `OTEL_TRACES_SAMPLER`: `always_on`, `always_off` or `traceidratio` (`ratio` from `OTEL_TRACES_SAMPLER_ARG`,
+ * 0 to 1), each `parentBased` (the `parentbased_*` forms, the default `parentbased_always_on`) or not. A span
+ * with a parent always follows its parent's decision under `traceidratio`, as the specification's trace-id
+ * test would decide for every span of the trace alike; a root span is sampled with probability `ratio`.
+ *
+ * @category models
+ * @since 0.3.0
+ */
+export interface Sampler {
+  readonly kind: "always_on" | "always_off" | "traceidratio"
+  readonly parentBased: boolean
+  readonly ratio: number
+}
+
 type Signal = "TRACES" | "METRICS" | "LOGS"
+
+const samplerOf = (env: Readonly<Record<string, string | undefined>>, warnings: Array<string>): Sampler => {
+  const text = (env["OTEL_TRACES_SAMPLER"] ?? "parentbased_always_on").trim().toLowerCase()
+  const parentBased = text.startsWith("parentbased_")
+  const kind = parentBased ? text.slice("parentbased_".length) : text
+  const argText = env["OTEL_TRACES_SAMPLER_ARG"]?.trim()
+  let ratio = 1
+  if (argText !== undefined && argText !== "") {
+    const n = Number(argText)
+    if (Number.isFinite(n) && n >= 0 && n <= 1) ratio = n
+    else warnings.push(`invalid value for OTEL_TRACES_SAMPLER_ARG: "${escape(argText.slice(0, 32))}"; using 1`)
+  }
+  if (kind === "always_on" || kind === "always_off" || kind === "traceidratio") return { kind, parentBased, ratio }
+  warnings.push(
+    `OTEL_TRACES_SAMPLER: sampler "${escape(text.slice(0, 48))}" is not supported; using parentbased_always_on`
+  )
+  return { kind: "always_on", parentBased: true, ratio: 1 }
+}
+
+/** `tracer` with `sampler`'s decisions: a span not sampled is made (its children follow it) but not exported. */
+const withSampler = (tracer: Tracer.Tracer, sampler: Sampler): Tracer.Tracer => {
+  if (sampler.kind === "always_on" && sampler.parentBased) return tracer
+  return Tracer.make({
+    span(options) {
+      let sampled = options.sampled
+      const parent = options.parent
+      if (parent._tag === "Some" && (sampler.parentBased || sampler.kind === "traceidratio")) {
+        sampled = sampled && parent.value.sampled
+      } else if (sampler.kind === "always_off") sampled = false
+      else if (sampler.kind === "traceidratio") sampled = sampled && Math.random() < sampler.ratio
+      return tracer.span(sampled === options.sampled ? options : { ...options, sampled })
+    },
+    ...(tracer.context === undefined ? {} : { context: tracer.context })
+  })
+}
 
 /** `key=value,key2=value2` with URL-encoded values (W3C baggage, as the specification defines the lists). */
 const parseList = (text: string, variable: string, warnings: Array<string>): Record<string, string> => {
@@ -213,11 +268,21 @@ export const settingsFromEnvironment = (env: Readonly<Record<string, string | un
   if (disabledText !== undefined && disabledText !== "" && disabledText !== "true" && disabledText !== "false") {
     warnings.push(`invalid value for OTEL_SDK_DISABLED: "${escape(disabledText.slice(0, 32))}"; using false`)
   }
+  const sampler = samplerOf(env, warnings)
   if (disabledText === "true") {
-    return { traces: undefined, metrics: undefined, logs: undefined, serviceName, resourceAttributes, warnings }
+    return {
+      traces: undefined,
+      sampler,
+      metrics: undefined,
+      logs: undefined,
+      serviceName,
+      resourceAttributes,
+      warnings
+    }
   }
   return {
     traces: signalSettings(env, "TRACES", millis(env, "OTEL_BSP_SCHEDULE_DELAY", 5000, warnings), warnings),
+    sampler,
     metrics: signalSettings(env, "METRICS", millis(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000, warnings), warnings),
     logs: signalSettings(env, "LOGS", millis(env, "OTEL_BLRP_SCHEDULE_DELAY", 1000, warnings), warnings),
     serviceName,
@@ -302,14 +367,28 @@ export const layer = (options: Options = {}): Layer.Layer<OtlpExporter.Flusher> 
     const shown: Array<string> = []
     if (traces !== undefined) {
       shown.push(describe("traces", traces))
+      const sampler = settings.sampler
+      if (sampler.kind !== "always_on" || !sampler.parentBased) {
+        shown.push(
+          `sampler ${sampler.parentBased ? "parentbased_" : ""}${sampler.kind}` +
+            (sampler.kind === "traceidratio" ? ` ${sampler.ratio}` : "")
+        )
+      }
       layers.push(
-        OtlpTracer.layer({
-          url: traces.url,
-          resource,
-          headers: traces.headers,
-          compression: traces.compression,
-          exportInterval: traces.interval
-        }).pipe(Layer.provide(serialization(traces)), Layer.provide(FetchHttpClient.layer))
+        Layer.effect(Tracer.Tracer)(Effect.map(
+          OtlpTracer.make({
+            url: traces.url,
+            resource,
+            headers: traces.headers,
+            compression: traces.compression,
+            exportInterval: traces.interval
+          }),
+          (tracer) => withSampler(tracer, sampler)
+        )).pipe(
+          Layer.provideMerge(OtlpExporter.layerFlusher),
+          Layer.provide(serialization(traces)),
+          Layer.provide(FetchHttpClient.layer)
+        )
       )
     }
     if (metrics !== undefined) {

@@ -9,6 +9,8 @@ import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Tracer from "effect/Tracer"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as NodeOtlp from "../../src/node/NodeOtlp.ts"
@@ -157,7 +159,6 @@ describe("NodeSupervisor.runMain with OTEL_EXPORTER_OTLP_ENDPOINT", () => {
         const [first, second] = flaky as [OtlpSpan, OtlpSpan]
         assert.strictEqual(attr(first.attributes, "bgworker.name"), "flaky")
         assert.strictEqual(attr(first.attributes, "bgworker.type"), "flaky")
-        assert.strictEqual(attr(first.attributes, "bgworker.origin"), "static")
         assert.strictEqual(attr(first.attributes, "bgworker.exit"), "failed")
         assert.strictEqual(attr(first.attributes, "bgworker.exit.reason"), "error")
         assert.strictEqual(attr(first.attributes, "bgworker.exit.message"), "flaky fails once")
@@ -167,7 +168,6 @@ describe("NodeSupervisor.runMain with OTEL_EXPORTER_OTLP_ENDPOINT", () => {
           attr(second.attributes, "bgworker.incarnation"),
           attr(first.attributes, "bgworker.incarnation")
         )
-        assert.strictEqual(attr(second.attributes, "bgworker.restart_count"), 1)
         assert.strictEqual(attr(second.attributes, "bgworker.exit"), "killed") // by the shutdown
         assert.isTrue(second.parentSpanId === undefined || second.parentSpanId === "")
         assert.notStrictEqual(second.traceId, first.traceId)
@@ -203,7 +203,7 @@ describe("NodeSupervisor.runMain with OTEL_EXPORTER_OTLP_ENDPOINT", () => {
         assert.isDefined(launchedSpan)
         assert.strictEqual(launchedSpan!.parentSpanId, request.spanId)
         assert.strictEqual(launchedSpan!.traceId, request.traceId)
-        assert.strictEqual(attr(launchedSpan!.attributes, "bgworker.origin"), "dynamic")
+        assert.strictEqual(attr(launchedSpan!.attributes, "bgworker.name"), "launched")
 
         // The metrics pushed: the bgworker counters by worker_type, with the scenario's values.
         assert.strictEqual(latest(received, "bgworker_starts", { worker_type: "flaky" }), 2)
@@ -259,4 +259,52 @@ describe("NodeOtlp.settingsFromEnvironment", () => {
     assert.isTrue(s.warnings.some((w) => w.includes("OTEL_BSP_SCHEDULE_DELAY")))
     assert.isTrue(s.warnings.some((w) => w.includes("grpc")))
   })
+
+  it("reads the sampler, parentbased_always_on by default", () => {
+    assert.deepStrictEqual(NodeOtlp.settingsFromEnvironment({}).sampler, {
+      kind: "always_on",
+      parentBased: true,
+      ratio: 1
+    })
+    const s = NodeOtlp.settingsFromEnvironment({
+      OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+      OTEL_TRACES_SAMPLER_ARG: "0.25"
+    })
+    assert.deepStrictEqual(s.sampler, { kind: "traceidratio", parentBased: true, ratio: 0.25 })
+    const bad = NodeOtlp.settingsFromEnvironment({ OTEL_TRACES_SAMPLER: "jaeger_remote", OTEL_TRACES_SAMPLER_ARG: "2" })
+    assert.deepStrictEqual(bad.sampler, { kind: "always_on", parentBased: true, ratio: 1 })
+    assert.strictEqual(bad.warnings.length, 2, bad.warnings.join("\n"))
+  })
+})
+
+describe("NodeOtlp.layer", () => {
+  const sampledWith = (port: number, environment: Record<string, string>, parent?: Tracer.AnySpan) =>
+    Effect.gen(function*() {
+      const context = yield* Layer.build(NodeOtlp.layer({
+        environment: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+          OTEL_METRICS_EXPORTER: "none",
+          OTEL_LOGS_EXPORTER: "none",
+          ...environment
+        }
+      }))
+      const span = yield* Effect.currentSpan.pipe(
+        Effect.withSpan("probe", parent === undefined ? {} : { parent }),
+        Effect.provideContext(context)
+      )
+      return span.sampled
+    }).pipe(Effect.scoped)
+
+  it.live("samples as OTEL_TRACES_SAMPLER says: a span not sampled is not exported, a child follows its parent", () =>
+    Effect.gen(function*() {
+      const { port, received } = yield* receiver
+      assert.isTrue(yield* sampledWith(port, {}))
+      assert.isFalse(yield* sampledWith(port, { OTEL_TRACES_SAMPLER: "always_off" }))
+      const ratioZero = { OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: "0" }
+      assert.isFalse(yield* sampledWith(port, ratioZero))
+      const remote = Tracer.externalSpan({ traceId: "1".repeat(32), spanId: "2".repeat(16), sampled: true })
+      assert.isTrue(yield* sampledWith(port, ratioZero, remote))
+      // Exported (protobuf, flushed when each layer closed): the two sampled spans only.
+      assert.strictEqual(received.filter((r) => r.path === "/v1/traces").length, 2)
+    }))
 })

@@ -28,7 +28,7 @@ import { withRootCause } from "../causeChain.ts"
 import { CurrentWorker, Shmem, Supervisor } from "../context.ts"
 import { escape } from "../logText.ts"
 import { type KillReason, Proc } from "../proc.ts"
-import { endIncarnationSpan, startIncarnationSpan, tracerOf } from "../tracing.ts"
+import { endIncarnationSpan, startIncarnationSpan } from "../tracing.ts"
 import type { Postmaster } from "./postmaster.ts"
 import type { RegisteredWorker } from "./registration.ts"
 
@@ -194,7 +194,7 @@ const startIncarnation = (postmaster: Postmaster, registered: RegisteredWorker):
   registered.nextRestartAt = undefined
   let context = Context.add(registered.context, CurrentWorker, proc)
   if (postmaster.options.tracing) {
-    const tracer = tracerOf(context)
+    const tracer = postmaster.tracerFor(registered.context)
     if (tracer !== undefined) {
       // The incarnation's span is the parent of everything the worker does (internal/tracing.ts).
       proc.span = startIncarnationSpan(tracer, {
@@ -202,8 +202,6 @@ const startIncarnation = (postmaster: Postmaster, registered: RegisteredWorker):
         type: proc.type,
         pid: proc.pid,
         incarnation: proc.incarnation,
-        origin: proc.origin,
-        restartCount: registered.restartCount,
         registeredUnder: registered.registeredUnder,
         previous: registered.lastSpan,
         startTime: postmaster.clock.currentTimeNanosUnsafe()
@@ -362,14 +360,12 @@ export const endSpan = (
   outcome: string
 ): void => {
   const span = proc.span!
-  const last = lastExitOf(end, 0, "")
   endIncarnationSpan(
     span,
     {
       outcome,
       reason: end._tag === "Failed" ? end.failure.reason : undefined,
-      message: end._tag === "Done" ? undefined : last.message,
-      pid: proc.pid
+      message: end._tag === "Done" ? undefined : lastExitOf(end, 0, "").message
     },
     exit,
     postmaster.clock.currentTimeNanosUnsafe()

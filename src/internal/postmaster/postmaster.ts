@@ -61,6 +61,7 @@ import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
 import type * as Stream from "effect/Stream"
+import type * as Tracer from "effect/Tracer"
 import type { ActivityEvent, ActivityRow, LastExit, WaitEventInfo } from "../../Activity.ts"
 import * as BackgroundWorker from "../../BackgroundWorker.ts"
 import type * as DatabaseState from "../../DatabaseState.ts"
@@ -70,6 +71,7 @@ import type * as Errors from "../../SupervisorError.ts"
 import * as Handle from "../../WorkerHandle.ts"
 import { type ExitOutcome, SupervisorMetrics, type WorkerState } from "../metrics.ts"
 import type { Proc, ProcHost } from "../proc.ts"
+import { tracerOf } from "../tracing.ts"
 import { ActivityFeed } from "./activityFeed.ts"
 import * as Incarnation from "./incarnation.ts"
 import type { IncarnationEnd } from "./incarnation.ts"
@@ -141,6 +143,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private readonly outbox: Array<() => void> = []
   private readonly minimumLogLevel: LogLevel.LogLevel
   private readonly mergedContexts = new WeakMap<Context.Context<never>, Context.Context<never>>()
+  private readonly tracers = new WeakMap<Context.Context<never>, { readonly tracer: Tracer.Tracer | undefined }>()
   /** The metrics, unless `Options.metrics` is off (then every update site is one `undefined` test). */
   readonly metrics: SupervisorMetrics | undefined
 
@@ -364,6 +367,19 @@ export class Postmaster implements SupervisorApi, ProcHost {
       this.mergedContexts.set(registrant, merged)
     }
     return merged
+  }
+
+  /**
+   * The tracer the incarnations of a registration made in `context` report their spans to, or `undefined`
+   * (tracing off, or no tracer recording spans): looked up once per registrant context.
+   */
+  tracerFor(context: Context.Context<never>): Tracer.Tracer | undefined {
+    let found = this.tracers.get(context)
+    if (found === undefined) {
+      found = { tracer: this.options.tracing ? tracerOf(context) : undefined }
+      this.tracers.set(context, found)
+    }
+    return found.tracer
   }
 
   // --- abandoning and death (shutdown.ts) ---
