@@ -22,6 +22,7 @@
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Tracer from "effect/Tracer"
@@ -210,17 +211,13 @@ const sink = Effect.acquireRelease(
 const memoryTracer = () => {
   const kept: Array<Tracer.Span> = []
   let ended = 0
-  const tracer = Tracer.make({
-    span: (options) => {
-      const span = new Tracer.NativeSpan(options)
-      const end = span.end.bind(span)
-      span.end = (endTime, exit) => {
-        end(endTime, exit)
-        kept[ended++ & 1023] = span
-      }
-      return span
+  class RecordedSpan extends Tracer.NativeSpan {
+    override end(endTime: bigint, exit: Exit.Exit<unknown, unknown>): void {
+      super.end(endTime, exit)
+      kept[ended++ & 1023] = this
     }
-  })
+  }
+  const tracer = Tracer.make({ span: (options) => new RecordedSpan(options) })
   return { tracer, ended: () => ended }
 }
 

@@ -36,7 +36,6 @@ export interface IncarnationSpanOptions {
   readonly name: string
   readonly type: string
   readonly pid: number
-  readonly incarnation: number
   /** The registering span: the parent of a first incarnation, a link of the later ones. */
   readonly registeredUnder: Tracer.AnySpan | undefined
   /** The previous incarnation's span (a restart), linked. */
@@ -69,10 +68,10 @@ export const startIncarnationSpan = (tracer: Tracer.Tracer, options: Incarnation
   })
   span.attribute("bgworker.name", options.name)
   span.attribute("bgworker.type", options.type)
+  // A worker's pid is its incarnation's number until a database session gives it a backend pid: then
+  // `sessionOpened` sets both. Three attributes and the outcome: a span's attribute map grows (and is
+  // rehashed) past four, and this runs at every start (see figure 1t of the launch benchmark).
   span.attribute("bgworker.pid", options.pid)
-  span.attribute("bgworker.incarnation", options.incarnation)
-  // Four attributes and the outcome, no more: a span's attribute map grows (and is rehashed) past four,
-  // and this runs at every start (see figure 1t of the launch benchmark).
   return span
 }
 

@@ -164,10 +164,7 @@ describe("NodeSupervisor.runMain with OTEL_EXPORTER_OTLP_ENDPOINT", () => {
         assert.strictEqual(attr(first.attributes, "bgworker.exit.message"), "flaky fails once")
         assert.strictEqual(first.status.code, 2) // Error
         assert.isNumber(attr(first.attributes, "bgworker.pid"))
-        assert.notStrictEqual(
-          attr(second.attributes, "bgworker.incarnation"),
-          attr(first.attributes, "bgworker.incarnation")
-        )
+        assert.notStrictEqual(attr(second.attributes, "bgworker.pid"), attr(first.attributes, "bgworker.pid"))
         assert.strictEqual(attr(second.attributes, "bgworker.exit"), "killed") // by the shutdown
         assert.isTrue(second.parentSpanId === undefined || second.parentSpanId === "")
         assert.notStrictEqual(second.traceId, first.traceId)
@@ -189,6 +186,11 @@ describe("NodeSupervisor.runMain with OTEL_EXPORTER_OTLP_ENDPOINT", () => {
         assert.strictEqual(attr(one.attributes, "spi.depth"), 1)
         // A database worker's pid is its session's backend pid, on its span and on its transactions'.
         assert.strictEqual(attr(counter!.attributes, "bgworker.pid"), attr(one.attributes, "bgworker.pid"))
+        assert.isNumber(attr(counter!.attributes, "bgworker.incarnation"))
+        assert.notStrictEqual(
+          attr(counter!.attributes, "bgworker.incarnation"),
+          attr(counter!.attributes, "bgworker.pid")
+        )
         assert.isTrue(named("sql.transaction").some((s) => s.parentSpanId === one.spanId))
 
         // The SQL launch: a control-plane request span, parent of the launched worker's first incarnation.

@@ -201,7 +201,6 @@ const startIncarnation = (postmaster: Postmaster, registered: RegisteredWorker):
         name: proc.name,
         type: proc.type,
         pid: proc.pid,
-        incarnation: proc.incarnation,
         registeredUnder: registered.registeredUnder,
         previous: registered.lastSpan,
         startTime: postmaster.clock.currentTimeNanosUnsafe()
@@ -252,7 +251,10 @@ const sessionOpened = (
   postmaster.transition(() => {
     proc.backendPid = backendPid
     proc.awaitingSession = false
-    if (proc.span !== undefined && backendPid !== undefined) proc.span.attribute("bgworker.pid", backendPid)
+    if (proc.span !== undefined && backendPid !== undefined) {
+      proc.span.attribute("bgworker.pid", backendPid)
+      proc.span.attribute("bgworker.incarnation", proc.incarnation)
+    }
     postmaster.changed(registered)
   })
 }
