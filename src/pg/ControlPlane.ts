@@ -274,7 +274,8 @@ export const migrate = (
 export const layer = (
   options: Options = {}
 ): Layer.Layer<never, SqlError | Migrator.MigrationError, Supervisor | PgClient.PgClient | SqlClient> =>
-  Layer.effectDiscard(Effect.flatMap(resolve(options), internal.make))
+  // Its background loops (polls, publishers, followers) make no spans: only a request's processing does.
+  Layer.effectDiscard(Effect.flatMap(resolve(options), internal.make).pipe(Effect.withTracerEnabled(false)))
 
 /**
  * The role granted EXECUTE on the functions for a schema: `"bgworker_launcher"` by default.

@@ -735,7 +735,9 @@ export const make = (
               ? { "bgworker.request.entry_point": escapeBounded(`${row.library}.${row.function}`, 128) }
               : {})
           }
-        }, { captureStackTrace: false })
+        }, { captureStackTrace: false }),
+        // The consumer's loop runs with tracing off (its polls would be a trace each): a request is traced.
+        Effect.withTracerEnabled(true)
       )
 
     /** Every unprocessed request, in id order (one consumer: the lock holder). */
