@@ -47,6 +47,18 @@
  *   layer's scope closes (within 3 seconds), so the last incarnations' spans are exported at shutdown.
  * - `OTEL_EXPORTER_OTLP_TIMEOUT` and `OTEL_EXPORTER_OTLP_CERTIFICATE` are not applied: the exporter retries a
  *   failed batch and trusts what Node trusts (`NODE_EXTRA_CA_CERTS`).
+ * - Log records: those written in the layer's context (the workers', the supervisor's). `runMain`'s own
+ *   lines (`supervisor ready`, a `FATAL` failure, `database system is shut down`) stay on standard output.
+ * - Exporting a span per incarnation costs more than making it (figure 1t of `npm run bench -- launch`):
+ *   a program that starts tens of thousands of workers a second samples (`OTEL_TRACES_SAMPLER`).
+ *
+ * **Deliberate differences**
+ *
+ * - Not `effect`'s `Otlp.layerFromConfig`, which exports nothing unless `OTEL_TRACES_EXPORTER=otlp` (or the
+ *   metrics' and logs' own) is also set, where the specification's default is `otlp`, and dies without
+ *   `OTEL_SERVICE_NAME`, where the default is `unknown_service:node`.
+ * - `traceidratio` decides a root span at random with the ratio, and every span with a parent follows the
+ *   parent (the specification hashes the trace id, which decides alike for a whole trace).
  *
  * @since 0.3.0
  */
