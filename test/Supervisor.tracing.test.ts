@@ -56,9 +56,11 @@ describe("Supervisor tracing", () => {
       assert.isUndefined(parentOf(second))
       assert.notStrictEqual(second.traceId, first.traceId)
       assert.deepStrictEqual(
-        second.links.map((l) => [l.span, l.attributes["bgworker.link"]]),
-        [[first, "previous incarnation"], [caller, "registered by"]]
+        second.links.map((l) => [l.span.traceId, l.span.spanId, l.attributes["bgworker.link"]]),
+        [[first.traceId, first.spanId, "previous incarnation"], [caller!.traceId, caller!.spanId, "registered by"]]
       )
+      // The link holds the previous span's identifiers, not the span (no chain of every earlier incarnation).
+      assert.strictEqual(second.links[0]!.span._tag, "ExternalSpan")
       assert.isAbove(second.attributes.get("bgworker.pid") as number, first.attributes.get("bgworker.pid") as number)
       assert.strictEqual(second.attributes.get("bgworker.exit"), "done")
       if (second.status._tag === "Ended") assert.strictEqual(second.status.exit._tag, "Success")

@@ -51,7 +51,13 @@ export const startIncarnationSpan = (tracer: Tracer.Tracer, options: Incarnation
   const parent = first && options.registeredUnder !== undefined ? Option.some(options.registeredUnder) : none
   const links: Array<Tracer.SpanLink> = []
   if (!first) {
-    links.push({ span: options.previous!, attributes: { "bgworker.link": "previous incarnation" } })
+    // Its identifiers only: a link to the span itself would keep every earlier incarnation's span alive
+    // through the chain of links, for as long as the worker keeps restarting.
+    const previous = options.previous!
+    links.push({
+      span: Tracer.externalSpan({ traceId: previous.traceId, spanId: previous.spanId, sampled: previous.sampled }),
+      attributes: { "bgworker.link": "previous incarnation" }
+    })
     if (options.registeredUnder !== undefined) {
       links.push({ span: options.registeredUnder, attributes: { "bgworker.link": "registered by" } })
     }
