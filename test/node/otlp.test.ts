@@ -178,7 +178,7 @@ describe("NodeSupervisor.runMain with OTEL_EXPORTER_OTLP_ENDPOINT", () => {
         assert.isDefined(counter)
         const spi = named("spi.transaction").filter((s) => s.parentSpanId === counter!.spanId)
         assert.isAtLeast(spi.length, 2)
-        const one = spi[0]!
+        const one = spi.find((s) => attr(s.attributes, "spi.outcome") === "commit")!
         assert.strictEqual(one.traceId, counter!.traceId)
         assert.strictEqual(attr(one.attributes, "bgworker.name"), "counter")
         assert.strictEqual(attr(one.attributes, "db.system.name"), "postgresql")
@@ -192,6 +192,10 @@ describe("NodeSupervisor.runMain with OTEL_EXPORTER_OTLP_ENDPOINT", () => {
           attr(counter!.attributes, "bgworker.pid")
         )
         assert.isTrue(named("sql.transaction").some((s) => s.parentSpanId === one.spanId))
+        const rolledBack = spi.filter((s) => attr(s.attributes, "spi.outcome") === "rollback")
+        assert.strictEqual(rolledBack.length, 1)
+        assert.strictEqual(rolledBack[0]!.status.code, 2) // Error
+        assert.strictEqual(rolledBack[0]!.status.message, "rolled back")
 
         // The SQL launch: a control-plane request span, parent of the launched worker's first incarnation.
         const requests = named("bgworker.request launch")
