@@ -1,9 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Option, Tracer } from "effect"
+import { Deferred, Effect, Exit, Option, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-import { commanded, tell, untilQuiet, untilStatus, withSupervisor } from "./fixtures.ts"
+import { commanded, napForever, tell, untilQuiet, untilState, untilStatus, withSupervisor } from "./fixtures.ts"
 
 /** A tracer that keeps every span it makes, in order (effect's own span implementation, in memory). */
 const recorder = () => {
@@ -65,6 +65,42 @@ describe("Supervisor tracing", () => {
       assert.strictEqual(second.attributes.get("bgworker.exit"), "done")
       if (second.status._tag === "Ended") assert.strictEqual(second.status.exit._tag, "Success")
     }).pipe(withSupervisor(), Effect.withTracer(tracer))
+  })
+
+  it.effect("a crash ends the crashed incarnation's span as crashed and an abandoned sibling's as abandoned", () => {
+    const { named, tracer } = recorder()
+    return Effect.gen(function*() {
+      const release = yield* Deferred.make<void>()
+      const command = { current: "nap" as "nap" | "die" }
+      const crasher = yield* Supervisor.register(
+        commanded("crasher", { shmem: true, restart: BackgroundWorker.restartAfter("1 minute"), command })
+      )
+      let incarnations = 0
+      yield* Supervisor.register(BackgroundWorker.make({
+        name: "stuck",
+        restart: BackgroundWorker.restartAfter("1 hour"),
+        main: () =>
+          Effect.gen(function*() {
+            // The first incarnation's finalizer waits for `release`: the crash restart abandons it.
+            if (++incarnations === 1) yield* Effect.addFinalizer(() => Deferred.await(release))
+            yield* napForever()
+          })
+      }))
+      yield* untilQuiet
+      yield* tell(crasher, command, "die")
+      command.current = "nap"
+      yield* TestClock.adjust("5 seconds")
+      yield* untilState("running")
+      const [crashed] = named("bgworker crasher")
+      assert.strictEqual(crashed!.attributes.get("bgworker.exit"), "crashed")
+      assert.strictEqual(crashed!.attributes.get("bgworker.exit.message"), "segfault")
+      if (crashed!.status._tag === "Ended") assert.isTrue(Exit.hasDies(crashed!.status.exit))
+      const [abandoned] = named("bgworker stuck")
+      assert.strictEqual(abandoned!.attributes.get("bgworker.exit"), "abandoned")
+      assert.match(String(abandoned!.attributes.get("bgworker.exit.message")), /^abandoned after /)
+      assert.strictEqual(abandoned!.status._tag, "Ended")
+      yield* Deferred.succeed(release, undefined)
+    }).pipe(withSupervisor({ abandonTimeout: "5 seconds" }), Effect.withTracer(tracer))
   })
 
   it.effect("a worker's own spans are children of its incarnation's span", () => {
