@@ -14,14 +14,23 @@
  * Figure 1m: the metrics' cost. The same cycle against a supervisor with `metrics: true` (the default) and
  * one with `metrics: false`, in alternating rounds of the same run; the ratio is off / on (cycles per
  * second), target ≤ 1.10. The "baseline" column is the metrics-off rate.
+ *
+ * Figure 1t: the cost of everything on. Metrics and tracing on with a tracer installed (one recording spans
+ * in memory; then the OTLP exporters, each incarnation's span exported to a local sink), against metrics and
+ * tracing off with no tracer; same alternating rounds, same target.
  */
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Tracer from "effect/Tracer"
+import * as Http from "node:http"
+import type * as Net from "node:net"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
+import * as NodeOtlp from "../src/node/NodeOtlp.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import { median, now, progress, type Row, throughputRatio } from "./report.ts"
@@ -171,10 +180,133 @@ const compareMetrics = (options: LaunchOptions) =>
     return row
   }).pipe(Effect.scoped)
 
+/** A local OTLP/HTTP endpoint that accepts and discards every export (the collector's place). */
+const sink = Effect.acquireRelease(
+  Effect.callback<{ readonly server: Http.Server; readonly url: string; readonly requests: { count: number } }>(
+    (resume) => {
+      const requests = { count: 0 }
+      const server = Http.createServer((request, response) => {
+        request.resume()
+        request.on("end", () => {
+          requests.count++
+          response.writeHead(200, { "content-type": "application/x-protobuf" }).end()
+        })
+      })
+      server.listen(0, "127.0.0.1", () =>
+        resume(Effect.succeed({
+          server,
+          url: `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}`,
+          requests
+        })))
+    }
+  ),
+  ({ server }) =>
+    Effect.callback<void>((resume) => {
+      server.close(() => resume(Effect.void))
+      server.closeAllConnections()
+    })
+)
+
+/** A tracer that records spans in memory: effect's own span objects, the last 1024 ended ones kept. */
+const memoryTracer = () => {
+  const kept: Array<Tracer.Span> = []
+  let ended = 0
+  class RecordedSpan extends Tracer.NativeSpan {
+    override end(endTime: bigint, exit: Exit.Exit<unknown, unknown>): void {
+      super.end(endTime, exit)
+      kept[ended++ & 1023] = this
+    }
+  }
+  const tracer = Tracer.make({ span: (options) => new RecordedSpan(options) })
+  return { tracer, ended: () => ended }
+}
+
+/**
+ * Figure 1t: the cost of everything on. One supervisor with metrics and tracing on and a tracer installed,
+ * against one with `metrics: false, tracing: false` and no tracer; alternating rounds of the same run.
+ *
+ * - `memory`: a tracer that records every span in memory (the supervisor's own cost: each incarnation's span
+ *   made, attributed, put in the worker's context and ended).
+ * - `otlp`: the OTLP exporters of `NodeOtlp.layer()` installed as `OTEL_EXPORTER_OTLP_ENDPOINT` would (traces,
+ *   metrics, logs; `protocol`), sending to a local sink that discards them: every incarnation's span is also
+ *   encoded and sent (effect's exporter, batches of up to 1000 spans). `sampler` sets `OTEL_TRACES_SAMPLER_ARG`
+ *   with `parentbased_traceidratio`.
+ */
+const compareTracing = (
+  options: LaunchOptions,
+  variant:
+    | { readonly _tag: "memory" }
+    | { readonly _tag: "otlp"; readonly protocol: "http/protobuf" | "http/json"; readonly ratio?: number }
+) =>
+  Effect.gen(function*() {
+    const { requests, url } = yield* sink
+    const memory = memoryTracer()
+    const tracerLayer = variant._tag === "memory"
+      ? Layer.succeed(Tracer.Tracer, memory.tracer)
+      : NodeOtlp.layer({
+        environment: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: url,
+          OTEL_EXPORTER_OTLP_PROTOCOL: variant.protocol,
+          ...(variant.ratio === undefined ? {} : {
+            OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+            OTEL_TRACES_SAMPLER_ARG: String(variant.ratio)
+          })
+        }
+      })
+    const build = (on: boolean) =>
+      Effect.orDie(Layer.build(
+        on
+          ? Supervisor.layer({ maxWorkerProcesses: 8, terminateTimeout: "5 seconds", metrics: true, tracing: true })
+            .pipe(Layer.provideMerge(tracerLayer))
+          : Supervisor.layer({ maxWorkerProcesses: 8, terminateTimeout: "5 seconds", metrics: false, tracing: false })
+      ))
+    const on = yield* build(true)
+    const off = yield* build(false)
+    const onRates: Array<number> = []
+    const offRates: Array<number> = []
+    yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), on)
+    yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), off)
+    for (let round = 0; round < options.rounds; round++) {
+      offRates.push(yield* Effect.provideContext(rate(ourCycle, 1, options.roundMs), off))
+      onRates.push(yield* Effect.provideContext(rate(ourCycle, 1, options.roundMs), on))
+    }
+    const onRate = median(onRates)
+    const offRate = median(offRates)
+    const ratio = throughputRatio(onRate, offRate)
+    const label = variant._tag === "memory"
+      ? "spans recorded in memory"
+      : `OTLP export, ${variant.protocol}${
+        variant.ratio === undefined ? "" : `, parentbased_traceidratio ${variant.ratio}`
+      }`
+    progress(
+      `1t. metrics + tracing (${label}) on ${onRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")}k/s, both off ${
+        offRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")
+      }k/s; off/on ratio ${ratio.toFixed(3)}; ${
+        variant._tag === "memory" ? `${memory.ended()} spans ended` : `${requests.count} exports received`
+      }`
+    )
+    const row: Row = {
+      figure: `1t. launch cycles, metrics + tracing on (${label}) vs both off`,
+      unit: "cycles/s",
+      ours: onRate,
+      baseline: offRate,
+      ratio,
+      target: "≤1.10× both off",
+      ok: ratio <= 1.1
+    }
+    return row
+  }).pipe(Effect.scoped)
+
 export const runLaunch = (options: LaunchOptions): Effect.Effect<ReadonlyArray<Row>> =>
   Effect.gen(function*() {
     const single = yield* compare("1. launch cycles, 1 launcher", 1, options, 8)
     const many = yield* compare(`1. launch cycles, ${options.launchers} launchers`, options.launchers, options, 64)
     const metrics = yield* compareMetrics(options)
-    return [single, many, metrics]
+    const tracing = [
+      yield* compareTracing(options, { _tag: "memory" }),
+      yield* compareTracing(options, { _tag: "otlp", protocol: "http/protobuf" }),
+      yield* compareTracing(options, { _tag: "otlp", protocol: "http/json" }),
+      yield* compareTracing(options, { _tag: "otlp", protocol: "http/protobuf", ratio: 0.01 })
+    ]
+    return [single, many, metrics, ...tracing]
   })

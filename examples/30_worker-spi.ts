@@ -23,7 +23,9 @@
  *
  * Run: `npm start`. Parameters: a `postgresql.conf`-style file (`npm start -- my.conf`, or
  * `WORKER_SPI_CONFIG=my.conf`), re-read on SIGHUP, and environment variables over it:
- * `BGW_WORKER_SPI__NAPTIME=1 BGW_WORKER_SPI__TOTAL_WORKERS=3 npm start`. With `EXAMPLE_EXIT_AFTER_MS=8000` it
+ * `BGW_WORKER_SPI__NAPTIME=1 BGW_WORKER_SPI__TOTAL_WORKERS=3 npm start`. With
+ * `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318` (an OpenTelemetry collector) the workers' spans, the
+ * metrics and the log records are exported over OTLP (`NodeSupervisor.runMain` installs `NodeOtlp`). With `EXAMPLE_EXIT_AFTER_MS=8000` it
  * shuts itself down after eight seconds and exits with code 0.
  *
  * **Differences from the C module** (see src/demo/WorkerSpi.ts for all of them)

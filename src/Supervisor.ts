@@ -249,8 +249,8 @@ export interface Options<E = never, R = never> {
    * Whether the supervisor keeps metrics (`effect`'s `Metric`, in the `MetricRegistry` of the context
    * it is built in). Default `true`; `false` makes every update site a single `undefined` test (the
    * launch benchmark compares both). Read them with `Metric.snapshot`, serve them as Prometheus text with
-   * `NodeSupervisor.layerMetrics`, or export them with `effect/observability`'s `OtlpMetrics` layer (not
-   * wired by this package yet). They leave the registry when the supervisor's scope closes; two
+   * `NodeSupervisor.layerMetrics`, or push them over OTLP with `NodeOtlp.layer()` (which
+   * `NodeSupervisor.runMain` installs when `OTEL_EXPORTER_OTLP_ENDPOINT` is set). They leave the registry when the supervisor's scope closes; two
    * supervisors sharing one registry write the same series (the last one built wins).
    *
    * Every metric carries the label `worker_type` (the definition's `type`), except the slot gauges.
@@ -278,6 +278,27 @@ export interface Options<E = never, R = never> {
    * @since 0.2.0
    */
   readonly metrics?: boolean | undefined
+  /**
+   * Whether the supervisor makes spans (`effect`'s `Tracer`: whatever tracer the context holds, for example
+   * `NodeOtlp.layer()` from `effect-bgworker/node`, which exports them over OTLP). Default `true`; spans
+   * are made only when a tracer that records them is installed (not `effect`'s native default) and
+   * `References.TracerEnabled` is on, so without one a start pays one test. `false` turns them off (the
+   * launch benchmark compares both).
+   *
+   * | span | kind | parent | attributes |
+   * |---|---|---|---|
+   * | `bgworker <type>`: one incarnation, from its start to its end | internal | the span current where the worker was registered (a control-plane request's span, the caller's of `register`), for the first incarnation; a restart is a new trace linked to the previous incarnation (`bgworker.link` = `previous incarnation`) and to that span (`registered by`) | `bgworker.name`, `bgworker.type`, `bgworker.pid` (the supervisor's number of the incarnation; a database worker's backend pid once its session opens, and then `bgworker.incarnation` that number); at its end `bgworker.exit` (`done` \| `failed` \| `crashed` \| `killed` \| `abandoned`, as the `bgworker_exits` metric), `bgworker.exit.reason` (a failure's: `error`, `defect`, `startup`, `terminated`, `interrupted`), `bgworker.exit.message` |
+   * | `spi.transaction`: one `Spi.transaction` (a nested one is a savepoint, and a child span) | internal | the worker's current span: its incarnation's unless the worker opened its own | `bgworker.name`, `bgworker.type`, `bgworker.pid`, `spi.depth`, `spi.outcome` (`commit` \| `rollback`), and the session's (`db.system.name`, `db.namespace`, `db.user` from `WorkerConnection`); effect/sql's `sql.transaction` and statement spans are its children |
+   *
+   * The worker's own spans (`Effect.withSpan` in `main`) are children of its incarnation's span. The span's
+   * status follows the incarnation's exit: an error for a failure or a crash, unset for an interruption.
+   *
+   * **Gotchas** The span of an incarnation that runs for days is exported when it ends: a tracing backend
+   * shows it then, not while it runs. A trace's spans are sent in batches (every 5 seconds by default).
+   *
+   * @since 0.3.0
+   */
+  readonly tracing?: boolean | undefined
 }
 
 /**

@@ -150,7 +150,16 @@ export class SessionLost extends Context.Service<SessionLost, Effect.Effect<neve
  * @category services
  * @since 0.2.0
  */
-export class SessionInfo extends Context.Service<SessionInfo, { readonly backendPid: number }>()(
+export class SessionInfo extends Context.Service<SessionInfo, {
+  readonly backendPid: number
+  /**
+   * Attributes that describe the session on the worker's spans (`Spi.transaction`'s), in OpenTelemetry's
+   * database vocabulary: `WorkerConnection` gives `db.system.name`, `db.namespace` and `db.user`.
+   *
+   * @since 0.3.0
+   */
+  readonly spanAttributes?: Readonly<Record<string, unknown>> | undefined
+}>()(
   "effect-bgworker/WorkerConnector/SessionInfo"
 ) {}
 

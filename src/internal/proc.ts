@@ -18,6 +18,7 @@
 import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
+import type * as Tracer from "effect/Tracer"
 import type { BackendState } from "../Activity.ts"
 import type * as BackgroundWorker from "../BackgroundWorker.ts"
 import type { WaitOptions, WaitResult } from "../ProcLatch.ts"
@@ -80,6 +81,8 @@ export class Proc implements BackgroundWorker.WorkerInfo {
   forceTimer: Fiber.Fiber<void> | undefined = undefined
   /** Its worker type's metrics, when the supervisor keeps metrics. */
   metrics: TypeMetrics | undefined = undefined
+  /** Its span (internal/tracing.ts), when the supervisor traces and a tracer records spans. */
+  span: Tracer.Span | undefined = undefined
 
   readonly host: ProcHost
   readonly name: string

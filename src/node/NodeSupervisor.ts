@@ -93,6 +93,7 @@ import * as Supervisor from "../Supervisor.ts"
 import type * as SupervisorError from "../SupervisorError.ts"
 import { asSystemError, strerror, type SystemError } from "./internal/systemError.ts"
 import * as NodeLogger from "./NodeLogger.ts"
+import * as NodeOtlp from "./NodeOtlp.ts"
 
 const logAnnotations = { module: "effect-bgworker/NodeSupervisor" }
 
@@ -260,6 +261,10 @@ const announceReady = Effect.gen(function*() {
  * invalid variable is a warning), so every worker's line shows its name, type and pid. Pass `logger: false`
  * to keep the loggers the program installs itself.
  *
+ * Observability: installs `NodeOtlp.layer()` under `layer`, so setting `OTEL_EXPORTER_OTLP_ENDPOINT` exports
+ * the workers' spans, the supervisor's metrics and the log lines over OTLP/HTTP, flushed after the
+ * supervisor has stopped; without it nothing is exported and nothing is started. `otlp: false` leaves it out.
+ *
  * Start and end: says `supervisor ready` once no worker waits for its start gate; while some wait for the
  * database it says `supervisor started ... but not ready` with their names, and `supervisor ready` when the
  * last has started. Every run ends with the line `database system is shut down` (PostgreSQL's words),
@@ -310,9 +315,11 @@ export const main = <E>(
       `invalid value for ${NodeLogger.environmentVariable}: "${escape(fromEnvironment.invalid)}"; using "text"`
     ).pipe(Effect.annotateLogs({ ...logAnnotations, hint: `Use one of ${NodeLogger.formats.join(", ")}.` }))
     : Effect.void
+  // OTLP export when the OTEL_* variables ask for it: built before the supervisor, released after it.
+  const exported = options?.otlp === false ? layer : Layer.provide(layer, NodeOtlp.layer())
   return Effect.andThen(
     invalid,
-    options?.disableErrorReporting === true ? launch(layer) : reportFailure(launch(layer))
+    options?.disableErrorReporting === true ? launch(exported) : reportFailure(launch(exported))
   ).pipe(
     // After every layer has been released: the workers, the control plane, an embedded server.
     Effect.ensuring(Effect.logInfo("database system is shut down").pipe(Effect.annotateLogs(logAnnotations))),
@@ -336,6 +343,14 @@ export interface RunMainOptions {
   readonly logFormat?: NodeLogger.Format | undefined
   /** `false`: keep Effect's default logger (or whatever `layer` installs for its own lines) instead. */
   readonly logger?: false | undefined
+  /**
+   * `false`: do not install `NodeOtlp.layer()` (for a `layer` that installs its own tracer or exporters).
+   * By default it is installed under `layer`, and exports only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or a
+   * signal's own endpoint) is set.
+   *
+   * @since 0.3.0
+   */
+  readonly otlp?: false | undefined
 }
 
 /** Logs why the program failed, once, at FATAL: a typed error's message and hint, or a defect's whole cause. */

@@ -30,6 +30,12 @@
  * shutdown; with the message), `no_slot`, or `done` for signals. Delivery is at least once: a supervisor
  * that dies between launching and recording launches again when it comes back.
  *
+ * **Traces.** With a tracer in the layer's context (`NodeOtlp.layer()`), processing one request is a span,
+ * `bgworker.request <kind>` (kind `consumer`), with `bgworker.request.id`, `.kind`, `.requested_by` (escaped),
+ * `.entry_point` (a launch's) and `.outcome` (`launched`, `refused`, `no_slot`, `done`, `no worker`); the
+ * statements it runs are its children, and so is the first incarnation span of the worker it launches
+ * (`Supervisor.Options.tracing`). The consumer's polls, the publishers and the followers make no spans.
+ *
  * **Who may call** (each row is tested in test/pg/Security.test.ts)
  *
  * | right | who, by default | as PostgreSQL |
@@ -274,7 +280,8 @@ export const migrate = (
 export const layer = (
   options: Options = {}
 ): Layer.Layer<never, SqlError | Migrator.MigrationError, Supervisor | PgClient.PgClient | SqlClient> =>
-  Layer.effectDiscard(Effect.flatMap(resolve(options), internal.make))
+  // Its background loops (polls, publishers, followers) make no spans: only a request's processing does.
+  Layer.effectDiscard(Effect.flatMap(resolve(options), internal.make).pipe(Effect.withTracerEnabled(false)))
 
 /**
  * The role granted EXECUTE on the functions for a schema: `"bgworker_launcher"` by default.

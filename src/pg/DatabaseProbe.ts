@@ -237,7 +237,8 @@ export const layer = (
           }
         }
       }).pipe(Effect.annotateLogs(logAnnotations))
-      yield* Effect.forkScoped(Effect.andThen(polling, heartbeat))
+      // Probes and heartbeats make no spans (a trace each, every 100 ms and every second otherwise).
+      yield* Effect.forkScoped(Effect.andThen(polling, heartbeat).pipe(Effect.withTracerEnabled(false)))
 
       // An embedded server is this process's own: if it exits under us, the database is gone for good.
       const lost = yield* Deferred.make<string>()

@@ -397,7 +397,10 @@ export const layer = (
       )
     )
     yield* check
-    yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(interval), check)))
+    // A check every 250 ms would be a trace each: the poll makes no spans.
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.andThen(Effect.sleep(interval), check)).pipe(Effect.withTracerEnabled(false))
+    )
   }))
 
 /**

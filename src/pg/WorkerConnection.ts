@@ -413,7 +413,14 @@ export const layer = (options: Options = {}): Layer.Layer<WorkerConnector, never
           return Context.make(SqlClient, client as SqlClient).pipe(
             Context.add(PgClient.PgClient, client),
             Context.add(SessionLost, lost),
-            Context.add(SessionInfo, { backendPid: backend!.pid })
+            Context.add(SessionInfo, {
+              backendPid: backend!.pid,
+              spanAttributes: {
+                "db.system.name": "postgresql",
+                "db.namespace": database,
+                "db.user": role ?? server.user
+              }
+            })
           )
         })
 

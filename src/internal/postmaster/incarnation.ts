@@ -17,6 +17,7 @@ import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Schema from "effect/Schema"
+import * as Tracer from "effect/Tracer"
 import type { LastExit } from "../../Activity.ts"
 import * as BackgroundWorker from "../../BackgroundWorker.ts"
 import * as DatabaseState from "../../DatabaseState.ts"
@@ -27,6 +28,7 @@ import { withRootCause } from "../causeChain.ts"
 import { CurrentWorker, Shmem, Supervisor } from "../context.ts"
 import { escape } from "../logText.ts"
 import { type KillReason, Proc } from "../proc.ts"
+import { endIncarnationSpan, startIncarnationSpan } from "../tracing.ts"
 import type { Postmaster } from "./postmaster.ts"
 import type { RegisteredWorker } from "./registration.ts"
 
@@ -191,6 +193,21 @@ const startIncarnation = (postmaster: Postmaster, registered: RegisteredWorker):
   registered.everStarted = true
   registered.nextRestartAt = undefined
   let context = Context.add(registered.context, CurrentWorker, proc)
+  if (postmaster.options.tracing) {
+    const tracer = postmaster.tracerFor(registered.context)
+    if (tracer !== undefined) {
+      // The incarnation's span is the parent of everything the worker does (internal/tracing.ts).
+      proc.span = startIncarnationSpan(tracer, {
+        name: proc.name,
+        type: proc.type,
+        pid: proc.pid,
+        registeredUnder: registered.registeredUnder,
+        previous: registered.lastSpan,
+        startTime: postmaster.clock.currentTimeNanosUnsafe()
+      })
+      context = Context.add(context, Tracer.ParentSpan, proc.span)
+    }
+  }
   if (Context.getOrUndefined(context, Supervisor) !== postmaster) context = Context.add(context, Supervisor, postmaster)
   if (registered.definition.shmem) context = Context.add(context, Shmem, postmaster.sharedState.api())
   // Every line the worker logs says who wrote it (log_line_prefix's %a, %b and %p): in the context the
@@ -234,6 +251,10 @@ const sessionOpened = (
   postmaster.transition(() => {
     proc.backendPid = backendPid
     proc.awaitingSession = false
+    if (proc.span !== undefined && backendPid !== undefined) {
+      proc.span.attribute("bgworker.pid", backendPid)
+      proc.span.attribute("bgworker.incarnation", proc.incarnation)
+    }
     postmaster.changed(registered)
   })
 }
@@ -328,7 +349,30 @@ const onExit = (
   }
   postmaster.live.delete(proc)
   if (proc.forceTimer !== undefined) proc.forceTimer.interruptUnsafe()
-  postmaster.transition(() => postmaster.incarnationEnded(registered, proc, classifyExit(registered, proc, exit)))
+  postmaster.transition(() => postmaster.incarnationEnded(registered, proc, classifyExit(registered, proc, exit), exit))
+}
+
+/** Ends the incarnation's span with how it ended; the next incarnation of the registration links to it. */
+export const endSpan = (
+  postmaster: Postmaster,
+  registered: RegisteredWorker,
+  proc: Proc,
+  end: IncarnationEnd,
+  exit: Exit.Exit<unknown, unknown> | undefined,
+  outcome: string
+): void => {
+  const span = proc.span!
+  endIncarnationSpan(
+    span,
+    {
+      outcome,
+      reason: end._tag === "Failed" ? end.failure.reason : undefined,
+      message: end._tag === "Done" ? undefined : lastExitOf(end, 0, "").message
+    },
+    exit,
+    postmaster.clock.currentTimeNanosUnsafe()
+  )
+  registered.lastSpan = span
 }
 
 // --- requests to a running incarnation ---

@@ -95,7 +95,8 @@ export const make: <E = never, R = never>(
       beforeReload: gucs._tag === "Some" ? Effect.asVoid(gucs.value.reload) : Effect.void,
       entryPoints,
       shmem: options.shmem ?? [],
-      metrics: options.metrics ?? true
+      metrics: options.metrics ?? true,
+      tracing: options.tracing ?? true
     }, context)
     yield* Effect.addFinalizer(() =>
       Effect.ensuring(postmaster.die(), Effect.sync(() => postmaster.metrics?.unregister()))

@@ -55,11 +55,13 @@ import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
 import type * as Stream from "effect/Stream"
+import type * as Tracer from "effect/Tracer"
 import type { ActivityEvent, ActivityRow, LastExit, WaitEventInfo } from "../../Activity.ts"
 import * as BackgroundWorker from "../../BackgroundWorker.ts"
 import type * as DatabaseState from "../../DatabaseState.ts"
@@ -69,6 +71,7 @@ import type * as Errors from "../../SupervisorError.ts"
 import * as Handle from "../../WorkerHandle.ts"
 import { type ExitOutcome, SupervisorMetrics, type WorkerState } from "../metrics.ts"
 import type { Proc, ProcHost } from "../proc.ts"
+import { tracerOf } from "../tracing.ts"
 import { ActivityFeed } from "./activityFeed.ts"
 import * as Incarnation from "./incarnation.ts"
 import type { IncarnationEnd } from "./incarnation.ts"
@@ -95,6 +98,8 @@ export interface Options {
   readonly shmem: ReadonlyArray<ShmemStruct<any>>
   /** Whether the supervisor keeps its metrics (`Supervisor.Options.metrics`). */
   readonly metrics: boolean
+  /** Whether the supervisor makes spans when a tracer records them (`Supervisor.Options.tracing`). */
+  readonly tracing: boolean
 }
 
 const outcomes: Record<IncarnationEnd["_tag"], ExitOutcome> = {
@@ -138,6 +143,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private readonly outbox: Array<() => void> = []
   private readonly minimumLogLevel: LogLevel.LogLevel
   private readonly mergedContexts = new WeakMap<Context.Context<never>, Context.Context<never>>()
+  private readonly tracers = new WeakMap<Context.Context<never>, { readonly tracer: Tracer.Tracer | undefined }>()
   /** The metrics, unless `Options.metrics` is off (then every update site is one `undefined` test). */
   readonly metrics: SupervisorMetrics | undefined
 
@@ -298,12 +304,20 @@ export class Postmaster implements SupervisorApi, ProcHost {
    * What an incarnation's end means for its registration, and for the others: the only writer of
    * `lastExit`. From `end` come the activity row's last exit, the log line, and the next step (restart,
    * forget, crash restart, ...). Called inside a transition, by the incarnation's exit observer and when an
-   * incarnation is abandoned.
+   * incarnation is abandoned. `exit` is the fiber's, when it has ended (its span reports it).
    */
-  incarnationEnded(registered: RegisteredWorker, proc: Proc, end: IncarnationEnd): void {
+  incarnationEnded(
+    registered: RegisteredWorker,
+    proc: Proc,
+    end: IncarnationEnd,
+    exit?: Exit.Exit<unknown, unknown>
+  ): void {
     if (registered.proc === proc) registered.proc = undefined
     registered.lastExit = Incarnation.lastExitOf(end, this.clock.currentTimeMillisUnsafe(), proc.query)
     proc.metrics?.exited(outcomes[end._tag])
+    if (proc.span !== undefined) {
+      Incarnation.endSpan(this, registered, proc, end, exit, outcomes[end._tag])
+    }
     const next = Restart.afterEnd(end, registered, this.state)
     if (next === "postmaster dead") {
       registered.phase = "pending"
@@ -353,6 +367,19 @@ export class Postmaster implements SupervisorApi, ProcHost {
       this.mergedContexts.set(registrant, merged)
     }
     return merged
+  }
+
+  /**
+   * The tracer the incarnations of a registration made in `context` report their spans to, or `undefined`
+   * (tracing off, or no tracer recording spans): looked up once per registrant context.
+   */
+  tracerFor(context: Context.Context<never>): Tracer.Tracer | undefined {
+    let found = this.tracers.get(context)
+    if (found === undefined) {
+      found = { tracer: this.options.tracing ? tracerOf(context) : undefined }
+      this.tracers.set(context, found)
+    }
+    return found.tracer
   }
 
   // --- abandoning and death (shutdown.ts) ---

@@ -13,6 +13,7 @@ import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
 import type * as Pull from "effect/Pull"
 import * as Schema from "effect/Schema"
+import type * as Tracer from "effect/Tracer"
 import type { LastExit } from "../../Activity.ts"
 import * as BackgroundWorker from "../../BackgroundWorker.ts"
 import type { PreloadApi } from "../../Preload.ts"
@@ -22,6 +23,7 @@ import { WorkerConnector } from "../../WorkerConnector.ts"
 import * as Handle from "../../WorkerHandle.ts"
 import { escape, escapeBounded } from "../logText.ts"
 import type { Proc } from "../proc.ts"
+import { parentSpanOf } from "../tracing.ts"
 import type { Postmaster } from "./postmaster.ts"
 
 /**
@@ -54,6 +56,8 @@ export interface RegistrationOptions {
   readonly origin: "static" | "dynamic"
   /** Launched by a name no entry point had at registration: resolved at each start (PostgreSQL's late binding). */
   readonly lateBoundEntryPoint: BackgroundWorker.EntryPointName | undefined
+  /** The span current where it was registered (internal/tracing.ts): its first incarnation's parent. */
+  readonly registeredUnder?: Tracer.AnySpan | undefined
 }
 
 /**
@@ -82,6 +86,9 @@ export class RegisteredWorker {
   /** When it was registered, or its restart became due: a start's latency is measured from it. */
   pendingSince = 0
   listeners: Set<StatusListener> | undefined = undefined
+  /** Its latest incarnation's span, which the next incarnation's links to (internal/tracing.ts). */
+  lastSpan: Tracer.Span | undefined = undefined
+  readonly registeredUnder: Tracer.AnySpan | undefined
   readonly slot: number
   readonly generation: number
   readonly definition: BackgroundWorker.Any
@@ -99,6 +106,7 @@ export class RegisteredWorker {
     this.context = options.context
     this.origin = options.origin
     this.lateBoundEntryPoint = options.lateBoundEntryPoint
+    this.registeredUnder = options.registeredUnder
   }
   get handle(): Handle.WorkerHandle {
     return Handle.make(this.slot, this.generation)
@@ -201,7 +209,8 @@ export const registerStatic = (
               extra: s.extra,
               context: s.context,
               origin: "static",
-              lateBoundEntryPoint: undefined
+              lateBoundEntryPoint: undefined,
+              registeredUnder: postmaster.options.tracing ? parentSpanOf(s.context) : undefined
             })
             if (registered === undefined) {
               postmaster.log(
@@ -263,7 +272,8 @@ const registerPrepared = (
   context: Context.Context<never>,
   lateBoundEntryPoint: BackgroundWorker.EntryPointName | undefined
 ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> =>
-  Effect.suspend(() => {
+  // The caller's fiber: its current span (a control-plane request's, say) is the first incarnation's parent.
+  Effect.withFiber((fiber) => {
     const state = postmaster.state
     if (state !== "running" && state !== "recovering" && state !== "starting") {
       return Effect.fail(Errors.fail(new Errors.ShuttingDown({ mode: state })))
@@ -276,7 +286,8 @@ const registerPrepared = (
         extra,
         context,
         origin: "dynamic",
-        lateBoundEntryPoint
+        lateBoundEntryPoint,
+        registeredUnder: postmaster.options.tracing ? fiber.cache.span : undefined
       })
       if (registered !== undefined) postmaster.tryStart(registered)
     })

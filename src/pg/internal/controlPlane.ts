@@ -502,10 +502,16 @@ export const make = (
       },
       state: "refused" | "no_slot" = "refused"
     ) =>
-      sql`UPDATE ${table("_requests")}
+      Effect.andThen(
+        Effect.annotateCurrentSpan({
+          "bgworker.request.outcome": state,
+          "bgworker.request.error": escapeBounded(refusal.message, 500)
+        }),
+        sql`UPDATE ${table("_requests")}
         SET state = ${state}, processed_at = now(), supervisor_id = ${me}, error = ${refusal.message.slice(0, 2000)},
             sqlstate = ${refusal.sqlstate ?? null}, detail = ${refusal.detail ?? null}, hint = ${refusal.hint ?? null}
         WHERE id = ${row.id} AND state = 'processing' AND supervisor_id = ${me}`
+      )
 
     const markLaunched = (row: { readonly id: bigint }, handle: WorkerHandle.WorkerHandle) =>
       Effect.gen(function*() {
@@ -520,6 +526,10 @@ export const make = (
           WHERE id = ${row.id} AND supervisor_id = ${me} AND state = 'processing'
           RETURNING id`
         unrecorded.delete(String(row.id))
+        yield* Effect.annotateCurrentSpan({
+          "bgworker.request.outcome": marked.length === 0 ? "not claimed" : "launched",
+          "bgworker.handle": WorkerHandle.format(handle)
+        })
         if (marked.length === 0) {
           // Not a claim of this supervisor's (a fast-path notification replayed long after): stop the worker.
           yield* supervisor.terminate(handle)
@@ -649,6 +659,7 @@ export const make = (
             handle === undefined ? " (no worker of this supervisor)" : ""
           }`
         )
+        yield* Effect.annotateCurrentSpan("bgworker.request.outcome", handle === undefined ? "no worker" : "done")
         yield* sql`UPDATE ${table("_requests")}
           SET state = 'done', processed_at = now(), supervisor_id = ${me},
               error = ${handle === undefined ? "the handle has no worker of this supervisor" : null}
@@ -659,6 +670,7 @@ export const make = (
       Effect.gen(function*() {
         yield* Effect.logInfo(`reload requested by role "${who(row)}"`)
         yield* supervisor.reload
+        yield* Effect.annotateCurrentSpan("bgworker.request.outcome", "done")
         yield* sql`UPDATE ${table("_requests")} SET state = 'done', processed_at = now(), supervisor_id = ${me}
           WHERE id = ${row.id} AND supervisor_id = ${me}`
       })
@@ -711,7 +723,21 @@ export const make = (
               ),
               refuse(row, { message: `the request could not be processed: ${error.message.slice(0, 1000)}` })
             )
-        )
+        ),
+        // One span per request; a worker it launches starts its first incarnation's span under it.
+        Effect.withSpan(`bgworker.request ${row.kind}`, {
+          kind: "consumer",
+          attributes: {
+            "bgworker.request.id": String(row.id),
+            "bgworker.request.kind": row.kind,
+            "bgworker.request.requested_by": who(row),
+            ...(row.kind === "launch"
+              ? { "bgworker.request.entry_point": escapeBounded(`${row.library}.${row.function}`, 128) }
+              : {})
+          }
+        }, { captureStackTrace: false }),
+        // The consumer's loop runs with tracing off (its polls would be a trace each): a request is traced.
+        Effect.withTracerEnabled(true)
       )
 
     /** Every unprocessed request, in id order (one consumer: the lock holder). */

@@ -1,0 +1,107 @@
+/**
+ * The supervisor's spans (`Supervisor.Options.tracing`), through `effect`'s `Tracer` only: whatever tracer
+ * the context holds (an OTLP exporter, a test's recorder) receives them; no exporter is named here.
+ *
+ * - One span per incarnation, `bgworker <type>`, from its start to its end (the incarnation's fiber is its
+ *   child context, so the worker's own spans, `Spi.transaction`'s and effect/sql's among them, nest under
+ *   it). Its parent is the span current where the worker was registered (a control-plane request, the
+ *   caller of `Supervisor.register`), for the first incarnation only: a restart is a new trace, linked to
+ *   the previous incarnation and to that registering span, so a worker restarting for a week does not grow
+ *   one trace for a week.
+ * - Cheap when nobody listens: without a tracer in the context (only `effect`'s native tracer, which
+ *   records nothing), or with `References.TracerEnabled` off, or `tracing: false`, no span is made and the
+ *   incarnation's context is not touched.
+ *
+ * @internal
+ */
+import * as Context from "effect/Context"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as References from "effect/References"
+import * as Tracer from "effect/Tracer"
+
+/** The tracer of `context` when one records spans, else `undefined` (native tracer only, or tracing disabled). */
+export const tracerOf = (context: Context.Context<never>): Tracer.Tracer | undefined => {
+  const tracer = Context.get(context, Tracer.Tracer)
+  if (tracer === Tracer.nativeTracer || !Context.get(context, References.TracerEnabled)) return undefined
+  return tracer
+}
+
+/** The span current in `context` (where a registration was made), if any. */
+export const parentSpanOf = (context: Context.Context<never>): Tracer.AnySpan | undefined =>
+  Context.getOrUndefined(context, Tracer.ParentSpan)
+
+/** What an incarnation span says about its worker at its start. */
+export interface IncarnationSpanOptions {
+  readonly name: string
+  readonly type: string
+  readonly pid: number
+  /** The registering span: the parent of a first incarnation, a link of the later ones. */
+  readonly registeredUnder: Tracer.AnySpan | undefined
+  /** The previous incarnation's span (a restart), linked. */
+  readonly previous: Tracer.AnySpan | undefined
+  readonly startTime: bigint
+}
+
+const none = Option.none<Tracer.AnySpan>()
+
+/** Starts an incarnation's span (`bgworker <type>`); the caller puts it in the incarnation's context. */
+export const startIncarnationSpan = (tracer: Tracer.Tracer, options: IncarnationSpanOptions): Tracer.Span => {
+  const first = options.previous === undefined
+  const parent = first && options.registeredUnder !== undefined ? Option.some(options.registeredUnder) : none
+  const links: Array<Tracer.SpanLink> = []
+  if (!first) {
+    // Its identifiers only: a link to the span itself would keep every earlier incarnation's span alive
+    // through the chain of links, for as long as the worker keeps restarting.
+    const previous = options.previous!
+    links.push({
+      span: Tracer.externalSpan({ traceId: previous.traceId, spanId: previous.spanId, sampled: previous.sampled }),
+      attributes: { "bgworker.link": "previous incarnation" }
+    })
+    if (options.registeredUnder !== undefined) {
+      links.push({ span: options.registeredUnder, attributes: { "bgworker.link": "registered by" } })
+    }
+  }
+  const span = tracer.span({
+    name: `bgworker ${options.type}`,
+    parent,
+    annotations: Context.empty(),
+    links,
+    startTime: options.startTime,
+    kind: "internal",
+    root: parent._tag === "None",
+    sampled: parent._tag === "Some" ? parent.value.sampled : true
+  })
+  span.attribute("bgworker.name", options.name)
+  span.attribute("bgworker.type", options.type)
+  // A worker's pid is its incarnation's number until a database session gives it a backend pid: then
+  // `sessionOpened` sets both. Three attributes and the outcome: a span's attribute map grows (and is
+  // rehashed) past four, and this runs at every start (see figure 1t of the launch benchmark).
+  span.attribute("bgworker.pid", options.pid)
+  return span
+}
+
+/** How an incarnation ended, as its span's last attributes (see `IncarnationEnd`). */
+export interface IncarnationSpanEnd {
+  /** `done`, `failed`, `crashed`, `killed` or `abandoned` (the `bgworker_exits` metric's `outcome`). */
+  readonly outcome: string
+  /** `Failed`'s reason: `error`, `defect`, `startup`, `terminated`, `interrupted`. */
+  readonly reason: string | undefined
+  readonly message: string | undefined
+}
+
+/**
+ * Ends an incarnation's span. `exit` is the fiber's own when it ended (its failure becomes the span's error
+ * status and exception event); an abandoned incarnation, whose fiber still runs, ends as a failure saying so.
+ */
+export const endIncarnationSpan = (
+  span: Tracer.Span,
+  end: IncarnationSpanEnd,
+  exit: Exit.Exit<unknown, unknown> | undefined,
+  endTime: bigint
+): void => {
+  span.attribute("bgworker.exit", end.outcome)
+  if (end.reason !== undefined) span.attribute("bgworker.exit.reason", end.reason)
+  if (end.message !== undefined) span.attribute("bgworker.exit.message", end.message)
+  span.end(endTime, exit ?? Exit.fail(end.message ?? end.outcome))
+}
