@@ -1,0 +1,182 @@
+/**
+ * Singleton workers across real processes: each test starts `test/cluster/fixtures/node.ts` as child
+ * processes (Node 24, the sources), joined into one cluster on the suite's database, and SIGKILLs them.
+ * Who ran the singleton, when, and with which token is read from the rows its worker writes, with the
+ * database's clock.
+ */
+import { NodeServices } from "@effect/platform-node"
+import { assert, layer } from "@effect/vitest"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Random from "effect/Random"
+import { SqlClient } from "effect/sql/SqlClient"
+import { ClusterSupervisor } from "../../src/cluster/index.ts"
+import * as PgTest from "../pg/support.ts"
+import { awaitTick, createTickTables, type Node, startNode, tokenSpans } from "./support.ts"
+
+const Env = Layer.merge(PgTest.layer({ prefix: "cluster" }), NodeServices.layer)
+
+/** How long after a SIGKILL the singleton must run elsewhere: the project's target is 5 s; CI gets slack. */
+const failoverBudgetMs = 10_000
+
+/** Starts the nodes and waits until the singleton ticks on one of them; returns the nodes and that tick. */
+const startCluster = (ids: ReadonlyArray<string>, singletons = "ticker") =>
+  Effect.gen(function*() {
+    const nodes = new Map<string, Node>()
+    for (const id of ids) nodes.set(id, yield* startNode(id, singletons))
+    return nodes
+  })
+
+/** Asserts that the token spans never overlap, that each token has one owner, and that tokens grow with time. */
+const assertNoOverlap = Effect.gen(function*() {
+  const spans = yield* tokenSpans
+  for (const span of spans) assert.strictEqual(span.owners, 1, `token ${span.token} was used by several owners`)
+  for (let i = 1; i < spans.length; i++) {
+    const before = spans[i - 1]!
+    const after = spans[i]!
+    assert.isTrue(after.token > before.token, `token ${after.token} started after token ${before.token}`)
+    assert.isTrue(
+      before.last < after.first,
+      `owner ${before.owner} (token ${before.token}) still ticked at ${before.last}, after ${after.owner} ` +
+        `(token ${after.token}) started at ${after.first}`
+    )
+  }
+  return spans
+})
+
+layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervisor", (it) => {
+  it.effect("a missing runner address fails the layer with InvalidClusterOptions naming it", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        Layer.build(ClusterSupervisor.layer({} as unknown as ClusterSupervisor.Options))
+      )
+      assert.strictEqual(error._tag, "InvalidClusterOptions")
+      if (error._tag !== "InvalidClusterOptions") return
+      assert.strictEqual(error.field, "runnerAddress")
+      assert.include(error.hint ?? "", "its own address")
+    }))
+
+  it.effect("an expiration that is not whole seconds fails the layer with InvalidClusterOptions", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Layer.build(ClusterSupervisor.layer({
+        runnerAddress: { host: "127.0.0.1", port: 1 },
+        shardLockExpiration: "2500 millis"
+      })))
+      assert.strictEqual(error._tag, "InvalidClusterOptions")
+      if (error._tag === "InvalidClusterOptions") assert.strictEqual(error.field, "shardLockExpiration")
+    }))
+
+  it.effect(
+    "a singleton runs on exactly one of three processes; after its owner is SIGKILLed another runs it with a greater token",
+    () =>
+      Effect.gen(function*() {
+        yield* createTickTables
+        const sql = yield* SqlClient
+        const nodes = yield* startCluster(["a", "b", "c"])
+        // All three runners registered, then a few refreshes so that the shards have settled.
+        yield* PgTest.eventually(
+          "three runners registered",
+          Effect.map(
+            sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM cluster_runners WHERE healthy`,
+            (rows) => rows[0]!.n === 3
+          ).pipe(Effect.catch(() => Effect.succeed(false))), // the tables appear with the first runner
+          30_000
+        )
+        const first = yield* awaitTick(() => true, 30_000)
+        yield* Effect.sleep("3 seconds")
+        const owner = yield* awaitTick(() => true, 5_000)
+
+        // Exactly one process runs the worker: one owner ticked over the last two seconds.
+        const recent = yield* sql<{ readonly owner: string }>`
+          SELECT DISTINCT owner FROM cluster_ticks WHERE at > pg_catalog.clock_timestamp() - interval '2 seconds'`
+        assert.deepStrictEqual(recent.map((row) => row.owner), [owner.owner])
+        assert.isTrue(owner.token >= first.token)
+
+        const killedAt = yield* Clock.currentTimeMillis
+        yield* nodes.get(owner.owner)!.child.signal("SIGKILL")
+        const next = yield* awaitTick((id) => id !== owner.owner, failoverBudgetMs)
+        const failoverMs = (yield* Clock.currentTimeMillis) - killedAt
+        assert.isTrue(next.token > owner.token, `token ${next.token} after ${owner.token}`)
+        assert.isBelow(failoverMs, failoverBudgetMs)
+        const started = yield* nodes.get(next.owner)!.child.waitFor(`ticker: started token=${next.token}`)
+        assert.include(started, `node=${next.owner}`)
+        yield* assertNoOverlap
+      }),
+    60_000
+  )
+
+  it.effect(
+    "a singleton that keeps failing restarts by its own schedule on its owner and gives up there",
+    () =>
+      Effect.gen(function*() {
+        const nodes = yield* startCluster(["p", "q"], "crasher")
+        const all = [...nodes.values()]
+        // One of them gives it up after 1 start + 3 restarts (intensity: 3 restarts a minute).
+        const givenUp = yield* Effect.raceAll(
+          all.map((node) =>
+            Effect.as(node.child.waitFor("crasher: registration given up", { timeout: "40 seconds" }), node)
+          )
+        )
+        const starts = (yield* givenUp.child.output).filter((line) => line.startsWith("crasher: started"))
+        assert.strictEqual(starts.length, 4, starts.join("\n"))
+        // Every incarnation on the owner carried the same token: restarts are local, not a new ownership.
+        assert.strictEqual(new Set(starts.map((line) => /token=(\d+)/.exec(line)![1])).size, 1)
+        // The singleton stays with its owner: the other process never starts it.
+        yield* Effect.sleep("2 seconds")
+        for (const node of all) {
+          if (node.id === givenUp.id) continue
+          assert.strictEqual(yield* node.child.count("crasher: started"), 0)
+        }
+      }),
+    60_000
+  )
+
+  it.effect(
+    "no two owners are ever active at once while the owner is SIGKILLed 20 times under load",
+    () =>
+      Effect.gen(function*() {
+        yield* createTickTables
+        const sql = yield* SqlClient
+        const nodes = yield* startCluster(["n1", "n2", "n3"])
+        let next = 4
+        const kills = 20
+        const failovers: Array<number> = []
+        let owner = yield* awaitTick(() => true, 30_000)
+        for (let kill = 1; kill <= kills; kill++) {
+          // A random phase, so that kills do not lock onto the one-second refresh cadence.
+          yield* Effect.sleep(`${yield* Random.nextBetween(300, 1300)} millis`)
+          owner = yield* awaitTick(() => true, failoverBudgetMs)
+          const victim = nodes.get(owner.owner)!
+          const killedAt = yield* Clock.currentTimeMillis
+          yield* victim.child.signal("SIGKILL")
+          nodes.delete(owner.owner)
+          const replacement = `n${next++}`
+          nodes.set(replacement, yield* startNode(replacement))
+          const after = yield* awaitTick((id) => id !== owner.owner, failoverBudgetMs)
+          failovers.push((yield* Clock.currentTimeMillis) - killedAt)
+          assert.isTrue(after.token > owner.token, `kill ${kill}: token ${after.token} after ${owner.token}`)
+        }
+        assert.strictEqual(failovers.length, kills)
+
+        const spans = yield* assertNoOverlap
+        // Each kill ended one owner's tenure (rebalances onto a replacement may add more).
+        assert.isAtLeast(spans.length, kills + 1)
+        // Every tick passed the fence: no owner ever wrote with a token that was no longer current.
+        const [counts] = yield* sql<{ readonly ticks: number; readonly fenced: number }>`
+          SELECT (SELECT count(*)::int FROM cluster_ticks) AS ticks, (SELECT count(*)::int FROM cluster_fenced) AS fenced`
+        assert.strictEqual(counts!.fenced, counts!.ticks)
+        // The worker kept running: it is ticking now, and no gap between ticks exceeded the failover budget.
+        yield* awaitTick(() => true, failoverBudgetMs)
+        const [gap] = yield* sql<{ readonly ms: number }>`
+          SELECT coalesce(max(extract(epoch FROM at - previous) * 1000), 0)::float8 AS ms
+          FROM (SELECT at, lag(at) OVER (ORDER BY at) AS previous FROM cluster_ticks) t`
+        assert.isBelow(gap!.ms, failoverBudgetMs)
+        const sorted = [...failovers].sort((a, b) => a - b)
+        yield* Effect.log(
+          `failover over ${kills} SIGKILLs: p50 ${sorted[Math.floor((kills - 1) / 2)]} ms, max ${sorted[kills - 1]} ms`
+        )
+      }),
+    150_000
+  )
+})
