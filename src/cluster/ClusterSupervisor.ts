@@ -422,6 +422,26 @@ export interface SingletonOptions {
 const retryEverySecond = Schedule.spaced("1 second")
 
 /**
+ * The {@link Fencing} service for `token` of `singleton`, checked against this cluster's fence. What
+ * {@link singleton} gives its worker; useful to fence code that runs outside it (a request handler that
+ * was handed a token) or to check an old token in a test.
+ *
+ * @category constructors
+ * @since 0.4.0
+ */
+export const makeFencing = (
+  cluster: ClusterSupervisor["Service"],
+  singleton: string,
+  token: bigint
+): Fencing["Service"] =>
+  Fencing.of({
+    singleton,
+    token,
+    owner: cluster.owner,
+    guard: (sql) => sql`${sql(cluster.schema)}.fence_holds(${singleton}, ${token.toString()}::bigint)`
+  })
+
+/**
  * Runs `worker` on exactly one of the processes that provide this layer: the owner of the singleton.
  *
  * **Details**
@@ -461,12 +481,7 @@ export const singleton = <A, E, R>(
       ),
       Effect.retry(retryEverySecond)
     )
-    const fencing = Fencing.of({
-      singleton: name,
-      token,
-      owner: cluster.owner,
-      guard: (sql) => sql`${sql(cluster.schema)}.fence_holds(${name}, ${token.toString()}::bigint)`
-    })
+    const fencing = makeFencing(cluster, name, token)
     yield* Effect.logInfo(`singleton "${label}" starts on ${cluster.owner} with fencing token ${token}`)
     const register = Supervisor.register(
       worker as BackgroundWorker.BackgroundWorker<unknown, E, R>,

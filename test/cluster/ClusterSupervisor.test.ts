@@ -7,9 +7,13 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, layer } from "@effect/vitest"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Random from "effect/Random"
+import * as References from "effect/References"
 import { SqlClient } from "effect/sql/SqlClient"
 import { ClusterSupervisor } from "../../src/cluster/index.ts"
 import * as PgTest from "../pg/support.ts"
@@ -27,6 +31,24 @@ const startCluster = (ids: ReadonlyArray<string>, singletons = "ticker") =>
     for (const id of ids) nodes.set(id, yield* startNode(id, singletons))
     return nodes
   })
+
+/** Roles the in-process cluster grants the token check to. */
+const GrantTo = Context.Reference<ReadonlyArray<string>>("test/cluster/GrantTo", { defaultValue: () => [] })
+
+/**
+ * This test process joined to a cluster of its own (its own table prefix and fence schema, so the
+ * multi-process tests' runner counts do not see it), for the fence's SQL; left when the test ends.
+ */
+const inProcessCluster = Effect.gen(function*() {
+  const port = yield* PgTest.freePort
+  const context = yield* Layer.build(ClusterSupervisor.layer({
+    runnerAddress: { host: "127.0.0.1", port },
+    tablePrefix: "fence_test_cluster",
+    schema: "fence_test",
+    grantTo: yield* GrantTo
+  })).pipe(Effect.provideService(References.MinimumLogLevel, "Error")) // the lone runner's chatter
+  return Context.get(context, ClusterSupervisor.ClusterSupervisor)
+})
 
 /** Asserts that the token spans never overlap, that each token has one owner, and that tokens grow with time. */
 const assertNoOverlap = Effect.gen(function*() {
@@ -65,6 +87,81 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervi
       })))
       assert.strictEqual(error._tag, "InvalidClusterOptions")
       if (error._tag === "InvalidClusterOptions") assert.strictEqual(error.field, "shardLockExpiration")
+    }))
+
+  it.effect("a write fenced by an older token does nothing, and check fails with FencedOut", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const cluster = yield* inProcessCluster
+      const older = yield* cluster.acquire("fenced")
+      const newer = yield* cluster.acquire("fenced")
+      assert.strictEqual(newer, older + 1n)
+      yield* sql`CREATE TABLE fence_writes (token bigint NOT NULL)`
+      const write = (token: bigint) =>
+        sql`INSERT INTO fence_writes SELECT ${token.toString()}::bigint
+            WHERE ${ClusterSupervisor.makeFencing(cluster, "fenced", token).guard(sql)}`
+      yield* write(older)
+      yield* write(newer)
+      const rows = yield* sql<{ readonly token: string }>`SELECT token::text AS token FROM fence_writes`
+      assert.deepStrictEqual(rows.map((row) => row.token), [newer.toString()])
+      const checkWith = (token: bigint) =>
+        sql.withTransaction(ClusterSupervisor.check).pipe(
+          Effect.provideService(ClusterSupervisor.Fencing, ClusterSupervisor.makeFencing(cluster, "fenced", token))
+        )
+      yield* checkWith(newer)
+      const error = yield* Effect.flip(checkWith(older))
+      assert.isTrue(ClusterSupervisor.isFencedOut(error))
+    }))
+
+  it.effect("a new owner's token waits for a fenced transaction in flight to commit", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const cluster = yield* inProcessCluster
+      const token = yield* cluster.acquire("ordered")
+      const order: Array<string> = []
+      const checked = yield* Deferred.make<void>()
+      const fenced = yield* sql.withTransaction(Effect.gen(function*() {
+        yield* ClusterSupervisor.check
+        yield* Deferred.succeed(checked, undefined)
+        yield* Effect.sleep("300 millis")
+        order.push("fenced transaction done")
+      })).pipe(
+        Effect.provideService(ClusterSupervisor.Fencing, ClusterSupervisor.makeFencing(cluster, "ordered", token)),
+        Effect.forkChild
+      )
+      yield* Deferred.await(checked)
+      const next = yield* cluster.acquire("ordered")
+      order.push("next token taken")
+      yield* Fiber.join(fenced)
+      assert.deepStrictEqual(order, ["fenced transaction done", "next token taken"])
+      assert.strictEqual(next, token + 1n)
+    }))
+
+  it.effect("the fence is closed to PUBLIC: another role can neither move an epoch nor check a token unless granted", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const suffix = (yield* Random.nextInt).toString(36).replace("-", "")
+      const stranger = `cluster_stranger_${suffix}`
+      const friend = `cluster_friend_${suffix}`
+      yield* sql.unsafe(`CREATE ROLE ${stranger} NOLOGIN`)
+      yield* sql.unsafe(`CREATE ROLE ${friend} NOLOGIN`)
+      yield* Effect.addFinalizer(() =>
+        Effect.ignore(Effect.gen(function*() {
+          for (const role of [stranger, friend]) {
+            yield* sql.unsafe(`DROP OWNED BY ${role}`)
+            yield* sql.unsafe(`DROP ROLE ${role}`)
+          }
+        }))
+      )
+      yield* inProcessCluster.pipe(Effect.provideService(GrantTo, [friend]))
+      const as = <A, E, R>(role: string, statement: Effect.Effect<A, E, R>) =>
+        sql.withTransaction(Effect.andThen(sql.unsafe(`SET LOCAL ROLE ${role}`), statement))
+      const holds = sql`SELECT fence_test.fence_holds('x', 1)`
+      const bump = sql`UPDATE fence_test.fence SET epoch = epoch + 1`
+      assert.strictEqual((yield* PgTest.pgFailure(as(stranger, holds))).code, "42501")
+      assert.strictEqual((yield* PgTest.pgFailure(as(stranger, bump))).code, "42501")
+      yield* as(friend, holds)
+      assert.strictEqual((yield* PgTest.pgFailure(as(friend, bump))).code, "42501")
     }))
 
   it.effect(
