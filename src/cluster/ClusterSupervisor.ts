@@ -36,7 +36,7 @@
  *
  * The project's defaults are `shardLockRefreshInterval` 1 s, `shardLockExpiration` 3 s and
  * `refreshAssignmentsInterval` 500 ms: a SIGKILLed owner's singleton runs elsewhere about 3 s later (p50
- * 2.9 s, max 3.3 s over 10 kills in `npm run bench -- cluster`'s research run). Effect's defaults (5 s, 35 s,
+ * 2.9 s, max 3.3 s over 10 kills in `npm run bench -- cluster`'s research run). Effect's defaults (10 s, 35 s,
  * 3 s) take about 35 s. The price is database load: about 4 statements per second per process (a
  * heartbeat, a lock refresh and the liveness query of the runners each refresh), where Effect's defaults
  * cost about 0.6. A process that stalls longer than `shardLockExpiration` loses its singletons (see the
@@ -46,7 +46,11 @@
  * **Example** (One of N processes runs the relay)
  *
  * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { BackgroundWorker, ProcLatch, Supervisor } from "effect-bgworker"
  * import { ClusterSupervisor } from "effect-bgworker/cluster"
+ * import { NodeSupervisor } from "effect-bgworker/node"
+ * import { EmbeddedPostgres, WorkerConnection } from "effect-bgworker/pg"
  * import { SqlClient } from "effect/sql/SqlClient"
  *
  * const relay = BackgroundWorker.make({
@@ -65,13 +69,17 @@
  *     })
  * })
  *
+ * const Database = EmbeddedPostgres.clientLayer().pipe(Layer.provideMerge(EmbeddedPostgres.layer()))
+ *
+ * // Each process: its own address (here from the environment), the same database.
  * const App = ClusterSupervisor.singleton(relay).pipe(
- *   Layer.provideMerge(ClusterSupervisor.layer({ runnerAddress: { host: "10.0.0.7", port: 34431 } })),
+ *   Layer.provide(ClusterSupervisor.layer({ runnerAddress: { host: "10.0.0.7", port: Number(process.env.PORT) } })),
  *   Layer.provideMerge(Supervisor.layer()),
  *   Layer.provide(WorkerConnection.layer()),
- *   Layer.provideMerge(EmbeddedPostgres.clientLayer()),
- *   Layer.provide(EmbeddedPostgres.layer())
+ *   Layer.provide(Database)
  * )
+ *
+ * NodeSupervisor.runMain(App)
  * ```
  *
  * **Gotchas**
@@ -85,7 +93,9 @@
  *   singleton stays on that process: the cluster moves a singleton only when its owner dies or its shard is
  *   rebalanced, and trying it on another process would meet the same fault. Terminating the registration
  *   (from that process's control plane) or restarting the process starts it again. A worker that returns
- *   (done) is not started again either until ownership moves.
+ *   (done) is not started again either until ownership moves. When ownership does move (its owner dies, a
+ *   process joins and the shards are rebalanced), the new owner starts it afresh, with a fresh restart
+ *   budget: the intensity limit is per owner, as a restart count is per server in PostgreSQL.
  * - Cluster tables (`<tablePrefix>_runners`, `_shards`, `_locks`, `_messages`, `_replies`) and the fence
  *   schema are created by the supervisor's role on first start; run all processes of a cluster as one role.
  *

@@ -29,7 +29,7 @@ export interface Node {
 }
 
 /** Starts one fixture process running `singletons` (comma-separated) on a free port, as `id`. */
-export const startNode = (id: string, singletons = "ticker") =>
+export const startNode = (id: string, singletons = "ticker", env: Record<string, string> = {}) =>
   Effect.gen(function*() {
     const server = yield* EmbeddedPostgres.PgServer
     const port = yield* freePort
@@ -37,7 +37,8 @@ export const startNode = (id: string, singletons = "ticker") =>
       DATABASE_URL: Redacted.value(server.url),
       RUNNER_PORT: String(port),
       NODE_ID: id,
-      FIXTURE_SINGLETONS: singletons
+      FIXTURE_SINGLETONS: singletons,
+      ...env
     })
     return { id, child } satisfies Node
   })
