@@ -3,21 +3,22 @@
  * process.
  *
  * Three supervisor processes (`test/cluster/fixtures/node.ts`, real child processes on an embedded
- * PostgreSQL) run the `ticker` singleton, which writes a row every ~50 ms. Each round waits a random
- * 0.3-1.3 s (so that kills do not lock onto the one-second refresh), SIGKILLs the process that wrote the
- * newest row, starts a replacement, and measures until the first row written by another process (polled
- * every 25 ms, so within about 25 ms). p50 and max over the kills, with the project's defaults
- * (`ClusterSupervisor.defaults`: lock refresh 1 s, expiration 3 s, assignments 500 ms; target at most 5 s),
- * beside Effect's own `ShardingConfig.defaults` (refresh 10 s, expiration 35 s, assignments 3 s) measured
- * the same way over fewer kills, since each takes about 35 s.
+ * PostgreSQL) run the `ticker` singleton, which writes a row every ~50 ms. Each round waits for the shards
+ * to settle plus a random 0-1 s (so that kills do not lock onto the one-second refresh), SIGKILLs the
+ * process that wrote the newest row, and measures until the first row written by another process (polled
+ * every 25 ms, so within about 25 ms); then it starts a replacement and waits until it has joined. p50 and
+ * max over the kills, with the project's defaults (`ClusterSupervisor.defaults`: lock refresh 1 s,
+ * expiration 3 s, assignments 500 ms; target at most 5 s), beside Effect's own `ShardingConfig.defaults`
+ * (refresh 10 s, expiration 35 s, assignments 3 s) measured the same way over fewer kills.
  */
 import { NodeServices } from "@effect/platform-node"
 import * as Clock from "effect/Clock"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Random from "effect/Random"
 import * as EmbeddedPostgres from "../src/pg/EmbeddedPostgres.ts"
-import { awaitTick, createTickTables, type Node, startNode } from "../test/cluster/support.ts"
+import { awaitTick, createTickTables, type Node, runnerRegistered, startNode } from "../test/cluster/support.ts"
 import { costRatio, median, progress, type Row } from "./report.ts"
 
 export interface ClusterOptions {
@@ -30,38 +31,56 @@ export interface ClusterOptions {
 /** Effect's defaults, measured in the research run (issue 12): about 35 s, the lock expiration. */
 const effectDefaultsExpectedMs = 35_000
 
-const measure = (label: string, kills: number, env: Record<string, string>, failoverLimitMs: number) =>
+/**
+ * `kills` rounds on three fresh processes. The replacement of a killed process is started only once the
+ * failover has been measured, and the next kill waits until it has joined and the shards have settled
+ * (`settle` plus a random 0-1 s): a runner that joins makes the cluster recompute the shard assignments,
+ * which would move a dead owner's shards early and make the failover look faster than it is.
+ */
+const measure = (
+  label: string,
+  kills: number,
+  env: Record<string, string>,
+  limits: { readonly failoverMs: number; readonly settle: Duration.Input }
+) =>
   Effect.scoped(Effect.gen(function*() {
     yield* createTickTables
     const nodes = new Map<string, Node>()
     let next = 1
     const add = Effect.gen(function*() {
       const id = `${label}${next++}`
-      nodes.set(id, yield* startNode(id, "ticker", env))
+      const node = yield* startNode(id, "ticker", env)
+      nodes.set(id, node)
+      return node
     })
     for (let i = 0; i < 3; i++) yield* add
     yield* awaitTick(() => true, 60_000)
     const samples: Array<number> = []
     for (let kill = 1; kill <= kills; kill++) {
-      yield* Effect.sleep(`${yield* Random.nextBetween(300, 1300)} millis`)
-      const owner = yield* awaitTick(() => true, failoverLimitMs)
+      yield* Effect.sleep(limits.settle)
+      yield* Effect.sleep(`${yield* Random.nextBetween(0, 1000)} millis`)
+      const owner = yield* awaitTick(() => true, limits.failoverMs)
       const killedAt = yield* Clock.currentTimeMillis
       yield* nodes.get(owner.owner)!.child.signal("SIGKILL")
       nodes.delete(owner.owner)
-      yield* add
-      yield* awaitTick((id) => id !== owner.owner, failoverLimitMs)
+      yield* awaitTick((id) => id !== owner.owner, limits.failoverMs)
       const ms = (yield* Clock.currentTimeMillis) - killedAt
       samples.push(ms)
       progress(`cluster (${label}): kill ${kill}/${kills}: running elsewhere after ${ms} ms`)
+      const replacement = yield* add
+      while (!(yield* runnerRegistered(replacement.port))) yield* Effect.sleep("50 millis")
     }
     return samples
   }))
 
 export const runCluster = (options: ClusterOptions): Effect.Effect<ReadonlyArray<Row>> =>
   Effect.gen(function*() {
-    const ours = yield* measure("d", options.kills, {}, 20_000)
+    const ours = yield* measure("d", options.kills, {}, { failoverMs: 20_000, settle: "1500 millis" })
     const baseline = options.baselineKills > 0
-      ? yield* measure("e", options.baselineKills, { CLUSTER_TIMING: "effect-defaults" }, 120_000)
+      ? yield* measure("e", options.baselineKills, { CLUSTER_TIMING: "effect-defaults" }, {
+        failoverMs: 120_000,
+        settle: "7 seconds"
+      })
       : []
     const measured = baseline.length > 0
     const base = (pick: (xs: ReadonlyArray<number>) => number) => measured ? pick(baseline) : effectDefaultsExpectedMs

@@ -38,8 +38,8 @@
  * `refreshAssignmentsInterval` 500 ms: a SIGKILLed owner's singleton runs elsewhere about 3 s later (p50
  * 2.9 s, max 3.3 s over 10 kills in `npm run bench -- cluster`'s research run). Effect's defaults (10 s, 35 s,
  * 3 s) take about 35 s. The price is database load: about 4 statements per second per process (a
- * heartbeat, a lock refresh and the liveness query of the runners each refresh), where Effect's defaults
- * cost about 0.6. A process that stalls longer than `shardLockExpiration` loses its singletons (see the
+ * heartbeat and a lock refresh each second, the runners' query at each assignment refresh), where
+ * Effect's defaults cost about 0.6. A process that stalls longer than `shardLockExpiration` loses its singletons (see the
  * pause above): the expiration is the stall tolerance. `shardLockExpiration` is whole seconds (PostgreSQL's
  * `interval` in the storage's queries); the refresh must be well below it.
  *
@@ -91,12 +91,13 @@
  * - When the worker gives up on its owner (its restart schedule completes, or its intensity limit is
  *   exceeded), it stays given up there, visible in that process's activity with its last error, and the
  *   singleton stays on that process: the cluster moves a singleton only when its owner dies or its shard is
- *   rebalanced, and trying it on another process would meet the same fault. Terminating the registration
- *   (from that process's control plane) or restarting the process starts it again. A worker that returns
- *   (done) is not started again either until ownership moves. When ownership does move (its owner dies, a
- *   process joins and the shards are rebalanced), the new owner starts it afresh, with a fresh restart
- *   budget: the intensity limit is per owner, as a restart count is per server in PostgreSQL.
- * - Cluster tables (`<tablePrefix>_runners`, `_shards`, `_locks`, `_messages`, `_replies`) and the fence
+ *   rebalanced, and trying it on another process would meet the same fault. Restarting (or stopping) that
+ *   process moves the singleton and starts it again; terminating the given-up registration does not (it only
+ *   frees the slot). A worker that returns (done) is not started again either until ownership moves. When
+ *   ownership does move (its owner dies, a process joins and the shards are rebalanced), the new owner
+ *   starts it afresh, with a fresh restart budget: the intensity limit is per owner, as a restart count is
+ *   per server in PostgreSQL.
+ * - Effect's cluster tables (`<tablePrefix>_runners`, `_locks`, `_messages`, `_replies`, ...) and the fence
  *   schema are created by the supervisor's role on first start; run all processes of a cluster as one role.
  *
  * **Deliberate differences from PostgreSQL:** there is none to differ from; the nearest is a standby's
@@ -412,7 +413,7 @@ export const layer = (
         })
       })
     )
-    return Layer.merge(service, Layer.orDie(clusterLayer(config, prefix)) as Layer.Layer<Sharding, never, SqlClient>)
+    return Layer.merge(service, clusterLayer(config, prefix))
   }))
 
 // --- Singletons ---

@@ -25,6 +25,8 @@ export const createTickTables = Effect.gen(function*() {
 
 export interface Node {
   readonly id: string
+  /** The runner's TCP port (its address is `127.0.0.1:<port>`). */
+  readonly port: number
   readonly child: Child
 }
 
@@ -40,8 +42,17 @@ export const startNode = (id: string, singletons = "ticker", env: Record<string,
       FIXTURE_SINGLETONS: singletons,
       ...env
     })
-    return { id, child } satisfies Node
+    return { id, port, child } satisfies Node
   })
+
+/** Whether the runner listening on `port` has registered itself in the cluster's runner table. */
+export const runnerRegistered = (port: number) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    const rows = yield* sql<{ readonly n: number }>`
+      SELECT count(*)::int AS n FROM cluster_runners WHERE address LIKE ${`%:${port}`}`
+    return rows[0]!.n > 0
+  }).pipe(Effect.catch(() => Effect.succeed(false)))
 
 /** The owner and token of the newest tick written within the last `freshMs` milliseconds, if any. */
 export const latestTick = (freshMs = 400) =>
