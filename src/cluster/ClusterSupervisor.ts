@@ -35,9 +35,9 @@
  * **Failover timing and its cost**
  *
  * The project's defaults are `shardLockRefreshInterval` 1 s, `shardLockExpiration` 3 s and
- * `refreshAssignmentsInterval` 500 ms: a SIGKILLed owner's singleton runs elsewhere about 3 s later (p50
- * 2.9 s, max 3.3 s over 10 kills in `npm run bench -- cluster`'s research run). Effect's defaults (10 s, 35 s,
- * 3 s) take about 35 s. The price is database load: about 4 statements per second per process (a
+ * `refreshAssignmentsInterval` 500 ms: a SIGKILLed owner's singleton runs elsewhere within about 3 s (p50
+ * 2.7 s, max 3.0 s over 10 kills in `npm run bench -- cluster`); with Effect's defaults (10 s, 35 s, 3 s) it
+ * took 22 and 29 s in the same run, up to the 35 s expiration. The price is database load: about 4 statements per second per process (a
  * heartbeat and a lock refresh each second, the runners' query at each assignment refresh), where
  * Effect's defaults cost about 0.6. A process that stalls longer than `shardLockExpiration` loses its singletons (see the
  * pause above): the expiration is the stall tolerance. `shardLockExpiration` is whole seconds (PostgreSQL's

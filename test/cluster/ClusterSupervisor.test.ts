@@ -50,22 +50,26 @@ const inProcessCluster = Effect.gen(function*() {
   return Context.get(context, ClusterSupervisor.ClusterSupervisor)
 })
 
-/** Asserts that the token spans never overlap, that each token has one owner, and that tokens grow with time. */
-const assertNoOverlap = Effect.gen(function*() {
-  const spans = yield* tokenSpans
-  for (const span of spans) assert.strictEqual(span.owners, 1, `token ${span.token} was used by several owners`)
-  for (let i = 1; i < spans.length; i++) {
-    const before = spans[i - 1]!
-    const after = spans[i]!
-    assert.isTrue(after.token > before.token, `token ${after.token} started after token ${before.token}`)
-    assert.isTrue(
-      before.last < after.first,
-      `owner ${before.owner} (token ${before.token}) still ticked at ${before.last}, after ${after.owner} ` +
-        `(token ${after.token}) started at ${after.first}`
-    )
-  }
-  return spans
-})
+/**
+ * Asserts that the token spans of `table` never overlap, that each token has one owner, and that tokens grow
+ * with time.
+ */
+const assertNoOverlap = (table: "cluster_ticks" | "cluster_fenced" = "cluster_ticks") =>
+  Effect.gen(function*() {
+    const spans = yield* tokenSpans(table)
+    for (const span of spans) assert.strictEqual(span.owners, 1, `token ${span.token} was used by several owners`)
+    for (let i = 1; i < spans.length; i++) {
+      const before = spans[i - 1]!
+      const after = spans[i]!
+      assert.isTrue(after.token > before.token, `token ${after.token} started after token ${before.token}`)
+      assert.isTrue(
+        before.last < after.first,
+        `owner ${before.owner} (token ${before.token}) still ticked at ${before.last}, after ${after.owner} ` +
+          `(token ${after.token}) started at ${after.first}`
+      )
+    }
+    return spans
+  })
 
 layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervisor", (it) => {
   it.effect("a missing runner address fails the layer with InvalidClusterOptions naming it", () =>
@@ -198,7 +202,34 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervi
         assert.isBelow(failoverMs, failoverBudgetMs)
         const started = yield* nodes.get(next.owner)!.child.waitFor(`ticker: started token=${next.token}`)
         assert.include(started, `node=${next.owner}`)
-        yield* assertNoOverlap
+        yield* assertNoOverlap()
+      }),
+    60_000
+  )
+
+  it.effect(
+    "an owner paused past the lock expiration cannot commit a fenced write once another process took over",
+    () =>
+      Effect.gen(function*() {
+        yield* createTickTables
+        const nodes = yield* startCluster(["s1", "s2"])
+        yield* awaitTick(() => true, 30_000)
+        yield* Effect.sleep("2 seconds") // both joined, shards settled
+        const owner = yield* awaitTick(() => true, 5_000)
+        const paused = nodes.get(owner.owner)!.child
+        // SIGSTOP: a frozen VM, a long GC. Its sessions stay open until idle_session_timeout ends them.
+        yield* paused.signal("SIGSTOP")
+        const next = yield* awaitTick((id) => id !== owner.owner, failoverBudgetMs).pipe(
+          Effect.ensuring(Effect.ignore(Effect.delay(paused.signal("SIGCONT"), "1 second")))
+        )
+        assert.isTrue(next.token > owner.token)
+        // The resumed process learns it lost the shard and stops its worker; meanwhile its writes are fenced.
+        yield* Effect.sleep("4 seconds")
+        yield* assertNoOverlap("cluster_fenced")
+        // Both owners kept writing: the fenced history has the paused owner's token, then the new one's.
+        const fenced = yield* tokenSpans("cluster_fenced")
+        assert.isTrue(fenced.some((span) => span.token === owner.token))
+        assert.isTrue(fenced.some((span) => span.token === next.token))
       }),
     60_000
   )
@@ -251,7 +282,7 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervi
         }
         assert.strictEqual(failovers.length, kills)
 
-        const spans = yield* assertNoOverlap
+        const spans = yield* assertNoOverlap()
         // Each kill ended one owner's tenure (rebalances onto a replacement may add more).
         assert.isAtLeast(spans.length, kills + 1)
         // Every tick passed the fence: no owner ever wrote with a token that was no longer current.

@@ -77,20 +77,24 @@ export const awaitTick = (accept: (owner: string) => boolean, ms: number) =>
     return yield* Effect.die(new Error(`no fresh tick by an accepted owner within ${ms} ms`))
   })
 
-/** One row per token: its owner(s), first and last tick (epoch ms, the database's clock) and tick count. */
-export const tokenSpans = Effect.gen(function*() {
-  const sql = yield* SqlClient
-  const rows = yield* sql<{
-    readonly token: string
-    readonly owners: number
-    readonly owner: string
-    readonly first: number
-    readonly last: number
-    readonly ticks: number
-  }>`
+/**
+ * One row per token in `table` (every tick, or the fenced ones): its owner(s), first and last tick (epoch ms,
+ * the database's clock) and tick count, in order of first tick.
+ */
+export const tokenSpans = (table: "cluster_ticks" | "cluster_fenced" = "cluster_ticks") =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    const rows = yield* sql<{
+      readonly token: string
+      readonly owners: number
+      readonly owner: string
+      readonly first: number
+      readonly last: number
+      readonly ticks: number
+    }>`
     SELECT token::text AS token, count(DISTINCT owner)::int AS owners, min(owner) AS owner,
            (extract(epoch FROM min(at)) * 1000)::float8 AS first, (extract(epoch FROM max(at)) * 1000)::float8 AS last,
            count(*)::int AS ticks
-    FROM cluster_ticks GROUP BY token ORDER BY min(at)`
-  return rows.map((row) => ({ ...row, token: BigInt(row.token) }))
-})
+    FROM ${sql(table)} GROUP BY token ORDER BY min(at)`
+    return rows.map((row) => ({ ...row, token: BigInt(row.token) }))
+  })
