@@ -4,16 +4,19 @@
  *
  * Order: launch cycles (figure 1), latch latency (figure 2), GUC reload and reads (figure 4), the SQL launch
  * (figure 5), worker_spi's summary transaction on an embedded PostgreSQL (figure 6), the control plane under
- * abuse (figure 7: big arguments, a NOTIFY flood), then memory (figure 3) last, because it grows the heap to
+ * abuse (figure 7: big arguments, a NOTIFY flood), singleton failover across three processes (figure 8: 10 SIGKILLs
+ * with the project's cluster defaults, 2 with Effect's, about two minutes; `BENCH_CLUSTER_BASELINE_KILLS=0` skips
+ * the baseline and prints its expected 35 s), then memory (figure 3) last, because it grows the heap to
  * 100k workers. Everything runs under `Effect.runPromise` on the live clock with the minimum log level at
  * "Warn", so that no Info/Debug log is even built. Each benchmark measures its raw-Effect baseline itself, in
  * the same run, interleaved with ours where it can.
  *
- * Optional arguments select benchmarks: `npm run bench -- latch guc sql worker_spi abuse memory`.
+ * Optional arguments select benchmarks: `npm run bench -- latch guc sql worker_spi abuse cluster memory`.
  */
 import * as Effect from "effect/Effect"
 import * as References from "effect/References"
 import { runAbuse } from "./abuse.ts"
+import { runCluster } from "./cluster.ts"
 import { runControlPlane } from "./controlPlane.ts"
 import { runGuc } from "./guc.ts"
 import { runLatch } from "./latch.ts"
@@ -22,7 +25,7 @@ import { runMemory } from "./memory.ts"
 import { header, printTable, progress, type Row } from "./report.ts"
 import { runWorkerSpi } from "./worker_spi.ts"
 
-const all = ["launch", "latch", "guc", "sql", "worker_spi", "abuse", "memory"] as const
+const all = ["launch", "latch", "guc", "sql", "worker_spi", "abuse", "cluster", "memory"] as const
 const selected = process.argv.slice(2).filter((a) => (all as ReadonlyArray<string>).includes(a))
 const wanted = (name: typeof all[number]) => selected.length === 0 || selected.includes(name)
 
@@ -69,6 +72,10 @@ const program = Effect.gen(function*() {
         })
       )
     )
+  }
+  if (wanted("cluster")) {
+    const baselineKills = Number(process.env["BENCH_CLUSTER_BASELINE_KILLS"] ?? 2)
+    rows.push(...yield* timed("cluster", runCluster({ kills: 10, baselineKills })))
   }
   if (wanted("memory")) {
     rows.push(...yield* timed("memory", runMemory({ counts: [10_000, 100_000], targetKb: 5 })))

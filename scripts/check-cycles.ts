@@ -31,7 +31,10 @@ const resolve = (from: string, specifier: string): string | undefined => {
   let target: string
   if (specifier.startsWith(".")) target = path.resolve(path.dirname(from), specifier)
   else if (specifier === "effect-bgworker") target = path.join(root, "src/index.ts")
-  else if (specifier === "effect-bgworker/node" || specifier === "effect-bgworker/pg") {
+  else if (
+    specifier === "effect-bgworker/node" || specifier === "effect-bgworker/pg" ||
+    specifier === "effect-bgworker/cluster"
+  ) {
     target = path.join(root, "src", specifier.slice("effect-bgworker/".length), "index.ts")
   } else if (specifier.startsWith("effect-bgworker/")) {
     target = path.join(root, "src", `${specifier.slice("effect-bgworker/".length)}.ts`)

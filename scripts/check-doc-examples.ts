@@ -5,9 +5,9 @@
  * Each example of `src/` becomes a module of its own under `.doc-examples/` (git-ignored), inside the
  * package so that `effect-bgworker/...` imports resolve to the sources through the package's `exports`. An
  * example without imports of its own gets the usual ones: every public module of the core
- * (`import * as Supervisor from "effect-bgworker/Supervisor"`, ...), `effect-bgworker/node`'s and `/pg`'s
- * namespaces, and Effect's. Unused imports and locals are allowed; everything else is the project's strict
- * configuration. Run by `npm test`; `node scripts/check-doc-examples.ts` on its own.
+ * (`import * as Supervisor from "effect-bgworker/Supervisor"`, ...), `effect-bgworker/node`'s, `/pg`'s and
+ * `/cluster`'s namespaces, and Effect's. Unused imports and locals are allowed; everything else is the project's
+ * strict configuration. Run by `npm test`; `node scripts/check-doc-examples.ts` on its own.
  *
  * Written here rather than taken from a tool: docgen (Effect's) needs its own configuration and emits
  * documentation too; this is the one check we want from it, in about sixty lines.
@@ -49,7 +49,8 @@ const header = [
   `import { Cause, Context, Duration, Effect, Layer, pipe, Schedule, Schema, Stream } from "effect"`,
   ...core.map((name) => `import * as ${name} from "effect-bgworker/${name}"`),
   `import { NodeLogger, NodeSupervisor } from "effect-bgworker/node"`,
-  `import { ControlPlane, DatabaseProbe, EmbeddedPostgres, PgServer, ServerSettings, WorkerConnection } from "effect-bgworker/pg"`
+  `import { ControlPlane, DatabaseProbe, EmbeddedPostgres, PgServer, ServerSettings, WorkerConnection } from "effect-bgworker/pg"`,
+  `import { ClusterSupervisor } from "effect-bgworker/cluster"`
 ].join("\n")
 
 fs.rmSync(out, { recursive: true, force: true })

@@ -1,0 +1,571 @@
+/**
+ * Supervisors in several processes on one database: singleton workers that run on exactly one of them,
+ * move to another when their process dies, and carry a fencing token that only grows across owners.
+ *
+ * PostgreSQL has no counterpart: a server is one postmaster, and its background workers are its own. What a
+ * server is to PostgreSQL, a process is here; what PostgreSQL would need an external tool for (Patroni's
+ * leader key, pg_auto_failover's monitor), Effect's cluster module does: `effect/cluster` with its runner
+ * and shard storage on the same PostgreSQL (`NodeClusterSocket`'s pieces, `SqlRunnerStorage`,
+ * `SqlMessageStorage`), and `Singleton` for the ownership. This module adds what a supervisor needs on top.
+ *
+ * **Per process, as per server in PostgreSQL:** slots (`maxWorkerProcesses`), latches, shared state, crash
+ * restarts, restart schedules and intensity limits, the activity view. A singleton worker is an ordinary
+ * registration in the owner's supervisor: it restarts by its own schedule there, counts against that
+ * supervisor's slots, and shows in that process's activity only.
+ *
+ * **Cluster-wide, through `effect/cluster`:** which process owns each singleton (a shard lock in
+ * PostgreSQL: an advisory lock plus a row refreshed every `shardLockRefreshInterval`), the runners'
+ * registry and heartbeats (`cluster_runners`), and the fencing token (this module's `fence` table).
+ *
+ * **Guarantees**
+ *
+ * - No overlap when a process dies (SIGKILL, a crash, a lost machine): its shard locks are released by
+ *   PostgreSQL when its sessions end, or expire after `shardLockExpiration`, and only then does another
+ *   process start the worker. When ownership moves while both processes live (a process joins and shards
+ *   are rebalanced, or one shuts down), the old owner terminates its worker and waits for it to end before
+ *   it lets go of the shard.
+ * - Under a pause (a stopped process, a long GC, a partition) longer than `shardLockExpiration`, ownership
+ *   is a lease: another process takes over while the paused one still believes it owns the singleton, and
+ *   when it resumes its worker may run for up to one more step before it is stopped. Fence every side
+ *   effect with the token ({@link guard}, {@link check}): the new owner bumps the token *before* its worker
+ *   starts, and a write fenced by an older token then never commits.
+ * - The token only grows: every start on a new owner takes the row's epoch plus one, under its row lock.
+ *   Restarts on the same owner keep the token (they are one process's sequential incarnations).
+ *
+ * **Failover timing and its cost**
+ *
+ * The project's defaults are `shardLockRefreshInterval` 1 s, `shardLockExpiration` 3 s and
+ * `refreshAssignmentsInterval` 500 ms: a SIGKILLed owner's singleton runs elsewhere within about 3 s (p50
+ * 2.7 s, max 3.0 s over 10 kills in `npm run bench -- cluster`); with Effect's defaults (10 s, 35 s, 3 s) it
+ * took 22 and 29 s in the same run, up to the 35 s expiration. The price is database load: about 4 statements per second per process (a
+ * heartbeat and a lock refresh each second, the runners' query at each assignment refresh), where
+ * Effect's defaults cost about 0.6. A process that stalls longer than `shardLockExpiration` loses its singletons (see the
+ * pause above): the expiration is the stall tolerance. `shardLockExpiration` is whole seconds (PostgreSQL's
+ * `interval` in the storage's queries); the refresh must be well below it.
+ *
+ * **Example** (One of N processes runs the relay)
+ *
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { BackgroundWorker, ProcLatch, Supervisor } from "effect-bgworker"
+ * import { ClusterSupervisor } from "effect-bgworker/cluster"
+ * import { NodeSupervisor } from "effect-bgworker/node"
+ * import { EmbeddedPostgres, WorkerConnection } from "effect-bgworker/pg"
+ * import { SqlClient } from "effect/sql/SqlClient"
+ *
+ * const relay = BackgroundWorker.make({
+ *   name: "outbox relay",
+ *   database: {},
+ *   restart: BackgroundWorker.restartAfter("1 second"),
+ *   main: () =>
+ *     Effect.gen(function*() {
+ *       const sql = yield* SqlClient
+ *       const fence = yield* ClusterSupervisor.guard
+ *       while (true) {
+ *         yield* sql`UPDATE outbox SET sent_at = now() WHERE sent_at IS NULL AND ${fence}`
+ *         yield* ProcLatch.wait({ timeout: "1 second", onPostmasterDeath: "exit" })
+ *         yield* ProcLatch.reset
+ *       }
+ *     })
+ * })
+ *
+ * const Database = EmbeddedPostgres.clientLayer().pipe(Layer.provideMerge(EmbeddedPostgres.layer()))
+ *
+ * // Each process: its own address (here from the environment), the same database.
+ * const App = ClusterSupervisor.singleton(relay).pipe(
+ *   Layer.provide(ClusterSupervisor.layer({ runnerAddress: { host: "10.0.0.7", port: Number(process.env.PORT) } })),
+ *   Layer.provideMerge(Supervisor.layer()),
+ *   Layer.provide(WorkerConnection.layer()),
+ *   Layer.provide(Database)
+ * )
+ *
+ * NodeSupervisor.runMain(App)
+ * ```
+ *
+ * **Gotchas**
+ *
+ * - Every process needs its own `runnerAddress`, reachable by the others (the runners talk over TCP); two
+ *   processes on one address take each other's shards. Effect's `ShardingConfig.layerFromEnv` would read
+ *   `HOST`, `PORT`, `SHARDS_PER_GROUP` and friends from the environment: this layer does not, it takes
+ *   everything from its options.
+ * - When the worker gives up on its owner (its restart schedule completes, or its intensity limit is
+ *   exceeded), it stays given up there, visible in that process's activity with its last error, and the
+ *   singleton stays on that process: the cluster moves a singleton only when its owner dies or its shard is
+ *   rebalanced, and trying it on another process would meet the same fault. Restarting (or stopping) that
+ *   process moves the singleton and starts it again; terminating the given-up registration does not (it only
+ *   frees the slot). A worker that returns (done) is not started again either until ownership moves. When
+ *   ownership does move (its owner dies, a process joins and the shards are rebalanced), the new owner
+ *   starts it afresh, with a fresh restart budget: the intensity limit is per owner, as a restart count is
+ *   per server in PostgreSQL.
+ * - Effect's cluster tables (`<tablePrefix>_runners`, `_locks`, `_messages`, `_replies`, ...) and the fence
+ *   schema are created by the supervisor's role on first start; run all processes of a cluster as one role.
+ *
+ * **Deliberate differences from PostgreSQL:** there is none to differ from; the nearest is a standby's
+ * promotion, which PostgreSQL leaves to tools outside the server. Ownership is decided by Effect's cluster,
+ * not by an election of our own.
+ *
+ * @since 0.4.0
+ */
+import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
+import * as NodeCrypto from "@effect/platform-node/NodeCrypto"
+import * as RunnerAddress from "effect/cluster/RunnerAddress"
+import * as RunnerHealth from "effect/cluster/RunnerHealth"
+import * as Runners from "effect/cluster/Runners"
+import type { Sharding } from "effect/cluster/Sharding"
+import * as ShardingConfig from "effect/cluster/ShardingConfig"
+import * as Singleton from "effect/cluster/Singleton"
+import * as SocketRunner from "effect/cluster/SocketRunner"
+import * as SqlMessageStorage from "effect/cluster/SqlMessageStorage"
+import * as SqlRunnerStorage from "effect/cluster/SqlRunnerStorage"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
+import * as RpcSerialization from "effect/rpc/RpcSerialization"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import type * as SocketServer from "effect/socket/SocketServer"
+import { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
+import type * as Statement from "effect/sql/Statement"
+import type * as BackgroundWorker from "../BackgroundWorker.ts"
+import { escape } from "../internal/logText.ts"
+import * as Supervisor from "../Supervisor.ts"
+import type { SupervisorError } from "../SupervisorError.ts"
+import * as fence from "./internal/fence.ts"
+
+// --- Errors ---
+
+/**
+ * The layer's options are wrong: `field` names the option.
+ *
+ * @category errors
+ * @since 0.4.0
+ */
+export class InvalidClusterOptions extends Schema.TaggedError<InvalidClusterOptions>()("InvalidClusterOptions", {
+  field: Schema.String,
+  detail: Schema.String,
+  hint: Schema.optionalKey(Schema.String)
+}) {
+  override get message(): string {
+    return `invalid cluster option "${this.field}": ${this.detail}`
+  }
+  /** The options must change. */
+  get isRetryable(): boolean {
+    return false
+  }
+}
+
+/**
+ * A fenced operation ran after another process took the singleton over: its token is no longer current.
+ *
+ * @category errors
+ * @since 0.4.0
+ */
+export class FencedOut extends Schema.TaggedError<FencedOut>()("FencedOut", {
+  singleton: Schema.String,
+  token: Schema.BigInt
+}) {
+  override get message(): string {
+    return `singleton "${this.singleton}": fencing token ${this.token} is no longer current`
+  }
+  /** Another process owns the singleton now; this one's worker is about to be stopped. */
+  get isRetryable(): boolean {
+    return false
+  }
+}
+
+/**
+ * @category guards
+ * @since 0.4.0
+ */
+export const isFencedOut = (u: unknown): u is FencedOut => Predicate.isTagged(u, "FencedOut") && u instanceof FencedOut
+
+// --- Services ---
+
+/**
+ * The fencing token of the singleton a worker runs as, in every singleton worker's context.
+ *
+ * - `token`: the singleton's epoch taken when this process became its owner; greater than every earlier
+ *   owner's, and the same for every restart on this owner.
+ * - `guard(sql)`: an SQL condition, true only while `token` is current, that share-locks the fence row until
+ *   the statement's transaction ends: `UPDATE ... WHERE ... AND ${guard(sql)}`, `INSERT ... SELECT ... WHERE
+ *   ${guard(sql)}`. A write so fenced commits before the next owner's bump, or does nothing.
+ *
+ * @category services
+ * @since 0.4.0
+ */
+export class Fencing extends Context.Service<Fencing, {
+  readonly singleton: string
+  readonly token: bigint
+  /** This process's runner address and OS pid, as recorded in the fence row. */
+  readonly owner: string
+  readonly guard: (sql: SqlClient) => Statement.Fragment
+}>()("effect-bgworker/cluster/Fencing") {}
+
+/**
+ * This process's membership of the cluster: where the fence lives and who it is.
+ *
+ * @category services
+ * @since 0.4.0
+ */
+export class ClusterSupervisor extends Context.Service<ClusterSupervisor, {
+  /** `host:port (pid n)`: how this process is recorded as an owner in the fence. */
+  readonly owner: string
+  readonly schema: string
+  /** The shard configuration in force (the project's defaults overlaid with the options). */
+  readonly shardingConfig: ShardingConfig.ShardingConfig["Service"]
+  /** Takes the next fencing token of `singleton` for this process (see {@link Fencing}). */
+  readonly acquire: (singleton: string) => Effect.Effect<bigint, SqlError>
+}>()("effect-bgworker/cluster/ClusterSupervisor") {}
+
+// --- The layer ---
+
+/**
+ * @category models
+ * @since 0.4.0
+ */
+export interface Options {
+  /**
+   * How the other processes reach this one (host and TCP port): unique per process. The runner listens on
+   * it too unless `listenAddress` says otherwise (behind NAT, in a container).
+   */
+  readonly runnerAddress: { readonly host: string; readonly port: number }
+  readonly listenAddress?: { readonly host: string; readonly port: number } | undefined
+  /** How often this process refreshes its shard locks and heartbeat. Default 1 second. */
+  readonly shardLockRefreshInterval?: Duration.Input | undefined
+  /**
+   * How long a lock lives without a refresh: the failover time after a death that PostgreSQL does not see
+   * at once, and the stall this process survives. Whole seconds. Default 3 seconds.
+   */
+  readonly shardLockExpiration?: Duration.Input | undefined
+  /** How often the shard assignments are re-read. Default 500 ms. */
+  readonly refreshAssignmentsInterval?: Duration.Input | undefined
+  /** Any other `ShardingConfig` field, overlaid last (the addresses and intervals above win). */
+  readonly shardingConfig?: Partial<ShardingConfig.ShardingConfig["Service"]> | undefined
+  /** Prefix of Effect's cluster tables. Default `"cluster"`. */
+  readonly tablePrefix?: string | undefined
+  /** Schema of the fence table and its check function. Default `"bgworker_cluster"`. */
+  readonly schema?: string | undefined
+  /**
+   * Roles that may check a token (`USAGE` on the schema, `EXECUTE` on `fence_holds`): those that database
+   * workers log in as, when it is not the supervisor's own. Nobody else may; nobody but the supervisor's
+   * role may move an epoch.
+   */
+  readonly grantTo?: ReadonlyArray<string> | undefined
+}
+
+/**
+ * The project's defaults: failover in about 3 s for about 4 statements per second per process.
+ *
+ * @category constants
+ * @since 0.4.0
+ */
+export const defaults = {
+  shardLockRefreshInterval: Duration.seconds(1),
+  shardLockExpiration: Duration.seconds(3),
+  refreshAssignmentsInterval: Duration.millis(500)
+} as const
+
+const invalid = (field: string, detail: string, hint?: string) =>
+  Effect.fail(
+    new InvalidClusterOptions(hint === undefined ? { field, detail } : { field, detail, hint })
+  )
+
+const checkAddress = (field: string, address: { readonly host: string; readonly port: number } | undefined) => {
+  if (address === undefined || address === null || typeof address !== "object") {
+    return invalid(
+      field,
+      "is missing",
+      "Give every process its own address the others can reach, e.g. { host: \"10.0.0.7\", port: 34431 }."
+    )
+  }
+  if (typeof address.host !== "string" || address.host.length === 0 || address.host.length > 255) {
+    return invalid(`${field}.host`, "must be a host name or IP address")
+  }
+  if (!Number.isInteger(address.port) || address.port < 1 || address.port > 65535) {
+    return invalid(`${field}.port`, `must be a TCP port from 1 to 65535, not ${String(address.port)}`)
+  }
+  return Effect.void
+}
+
+const resolveConfig = (options: Options) =>
+  Effect.gen(function*() {
+    yield* checkAddress("runnerAddress", options?.runnerAddress)
+    if (options.listenAddress !== undefined) yield* checkAddress("listenAddress", options.listenAddress)
+    const duration = (field: string, input: Duration.Input | undefined, fallback: Duration.Duration) => {
+      if (input === undefined) return Effect.succeed(fallback)
+      const parsed = Duration.fromInput(input)
+      return Option.isSome(parsed) && Duration.toMillis(parsed.value) > 0
+        ? Effect.succeed(parsed.value)
+        : invalid(field, "must be a positive duration")
+    }
+    const refresh = yield* duration(
+      "shardLockRefreshInterval",
+      options.shardLockRefreshInterval,
+      defaults.shardLockRefreshInterval
+    )
+    const expiration = yield* duration("shardLockExpiration", options.shardLockExpiration, defaults.shardLockExpiration)
+    const assignments = yield* duration(
+      "refreshAssignmentsInterval",
+      options.refreshAssignmentsInterval,
+      defaults.refreshAssignmentsInterval
+    )
+    const expirationMs = Duration.toMillis(expiration)
+    if (expirationMs % 1000 !== 0) {
+      yield* invalid(
+        "shardLockExpiration",
+        `must be whole seconds, not ${Duration.format(expiration)}`,
+        "The storage's queries compare with an interval in seconds and would round it up."
+      )
+    }
+    if (Duration.toMillis(refresh) * 2 > expirationMs) {
+      yield* invalid(
+        "shardLockRefreshInterval",
+        `${Duration.format(refresh)} leaves no room for a missed refresh within ${Duration.format(expiration)}`,
+        "Keep the refresh at most half the expiration (the defaults: 1 second and 3 seconds)."
+      )
+    }
+    const schema = options.schema ?? "bgworker_cluster"
+    if (!fence.identifier.test(schema)) {
+      yield* invalid("schema", `"${escape(schema)}" is not a plain lower-case SQL identifier`)
+    }
+    const prefix = options.tablePrefix ?? "cluster"
+    if (!fence.identifier.test(prefix)) {
+      yield* invalid("tablePrefix", `"${escape(prefix)}" is not a plain lower-case SQL identifier`)
+    }
+    for (const role of options.grantTo ?? []) {
+      if (!fence.identifier.test(role)) {
+        yield* invalid("grantTo", `"${escape(role)}" is not a plain lower-case SQL identifier`)
+      }
+    }
+    const address = RunnerAddress.make(options.runnerAddress.host, options.runnerAddress.port)
+    const config: ShardingConfig.ShardingConfig["Service"] = {
+      ...ShardingConfig.defaults,
+      ...options.shardingConfig,
+      runnerAddress: Option.some(address),
+      runnerListenAddress: options.listenAddress === undefined
+        ? Option.none()
+        : Option.some(RunnerAddress.make(options.listenAddress.host, options.listenAddress.port)),
+      shardLockRefreshInterval: refresh,
+      shardLockExpiration: expiration,
+      refreshAssignmentsInterval: assignments
+    }
+    return { config, schema, prefix, grantTo: options.grantTo ?? [] }
+  })
+
+/**
+ * `NodeClusterSocket.layer({ storage: "sql" })`'s composition, with the configuration given rather than read
+ * from the environment, and the tables' prefix.
+ */
+const clusterLayer = (config: ShardingConfig.ShardingConfig["Service"], prefix: string) =>
+  SocketRunner.layer.pipe(
+    Layer.provide([NodeClusterSocket.layerSocketServer, NodeClusterSocket.layerClientProtocol]),
+    Layer.provide(RunnerHealth.layerPing.pipe(
+      Layer.provide(Runners.layerRpc),
+      Layer.provide(NodeClusterSocket.layerClientProtocol)
+    )),
+    Layer.provideMerge(SqlMessageStorage.layerWith({ prefix }).pipe(Layer.provide(NodeCrypto.layerDigest))),
+    Layer.provide(SqlRunnerStorage.layerWith({ prefix })),
+    Layer.provide(Layer.succeed(ShardingConfig.ShardingConfig, config)),
+    Layer.provide(RpcSerialization.layerSchemaBinary())
+  )
+
+/**
+ * Joins the cluster: starts this process's runner (listening on `runnerAddress`), registers it in the
+ * cluster tables on the `SqlClient` in context, and creates the fence. Closing the layer's scope leaves the
+ * cluster: singletons owned here are stopped (their workers terminated and awaited) and their shards freed
+ * for the others at once.
+ *
+ * **Details**
+ *
+ * Fails with {@link InvalidClusterOptions} naming the option (a missing or malformed `runnerAddress`, an
+ * expiration that is not whole seconds or not at least twice the refresh, a schema name that is not a plain
+ * identifier), with `SqlError` when the tables cannot be created, and with `SocketServerError` when the
+ * address cannot be listened on.
+ *
+ * @category layers
+ * @since 0.4.0
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<
+  ClusterSupervisor | Sharding,
+  InvalidClusterOptions | SqlError | SocketServer.SocketServerError,
+  SqlClient
+> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const { config, schema, prefix, grantTo } = yield* resolveConfig(options)
+    const address = `${options.runnerAddress.host}:${options.runnerAddress.port}`
+    const owner = `${address} (pid ${process.pid})`
+    const service = Layer.effect(
+      ClusterSupervisor,
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* fence.create(sql, schema, grantTo)
+        return ClusterSupervisor.of({
+          owner,
+          schema,
+          shardingConfig: config,
+          acquire: (singleton) => fence.bump(sql, schema, singleton, owner)
+        })
+      })
+    )
+    return Layer.merge(service, clusterLayer(config, prefix))
+  }))
+
+// --- Singletons ---
+
+/**
+ * @category models
+ * @since 0.4.0
+ */
+export interface SingletonOptions {
+  /** The singleton's cluster-wide name. Default: the worker's `name`. */
+  readonly name?: string | undefined
+  /** Effect's shard group (default `"default"`). */
+  readonly shardGroup?: string | undefined
+  readonly extra?: Uint8Array | undefined
+}
+
+const retryEverySecond = Schedule.spaced("1 second")
+
+/**
+ * The {@link Fencing} service for `token` of `singleton`, checked against this cluster's fence. What
+ * {@link singleton} gives its worker; useful to fence code that runs outside it (a request handler that
+ * was handed a token) or to check an old token in a test.
+ *
+ * @category constructors
+ * @since 0.4.0
+ */
+export const makeFencing = (
+  cluster: ClusterSupervisor["Service"],
+  singleton: string,
+  token: bigint
+): Fencing["Service"] =>
+  Fencing.of({
+    singleton,
+    token,
+    owner: cluster.owner,
+    guard: (sql) => sql`${sql(cluster.schema)}.fence_holds(${singleton}, ${token.toString()}::bigint)`
+  })
+
+/**
+ * Runs `worker` on exactly one of the processes that provide this layer: the owner of the singleton.
+ *
+ * **Details**
+ *
+ * When this process becomes the owner, it takes the next fencing token (the fence row's epoch plus one,
+ * retried each second while the database does not answer), then registers `worker` with its own
+ * `Supervisor` as a dynamic registration, with a {@link Fencing} service in its context: the worker keeps
+ * its restart schedule and intensity limit, and shows in this process's activity. When ownership moves
+ * away (another process takes the shard over, or this process leaves the cluster), the registration is
+ * terminated and this process waits for the worker to end before the shard is let go (bounded by the
+ * supervisor's `terminateTimeout` and `abandonTimeout`; past them the worker is abandoned and the fence is
+ * what protects).
+ *
+ * **Gotchas**
+ *
+ * - The registration is retried each second while it fails with a retryable reason (`NoFreeSlot`); with
+ *   any other (`InvalidDefinition`, `ShuttingDown`) it is logged and this process keeps the singleton without
+ *   running it, until ownership moves.
+ * - A worker that gives up or returns stays so on its owner (see the module's Gotchas).
+ *
+ * @category constructors
+ * @since 0.4.0
+ */
+export const singleton = <A, E, R>(
+  worker: BackgroundWorker.BackgroundWorker<A, E, R>,
+  ...[argument, options]: void extends A ? [argument?: A, options?: SingletonOptions]
+    : [argument: A, options?: SingletonOptions]
+): Layer.Layer<never, never, ClusterSupervisor | Sharding | Supervisor.Supervisor | Exclude<R, Fencing>> => {
+  const name = options?.name ?? worker.name
+  const label = escape(name)
+  const registerOptions = options?.extra === undefined ? undefined : { extra: options.extra }
+  const run = Effect.gen(function*() {
+    const cluster = yield* ClusterSupervisor
+    const token = yield* cluster.acquire(name).pipe(
+      Effect.tapError((error) =>
+        Effect.logWarning(`singleton "${label}": could not take a fencing token, retrying: ${escape(error.message)}`)
+      ),
+      Effect.retry(retryEverySecond)
+    )
+    const fencing = makeFencing(cluster, name, token)
+    yield* Effect.logInfo(`singleton "${label}" starts on ${cluster.owner} with fencing token ${token}`)
+    const register = Supervisor.register(
+      worker as BackgroundWorker.BackgroundWorker<unknown, E, R>,
+      argument,
+      registerOptions
+    )
+      .pipe(
+        Effect.provideService(Fencing, fencing),
+        Effect.tapError((error) =>
+          Effect.logWarning(`singleton "${label}": registration failed: ${escape(error.message)}`)
+        ),
+        Effect.retry({ schedule: retryEverySecond, while: (error: SupervisorError) => error.isRetryable })
+      )
+    const registered = yield* Effect.acquireRelease(
+      Effect.option(register),
+      (handle) =>
+        Option.isNone(handle) ? Effect.void : Supervisor.terminate(handle.value).pipe(
+          Effect.andThen(Supervisor.awaitShutdown(handle.value)),
+          Effect.andThen(Effect.logInfo(`singleton "${label}" stopped on ${cluster.owner} (token ${token})`))
+        )
+    )
+    if (Option.isNone(registered)) {
+      yield* Effect.logError(`singleton "${label}" is not running: its registration failed; it stays here`)
+    }
+    return yield* Effect.never
+  })
+  return Singleton.make(
+    name,
+    run,
+    options?.shardGroup === undefined ? undefined : { shardGroup: options.shardGroup }
+  )
+}
+
+// --- Accessors for the worker's code ---
+
+/**
+ * The worker's fencing token (see {@link Fencing}).
+ *
+ * @category accessors
+ * @since 0.4.0
+ */
+export const token: Effect.Effect<bigint, never, Fencing> = Fencing.useSync((fencing) => fencing.token)
+
+/**
+ * The SQL condition that holds only while the worker's token is current, for the `SqlClient` in context
+ * (see {@link Fencing}): `` sql`UPDATE t SET ... WHERE id = ${id} AND ${fence}` ``.
+ *
+ * @category accessors
+ * @since 0.4.0
+ */
+export const guard: Effect.Effect<Statement.Fragment, never, Fencing | SqlClient> = Effect.flatMap(
+  SqlClient,
+  (sql) => Fencing.useSync((fencing) => fencing.guard(sql))
+)
+
+/**
+ * Checks the token inside the caller's transaction and fails with {@link FencedOut} when it is no longer
+ * current; otherwise share-locks the fence row until the transaction ends, so everything the transaction
+ * writes after the check is fenced.
+ *
+ * **Gotchas**
+ *
+ * Outside a transaction the lock ends with the check's own statement and fences nothing after it: call it
+ * first inside `Spi.transaction` or `sql.withTransaction`.
+ *
+ * @category accessors
+ * @since 0.4.0
+ */
+export const check: Effect.Effect<void, FencedOut | SqlError, Fencing | SqlClient> = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  const fencing = yield* Fencing
+  const rows = yield* sql<{ readonly holds: boolean }>`SELECT ${fencing.guard(sql)} AS holds`
+  if (rows[0]?.holds !== true) {
+    return yield* new FencedOut({ singleton: fencing.singleton, token: fencing.token })
+  }
+})
