@@ -296,7 +296,7 @@ export interface Options<E = never, R = never> {
    * **Gotchas** The span of an incarnation that runs for days is exported when it ends: a tracing backend
    * shows it then, not while it runs. A trace's spans are sent in batches (every 5 seconds by default).
    *
-   * @since 0.3.0
+   * @since 0.2.0
    */
   readonly tracing?: boolean | undefined
 }

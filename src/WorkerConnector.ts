@@ -156,7 +156,7 @@ export class SessionInfo extends Context.Service<SessionInfo, {
    * Attributes that describe the session on the worker's spans (`Spi.transaction`'s), in OpenTelemetry's
    * database vocabulary: `WorkerConnection` gives `db.system.name`, `db.namespace` and `db.user`.
    *
-   * @since 0.3.0
+   * @since 0.2.0
    */
   readonly spanAttributes?: Readonly<Record<string, unknown>> | undefined
 }>()(

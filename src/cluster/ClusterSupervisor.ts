@@ -97,6 +97,9 @@
  *   ownership does move (its owner dies, a process joins and the shards are rebalanced), the new owner
  *   starts it afresh, with a fresh restart budget: the intensity limit is per owner, as a restart count is
  *   per server in PostgreSQL.
+ * - The runners' own protocol (Effect's socket runners) has no authentication and no TLS: anyone who can
+ *   reach a runner's port can send it cluster messages. Bind `runnerAddress` (or `listenAddress`) to
+ *   loopback or a private network that only the cluster's processes reach, and firewall it; never expose it.
  * - Effect's cluster tables (`<tablePrefix>_runners`, `_locks`, `_messages`, `_replies`, ...) and the fence
  *   schema are created by the supervisor's role on first start; run all processes of a cluster as one role.
  *
@@ -104,7 +107,7 @@
  * promotion, which PostgreSQL leaves to tools outside the server. Ownership is decided by Effect's cluster,
  * not by an election of our own.
  *
- * @since 0.4.0
+ * @since 0.2.0
  */
 import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import * as NodeCrypto from "@effect/platform-node/NodeCrypto"
@@ -142,7 +145,7 @@ import * as fence from "./internal/fence.ts"
  * The layer's options are wrong: `field` names the option.
  *
  * @category errors
- * @since 0.4.0
+ * @since 0.2.0
  */
 export class InvalidClusterOptions extends Schema.TaggedError<InvalidClusterOptions>()("InvalidClusterOptions", {
   field: Schema.String,
@@ -162,7 +165,7 @@ export class InvalidClusterOptions extends Schema.TaggedError<InvalidClusterOpti
  * A fenced operation ran after another process took the singleton over: its token is no longer current.
  *
  * @category errors
- * @since 0.4.0
+ * @since 0.2.0
  */
 export class FencedOut extends Schema.TaggedError<FencedOut>()("FencedOut", {
   singleton: Schema.String,
@@ -179,7 +182,7 @@ export class FencedOut extends Schema.TaggedError<FencedOut>()("FencedOut", {
 
 /**
  * @category guards
- * @since 0.4.0
+ * @since 0.2.0
  */
 export const isFencedOut = (u: unknown): u is FencedOut => Predicate.isTagged(u, "FencedOut") && u instanceof FencedOut
 
@@ -195,7 +198,7 @@ export const isFencedOut = (u: unknown): u is FencedOut => Predicate.isTagged(u,
  *   ${guard(sql)}`. A write so fenced commits before the next owner's bump, or does nothing.
  *
  * @category services
- * @since 0.4.0
+ * @since 0.2.0
  */
 export class Fencing extends Context.Service<Fencing, {
   readonly singleton: string
@@ -209,7 +212,7 @@ export class Fencing extends Context.Service<Fencing, {
  * This process's membership of the cluster: where the fence lives and who it is.
  *
  * @category services
- * @since 0.4.0
+ * @since 0.2.0
  */
 export class ClusterSupervisor extends Context.Service<ClusterSupervisor, {
   /** `host:port (pid n)`: how this process is recorded as an owner in the fence. */
@@ -225,7 +228,7 @@ export class ClusterSupervisor extends Context.Service<ClusterSupervisor, {
 
 /**
  * @category models
- * @since 0.4.0
+ * @since 0.2.0
  */
 export interface Options {
   /**
@@ -261,7 +264,7 @@ export interface Options {
  * The project's defaults: failover in about 3 s for about 4 statements per second per process.
  *
  * @category constants
- * @since 0.4.0
+ * @since 0.2.0
  */
 export const defaults = {
   shardLockRefreshInterval: Duration.seconds(1),
@@ -387,7 +390,7 @@ const clusterLayer = (config: ShardingConfig.ShardingConfig["Service"], prefix: 
  * address cannot be listened on.
  *
  * @category layers
- * @since 0.4.0
+ * @since 0.2.0
  */
 export const layer = (
   options: Options
@@ -420,7 +423,7 @@ export const layer = (
 
 /**
  * @category models
- * @since 0.4.0
+ * @since 0.2.0
  */
 export interface SingletonOptions {
   /** The singleton's cluster-wide name. Default: the worker's `name`. */
@@ -438,7 +441,7 @@ const retryEverySecond = Schedule.spaced("1 second")
  * was handed a token) or to check an old token in a test.
  *
  * @category constructors
- * @since 0.4.0
+ * @since 0.2.0
  */
 export const makeFencing = (
   cluster: ClusterSupervisor["Service"],
@@ -474,7 +477,7 @@ export const makeFencing = (
  * - A worker that gives up or returns stays so on its owner (see the module's Gotchas).
  *
  * @category constructors
- * @since 0.4.0
+ * @since 0.2.0
  */
 export const singleton = <A, E, R>(
   worker: BackgroundWorker.BackgroundWorker<A, E, R>,
@@ -532,7 +535,7 @@ export const singleton = <A, E, R>(
  * The worker's fencing token (see {@link Fencing}).
  *
  * @category accessors
- * @since 0.4.0
+ * @since 0.2.0
  */
 export const token: Effect.Effect<bigint, never, Fencing> = Fencing.useSync((fencing) => fencing.token)
 
@@ -541,7 +544,7 @@ export const token: Effect.Effect<bigint, never, Fencing> = Fencing.useSync((fen
  * (see {@link Fencing}): `` sql`UPDATE t SET ... WHERE id = ${id} AND ${fence}` ``.
  *
  * @category accessors
- * @since 0.4.0
+ * @since 0.2.0
  */
 export const guard: Effect.Effect<Statement.Fragment, never, Fencing | SqlClient> = Effect.flatMap(
   SqlClient,
@@ -559,7 +562,7 @@ export const guard: Effect.Effect<Statement.Fragment, never, Fencing | SqlClient
  * first inside `Spi.transaction` or `sql.withTransaction`.
  *
  * @category accessors
- * @since 0.4.0
+ * @since 0.2.0
  */
 export const check: Effect.Effect<void, FencedOut | SqlError, Fencing | SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient

@@ -3,6 +3,6 @@
  * run on exactly one process, fail over in seconds through Effect's `effect/cluster`, and carry a fencing
  * token. Node- and PostgreSQL-specific, so kept out of the core.
  *
- * @since 0.4.0
+ * @since 0.2.0
  */
 export * as ClusterSupervisor from "./ClusterSupervisor.ts"

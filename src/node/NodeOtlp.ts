@@ -60,7 +60,7 @@
  * - `traceidratio` decides a root span at random with the ratio, and every span with a parent follows the
  *   parent (the specification hashes the trace id, which decides alike for a whole trace).
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
@@ -79,7 +79,7 @@ import { escape } from "../internal/logText.ts"
  * One signal's export, as the variables configure it.
  *
  * @category models
- * @since 0.3.0
+ * @since 0.2.0
  */
 export interface SignalSettings {
   readonly url: string
@@ -95,7 +95,7 @@ export interface SignalSettings {
  * values that were ignored.
  *
  * @category models
- * @since 0.3.0
+ * @since 0.2.0
  */
 export interface Settings {
   readonly traces: SignalSettings | undefined
@@ -115,7 +115,7 @@ export interface Settings {
  * test would decide for every span of the trace alike; a root span is sampled with probability `ratio`.
  *
  * @category models
- * @since 0.3.0
+ * @since 0.2.0
  */
 export interface Sampler {
   readonly kind: "always_on" | "always_off" | "traceidratio"
@@ -267,7 +267,7 @@ const signalSettings = (
  * Reads the `OTEL_*` variables of `env` (see the module doc). Pure: nothing is logged or started.
  *
  * @category constructors
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const settingsFromEnvironment = (env: Readonly<Record<string, string | undefined>>): Settings => {
   const warnings: Array<string> = []
@@ -307,7 +307,7 @@ export const settingsFromEnvironment = (env: Readonly<Record<string, string | un
  * Whether `env` asks for any OTLP export (an endpoint is set and the SDK is not disabled).
  *
  * @category constructors
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const isConfigured = (env: Readonly<Record<string, string | undefined>>): boolean => {
   const s = settingsFromEnvironment(env)
@@ -335,7 +335,7 @@ const describe = (what: string, s: SignalSettings): string => {
  * Options of {@link layer}.
  *
  * @category layers
- * @since 0.3.0
+ * @since 0.2.0
  */
 export interface Options {
   /** Where the variables are read. Default `process.env`. */
@@ -358,7 +358,7 @@ export interface Options {
  * never logged. Ignored values are logged as warnings. Closing its scope sends what is left.
  *
  * @category layers
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const layer = (options: Options = {}): Layer.Layer<OtlpExporter.Flusher> =>
   Layer.unwrap(Effect.gen(function*() {

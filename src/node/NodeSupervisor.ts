@@ -348,7 +348,7 @@ export interface RunMainOptions {
    * By default it is installed under `layer`, and exports only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or a
    * signal's own endpoint) is set.
    *
-   * @since 0.3.0
+   * @since 0.2.0
    */
   readonly otlp?: false | undefined
 }
