@@ -71,7 +71,7 @@ import type * as Errors from "../../SupervisorError.ts"
 import * as Handle from "../../WorkerHandle.ts"
 import { type ExitOutcome, SupervisorMetrics, type WorkerState } from "../metrics.ts"
 import type { Proc, ProcHost } from "../proc.ts"
-import { tracerOf } from "../tracing.ts"
+import { SpanClock, tracerOf } from "../tracing.ts"
 import { ActivityFeed } from "./activityFeed.ts"
 import * as Incarnation from "./incarnation.ts"
 import type { IncarnationEnd } from "./incarnation.ts"
@@ -115,6 +115,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
   /** The supervisor's own services: every worker runs with them, under its registrant's. */
   readonly context: Context.Context<never>
   readonly clock: Clock.Clock
+  /** The incarnation spans' times (internal/tracing.ts). */
+  readonly spanClock: SpanClock
   state: SupervisorState = "starting"
   /** The start gates' input (`pmState` as `bgworker_should_start_now` reads it). */
   databaseState: DatabaseState.State = "ready"
@@ -151,6 +153,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
     this.options = options
     this.context = context
     this.clock = Context.get(context, Clock.Clock)
+    this.spanClock = new SpanClock(this.clock)
     this.minimumLogLevel = Context.get(context, References.MinimumLogLevel)
     this.slots = new Slots.SlotTable(options.maxWorkerProcesses)
     this.sharedState = new SharedState(this)
@@ -313,10 +316,11 @@ export class Postmaster implements SupervisorApi, ProcHost {
     exit?: Exit.Exit<unknown, unknown>
   ): void {
     if (registered.proc === proc) registered.proc = undefined
-    registered.lastExit = Incarnation.lastExitOf(end, this.clock.currentTimeMillisUnsafe(), proc.query)
+    const lastExit = Incarnation.lastExitOf(end, this.clock.currentTimeMillisUnsafe(), proc.query)
+    registered.lastExit = lastExit
     proc.metrics?.exited(outcomes[end._tag])
     if (proc.span !== undefined) {
-      Incarnation.endSpan(this, registered, proc, end, exit, outcomes[end._tag])
+      Incarnation.endSpan(this, registered, proc, end, exit, outcomes[end._tag], lastExit)
     }
     const next = Restart.afterEnd(end, registered, this.state)
     if (next === "postmaster dead") {
