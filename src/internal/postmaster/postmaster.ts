@@ -410,8 +410,15 @@ export class Postmaster implements SupervisorApi, ProcHost {
     options: { readonly extra?: Uint8Array | undefined } | undefined,
     context: Context.Context<never>
   ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
-    const registering = Registration.register(this, definition, argument, options, context)
-    return this.metrics === undefined ? registering : this.countLaunch(registering, definition.type)
+    // Refusals counted where they are made (Registration.Refused): no wrapper for the accepted ones to pay.
+    return Registration.register(
+      this,
+      definition,
+      argument,
+      options,
+      context,
+      Registration.countedFor(this, definition.type)
+    )
   }
 
   launch(request: LaunchRequest): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
