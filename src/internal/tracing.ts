@@ -45,6 +45,10 @@ const nanosPerMilli = 1_000_000
  * `effect`'s clock computes it (so the worker's own spans, timed by that clock, fall within its incarnation's),
  * and taken again when it strays by more than a second from the milliseconds (the wall clock was set, or a
  * `TestClock`'s time was).
+ *
+ * Gotcha: like `effect`'s clock, it follows a wall clock set by less than a second only at its next re-anchoring,
+ * and it relies on the clock's monotonic time advancing with its wall time (`effect`'s clock and `TestClock` do);
+ * a `Clock` whose monotonic time stands still gives span times to within a second only.
  */
 export class SpanClock {
   private origin: bigint | undefined = undefined
