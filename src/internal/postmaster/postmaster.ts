@@ -146,6 +146,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private readonly minimumLogLevel: LogLevel.LogLevel
   private readonly mergedContexts = new WeakMap<Context.Context<never>, Context.Context<never>>()
   private readonly tracers = new WeakMap<Context.Context<never>, { readonly tracer: Tracer.Tracer | undefined }>()
+  private lastTracerContext: Context.Context<never> | undefined = undefined
+  private lastTracer: Tracer.Tracer | undefined = undefined
   /** The metrics, unless `Options.metrics` is off (then every update site is one `undefined` test). */
   readonly metrics: SupervisorMetrics | undefined
 
@@ -375,14 +377,18 @@ export class Postmaster implements SupervisorApi, ProcHost {
 
   /**
    * The tracer the incarnations of a registration made in `context` report their spans to, or `undefined`
-   * (tracing off, or no tracer recording spans): looked up once per registrant context.
+   * (tracing off, or no tracer recording spans): looked up once per registrant context, and the last one
+   * answered without a lookup (most registrations come from one context; it stays referenced until another's).
    */
   tracerFor(context: Context.Context<never>): Tracer.Tracer | undefined {
+    if (context === this.lastTracerContext) return this.lastTracer
     let found = this.tracers.get(context)
     if (found === undefined) {
       found = { tracer: this.options.tracing ? tracerOf(context) : undefined }
       this.tracers.set(context, found)
     }
+    this.lastTracerContext = context
+    this.lastTracer = found.tracer
     return found.tracer
   }
 
