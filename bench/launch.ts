@@ -226,7 +226,9 @@ const memoryTracer = () => {
  * against one with `metrics: false, tracing: false` and no tracer; alternating rounds of the same run.
  *
  * - `memory`: a tracer that records every span in memory (the supervisor's own cost: each incarnation's span
- *   made, attributed, put in the worker's context and ended).
+ *   made, attributed, put in the worker's context and ended; plus keeping the last 1024 ended spans).
+ * - `native`: a tracer whose spans are `effect`'s `NativeSpan`, kept by nobody: the supervisor's cost alone,
+ *   without the recording's (the ring of kept spans, which survives young-generation collections).
  * - `otlp`: the OTLP exporters of `NodeOtlp.layer()` installed as `OTEL_EXPORTER_OTLP_ENDPOINT` would (traces,
  *   metrics, logs; `protocol`), sending to a local sink that discards them: every incarnation's span is also
  *   encoded and sent (effect's exporter, batches of up to 1000 spans). `sampler` sets `OTEL_TRACES_SAMPLER_ARG`
@@ -236,6 +238,7 @@ const compareTracing = (
   options: LaunchOptions,
   variant:
     | { readonly _tag: "memory" }
+    | { readonly _tag: "native" }
     | { readonly _tag: "otlp"; readonly protocol: "http/protobuf" | "http/json"; readonly ratio?: number }
 ) =>
   Effect.gen(function*() {
@@ -243,6 +246,8 @@ const compareTracing = (
     const memory = memoryTracer()
     const tracerLayer = variant._tag === "memory"
       ? Layer.succeed(Tracer.Tracer, memory.tracer)
+      : variant._tag === "native"
+      ? Layer.succeed(Tracer.Tracer, Tracer.make({ span: (options) => new Tracer.NativeSpan(options) }))
       : NodeOtlp.layer({
         environment: {
           OTEL_EXPORTER_OTLP_ENDPOINT: url,
@@ -275,6 +280,8 @@ const compareTracing = (
     const ratio = throughputRatio(onRate, offRate)
     const label = variant._tag === "memory"
       ? "spans recorded in memory"
+      : variant._tag === "native"
+      ? "spans made, not recorded"
       : `OTLP export, ${variant.protocol}${
         variant.ratio === undefined ? "" : `, parentbased_traceidratio ${variant.ratio}`
       }`
@@ -282,7 +289,11 @@ const compareTracing = (
       `1t. metrics + tracing (${label}) on ${onRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")}k/s, both off ${
         offRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")
       }k/s; off/on ratio ${ratio.toFixed(3)}; ${
-        variant._tag === "memory" ? `${memory.ended()} spans ended` : `${requests.count} exports received`
+        variant._tag === "memory"
+          ? `${memory.ended()} spans ended`
+          : variant._tag === "native"
+          ? "effect's NativeSpan"
+          : `${requests.count} exports received`
       }`
     )
     const row: Row = {
@@ -304,6 +315,7 @@ export const runLaunch = (options: LaunchOptions): Effect.Effect<ReadonlyArray<R
     const metrics = yield* compareMetrics(options)
     const tracing = [
       yield* compareTracing(options, { _tag: "memory" }),
+      yield* compareTracing(options, { _tag: "native" }),
       yield* compareTracing(options, { _tag: "otlp", protocol: "http/protobuf" }),
       yield* compareTracing(options, { _tag: "otlp", protocol: "http/json" }),
       yield* compareTracing(options, { _tag: "otlp", protocol: "http/protobuf", ratio: 0.01 })

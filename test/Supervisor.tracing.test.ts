@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Option, Tracer } from "effect"
+import { Clock, Deferred, Effect, Exit, Option, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as BackgroundWorker from "../src/BackgroundWorker.ts"
 import * as Supervisor from "../src/Supervisor.ts"
@@ -121,6 +121,37 @@ describe("Supervisor tracing", () => {
       assert.strictEqual(incarnation!.attributes.get("bgworker.exit"), "done")
       // Registered outside any span: a trace of its own.
       assert.isUndefined(parentOf(incarnation!))
+    }).pipe(withSupervisor(), Effect.withTracer(tracer))
+  })
+
+  it.effect("an incarnation's span is timed by the supervisor's clock, around the worker's own spans, even after the clock is set back", () => {
+    const { named, tracer } = recorder()
+    return Effect.gen(function*() {
+      const worker = (name: string) =>
+        BackgroundWorker.make({ name, main: () => Effect.withSpan(Effect.sleep("3 seconds"), `${name}.work`) })
+      const run = (name: string) =>
+        Effect.gen(function*() {
+          const startedAt = yield* Clock.currentTimeNanos
+          const h = yield* Supervisor.register(worker(name))
+          yield* untilStatus(h, "started", (s) => s._tag === "Started")
+          yield* TestClock.adjust("3 seconds")
+          yield* untilStatus(h, "stopped", (s) => s._tag === "Stopped")
+          const [incarnation] = named(`bgworker ${name}`)
+          const [work] = named(`${name}.work`)
+          assert.strictEqual(parentOf(work!), incarnation)
+          assert.strictEqual(incarnation!.status._tag, "Ended")
+          assert.strictEqual(work!.status._tag, "Ended")
+          if (incarnation!.status._tag !== "Ended" || work!.status._tag !== "Ended") return
+          assert.strictEqual(incarnation!.status.startTime, startedAt)
+          assert.strictEqual(incarnation!.status.endTime, startedAt + 3_000_000_000n)
+          assert.isAtLeast(Number(work!.status.startTime - incarnation!.status.startTime), 0)
+          assert.isAtLeast(Number(incarnation!.status.endTime - work!.status.endTime), 0)
+        })
+      yield* TestClock.adjust("1 hour")
+      yield* run("timed")
+      // The wall clock set back half an hour; the monotonic clock does not go back.
+      yield* TestClock.setTime(30 * 60 * 1000)
+      yield* run("timed.again")
     }).pipe(withSupervisor(), Effect.withTracer(tracer))
   })
 

@@ -203,7 +203,7 @@ const startIncarnation = (postmaster: Postmaster, registered: RegisteredWorker):
         pid: proc.pid,
         registeredUnder: registered.registeredUnder,
         previous: registered.lastSpan,
-        startTime: postmaster.clock.currentTimeNanosUnsafe()
+        startTime: postmaster.spanClock.nanos(proc.backendStart)
       })
       context = Context.add(context, Tracer.ParentSpan, proc.span)
     }
@@ -352,14 +352,18 @@ const onExit = (
   postmaster.transition(() => postmaster.incarnationEnded(registered, proc, classifyExit(registered, proc, exit), exit))
 }
 
-/** Ends the incarnation's span with how it ended; the next incarnation of the registration links to it. */
+/**
+ * Ends the incarnation's span with how it ended (`lastExit`, just recorded, gives its message and time); the
+ * next incarnation of the registration links to it.
+ */
 export const endSpan = (
   postmaster: Postmaster,
   registered: RegisteredWorker,
   proc: Proc,
   end: IncarnationEnd,
   exit: Exit.Exit<unknown, unknown> | undefined,
-  outcome: string
+  outcome: string,
+  lastExit: LastExit
 ): void => {
   const span = proc.span!
   endIncarnationSpan(
@@ -367,10 +371,10 @@ export const endSpan = (
     {
       outcome,
       reason: end._tag === "Failed" ? end.failure.reason : undefined,
-      message: end._tag === "Done" ? undefined : lastExitOf(end, 0, "").message
+      message: end._tag === "Done" ? undefined : lastExit.message
     },
     exit,
-    postmaster.clock.currentTimeNanosUnsafe()
+    postmaster.spanClock.nanos(lastExit.at)
   )
   registered.lastSpan = span
 }

@@ -71,7 +71,7 @@ import type * as Errors from "../../SupervisorError.ts"
 import * as Handle from "../../WorkerHandle.ts"
 import { type ExitOutcome, SupervisorMetrics, type WorkerState } from "../metrics.ts"
 import type { Proc, ProcHost } from "../proc.ts"
-import { tracerOf } from "../tracing.ts"
+import { SpanClock, tracerOf } from "../tracing.ts"
 import { ActivityFeed } from "./activityFeed.ts"
 import * as Incarnation from "./incarnation.ts"
 import type { IncarnationEnd } from "./incarnation.ts"
@@ -115,6 +115,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
   /** The supervisor's own services: every worker runs with them, under its registrant's. */
   readonly context: Context.Context<never>
   readonly clock: Clock.Clock
+  /** The incarnation spans' times (internal/tracing.ts). */
+  readonly spanClock: SpanClock
   state: SupervisorState = "starting"
   /** The start gates' input (`pmState` as `bgworker_should_start_now` reads it). */
   databaseState: DatabaseState.State = "ready"
@@ -144,6 +146,8 @@ export class Postmaster implements SupervisorApi, ProcHost {
   private readonly minimumLogLevel: LogLevel.LogLevel
   private readonly mergedContexts = new WeakMap<Context.Context<never>, Context.Context<never>>()
   private readonly tracers = new WeakMap<Context.Context<never>, { readonly tracer: Tracer.Tracer | undefined }>()
+  private lastTracerContext: Context.Context<never> | undefined = undefined
+  private lastTracer: Tracer.Tracer | undefined = undefined
   /** The metrics, unless `Options.metrics` is off (then every update site is one `undefined` test). */
   readonly metrics: SupervisorMetrics | undefined
 
@@ -151,6 +155,7 @@ export class Postmaster implements SupervisorApi, ProcHost {
     this.options = options
     this.context = context
     this.clock = Context.get(context, Clock.Clock)
+    this.spanClock = new SpanClock(this.clock)
     this.minimumLogLevel = Context.get(context, References.MinimumLogLevel)
     this.slots = new Slots.SlotTable(options.maxWorkerProcesses)
     this.sharedState = new SharedState(this)
@@ -313,10 +318,11 @@ export class Postmaster implements SupervisorApi, ProcHost {
     exit?: Exit.Exit<unknown, unknown>
   ): void {
     if (registered.proc === proc) registered.proc = undefined
-    registered.lastExit = Incarnation.lastExitOf(end, this.clock.currentTimeMillisUnsafe(), proc.query)
+    const lastExit = Incarnation.lastExitOf(end, this.clock.currentTimeMillisUnsafe(), proc.query)
+    registered.lastExit = lastExit
     proc.metrics?.exited(outcomes[end._tag])
     if (proc.span !== undefined) {
-      Incarnation.endSpan(this, registered, proc, end, exit, outcomes[end._tag])
+      Incarnation.endSpan(this, registered, proc, end, exit, outcomes[end._tag], lastExit)
     }
     const next = Restart.afterEnd(end, registered, this.state)
     if (next === "postmaster dead") {
@@ -371,14 +377,18 @@ export class Postmaster implements SupervisorApi, ProcHost {
 
   /**
    * The tracer the incarnations of a registration made in `context` report their spans to, or `undefined`
-   * (tracing off, or no tracer recording spans): looked up once per registrant context.
+   * (tracing off, or no tracer recording spans): looked up once per registrant context, and the last one
+   * answered without a lookup (most registrations come from one context; it stays referenced until another's).
    */
   tracerFor(context: Context.Context<never>): Tracer.Tracer | undefined {
+    if (context === this.lastTracerContext) return this.lastTracer
     let found = this.tracers.get(context)
     if (found === undefined) {
       found = { tracer: this.options.tracing ? tracerOf(context) : undefined }
       this.tracers.set(context, found)
     }
+    this.lastTracerContext = context
+    this.lastTracer = found.tracer
     return found.tracer
   }
 
@@ -406,8 +416,15 @@ export class Postmaster implements SupervisorApi, ProcHost {
     options: { readonly extra?: Uint8Array | undefined } | undefined,
     context: Context.Context<never>
   ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {
-    const registering = Registration.register(this, definition, argument, options, context)
-    return this.metrics === undefined ? registering : this.countLaunch(registering, definition.type)
+    // Refusals counted where they are made (Registration.Refused): no wrapper for the accepted ones to pay.
+    return Registration.register(
+      this,
+      definition,
+      argument,
+      options,
+      context,
+      Registration.countedFor(this, definition.type)
+    )
   }
 
   launch(request: LaunchRequest): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> {

@@ -129,30 +129,47 @@ export const prepare = (
   checked: WeakSet<BackgroundWorker.Any>,
   definition: BackgroundWorker.Any,
   argument: unknown,
-  extra: Uint8Array | undefined
+  extra: Uint8Array | undefined,
+  refused: Refused = notCounted
 ): Effect.Effect<unknown, Errors.SupervisorError> => {
   if (!checked.has(definition)) {
     const invalid = BackgroundWorker.check(definition)
-    if (invalid !== undefined) return Effect.fail(Errors.fail(invalid))
+    if (invalid !== undefined) return Effect.fail(refused(Errors.fail(invalid)))
     checked.add(definition)
   }
   if (extra !== undefined && (!(extra instanceof Uint8Array) || extra.byteLength > BackgroundWorker.maxExtraBytes)) {
-    return Effect.fail(Errors.fail(
+    return Effect.fail(refused(Errors.fail(
       new Errors.InvalidDefinition({
         worker: definition.name,
         field: "extra",
         detail: `must be a Uint8Array of at most ${BackgroundWorker.maxExtraBytes} bytes`
       })
-    ))
+    )))
   }
   if (definition.argument === undefined) return Effect.succeed(undefined)
   return Schema.encodeUnknownEffect(definition.argument)(argument).pipe(
     Effect.map((encoded) => structuredClone(encoded)),
     Effect.mapError((error) =>
-      Errors.fail(new Errors.InvalidArgument({ worker: definition.name, detail: error.message }))
+      refused(Errors.fail(new Errors.InvalidArgument({ worker: definition.name, detail: error.message })))
     )
   ) as Effect.Effect<unknown, Errors.SupervisorError>
 }
+
+/**
+ * What a refusal goes through on its way out: `Supervisor.register`'s are counted in the metrics where they
+ * are made (`bgworker_launches_refused`), rather than by a wrapper around every registration, which would cost
+ * every accepted one too; a launch counts its own (`Postmaster.launch`).
+ */
+export type Refused = (error: Errors.SupervisorError) => Errors.SupervisorError
+
+const notCounted: Refused = (error) => error
+
+/** Counts `Supervisor.register`'s refusals of `type` in the metrics, when the supervisor keeps them. */
+export const countedFor = (postmaster: Postmaster, type: string): Refused =>
+  postmaster.metrics === undefined ? notCounted : (error) => {
+    postmaster.metrics!.forType(type).refusedFor(error.reason._tag)
+    return error
+  }
 
 /**
  * Why a database worker cannot be registered in `context`: it asks for a session and no `WorkerConnector`
@@ -249,18 +266,19 @@ export const register = (
   definition: BackgroundWorker.Any,
   argument: unknown,
   options: { readonly extra?: Uint8Array | undefined } | undefined,
-  context: Context.Context<never>
+  context: Context.Context<never>,
+  refused: Refused = notCounted
 ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> =>
   Effect.flatMap(
-    prepare(postmaster.checkedDefinitions, definition, argument, options?.extra),
+    prepare(postmaster.checkedDefinitions, definition, argument, options?.extra, refused),
     // The worker runs with the supervisor's services (its layer's: a connector, the GUC registry, ...) and,
     // on top, the registrant's (which satisfy the definition's own requirements).
     (encodedArgument) => {
       const merged = postmaster.workerContext(context)
       const missing = noConnector(definition, merged)
       return missing !== undefined
-        ? Effect.fail(Errors.fail(missing))
-        : registerPrepared(postmaster, definition, encodedArgument, options?.extra, merged, undefined)
+        ? Effect.fail(refused(Errors.fail(missing)))
+        : registerPrepared(postmaster, definition, encodedArgument, options?.extra, merged, undefined, refused)
     }
   )
 
@@ -270,13 +288,14 @@ const registerPrepared = (
   encodedArgument: unknown,
   extra: Uint8Array | undefined,
   context: Context.Context<never>,
-  lateBoundEntryPoint: BackgroundWorker.EntryPointName | undefined
+  lateBoundEntryPoint: BackgroundWorker.EntryPointName | undefined,
+  refused: Refused = notCounted
 ): Effect.Effect<Handle.WorkerHandle, Errors.SupervisorError> =>
   // The caller's fiber: its current span (a control-plane request's, say) is the first incarnation's parent.
   Effect.withFiber((fiber) => {
     const state = postmaster.state
     if (state !== "running" && state !== "recovering" && state !== "starting") {
-      return Effect.fail(Errors.fail(new Errors.ShuttingDown({ mode: state })))
+      return Effect.fail(refused(Errors.fail(new Errors.ShuttingDown({ mode: state }))))
     }
     let registered: RegisteredWorker | undefined
     postmaster.transition(() => {
@@ -292,12 +311,12 @@ const registerPrepared = (
       if (registered !== undefined) postmaster.tryStart(registered)
     })
     if (registered === undefined) {
-      return Effect.fail(Errors.fail(
+      return Effect.fail(refused(Errors.fail(
         new Errors.NoFreeSlot({
           maxWorkerProcesses: postmaster.options.maxWorkerProcesses,
           hint: "Consider increasing maxWorkerProcesses, or terminate workers that are no longer needed."
         })
-      ))
+      )))
     }
     return Effect.succeed(registered.handle)
   })
