@@ -250,8 +250,9 @@ export interface Options<E = never, R = never> {
    * it is built in). Default `true`; `false` makes every update site a single `undefined` test (the
    * launch benchmark compares both). Read them with `Metric.snapshot`, serve them as Prometheus text with
    * `NodeSupervisor.layerMetrics`, or push them over OTLP with `NodeOtlp.layer()` (which
-   * `NodeSupervisor.runMain` installs when `OTEL_EXPORTER_OTLP_ENDPOINT` is set). They leave the registry when the supervisor's scope closes; two
-   * supervisors sharing one registry write the same series (the last one built wins).
+   * `NodeSupervisor.runMain` installs when `OTEL_EXPORTER_OTLP_ENDPOINT` is set). When the supervisor's scope closes its gauges leave the registry
+   * and its counters and histograms stay, final, for an exporter's last flush; two supervisors sharing one
+   * registry write the same series (the last one built wins).
    *
    * Every metric carries the label `worker_type` (the definition's `type`), except the slot gauges.
    * Prometheus names (counters get `_total`, histograms `_bucket`/`_sum`/`_count`):

@@ -76,6 +76,23 @@ describe("Supervisor metrics", () => {
       Effect.provideService(Metric.MetricRegistry, new Map())
     ))
 
+  it.effect("after the supervisor ends its counters and histograms can still be read (a last export sees them), its gauges are gone", () =>
+    Effect.gen(function*() {
+      const registry = new Map()
+      yield* Effect.gen(function*() {
+        const handle = yield* Supervisor.register(BackgroundWorker.make({ name: "brief", main: () => napForever() }))
+        yield* untilStatus(handle, "started", (s) => s._tag === "Started")
+      }).pipe(withSupervisor(), Effect.provideService(Metric.MetricRegistry, registry))
+      // The supervisor is gone: the exit its shutdown caused (killed) is counted and still readable.
+      const v = (name: string, attributes: Record<string, string>) =>
+        seriesValue(name, attributes).pipe(Effect.provideService(Metric.MetricRegistry, registry))
+      assert.strictEqual(yield* v("bgworker_starts", { worker_type: "brief" }), 1)
+      assert.strictEqual(yield* v("bgworker_exits", { worker_type: "brief", outcome: "killed" }), 1)
+      assert.strictEqual(yield* v("bgworker_start_latency_seconds", { worker_type: "brief" }), 1)
+      assert.isUndefined(yield* v("bgworker_slots_used", {}))
+      assert.isUndefined(yield* v("bgworker_workers", { worker_type: "brief", state: "running" }))
+    }))
+
   it.effect("metrics: false registers nothing", () =>
     Effect.gen(function*() {
       yield* Supervisor.register(BackgroundWorker.make({ name: "quiet", main: () => napForever() }))

@@ -139,7 +139,8 @@ export interface GaugeSource {
 export class SupervisorMetrics {
   readonly context: Context.Context<never>
   private readonly types = new Map<string, TypeMetrics>()
-  private readonly registrations: Array<Metric.Registration> = []
+  /** The gauges' registrations: read-through views of a slot table that dies with the supervisor. */
+  private readonly gauges: Array<Metric.Registration> = []
   private readonly source: GaugeSource
 
   constructor(context: Context.Context<never>, source: GaugeSource) {
@@ -155,12 +156,12 @@ export class SupervisorMetrics {
     )
   }
 
-  private register<State>(metric: Metric.Metric<never, State>, get: () => State): void {
-    this.registrations.push(Metric.registerUnsafe(metric, this.context, { get, update: noop, modify: noop }))
+  private register<State>(metric: Metric.Metric<never, State>, get: () => State): Metric.Registration {
+    return Metric.registerUnsafe(metric, this.context, { get, update: noop, modify: noop })
   }
 
   private gauge(name: string, description: string, attributes: Record<string, string>, get: () => number): void {
-    this.register(Metric.gauge(name, { description, attributes }), () => ({ value: get() }))
+    this.gauges.push(this.register(Metric.gauge(name, { description, attributes }), () => ({ value: get() })))
   }
 
   counter(name: string, description: string, attributes: Record<string, string>, count: Count): void {
@@ -195,9 +196,13 @@ export class SupervisorMetrics {
     return metrics
   }
 
-  /** Takes every metric of this supervisor out of the registry (after its death). */
+  /**
+   * Takes this supervisor's gauges out of the registry (after its death): there are no slots left to count.
+   * Counters and histograms stay, final, so that an exporter's last flush (OTLP at shutdown, a last scrape)
+   * still carries the exits counted during the shutdown.
+   */
   unregister(): void {
-    for (const registration of this.registrations) registration.remove()
-    this.registrations.length = 0
+    for (const registration of this.gauges) registration.remove()
+    this.gauges.length = 0
   }
 }
