@@ -13,7 +13,7 @@ import * as Layer from "effect/Layer"
 import { SqlClient } from "effect/sql/SqlClient"
 import { ClusterSupervisor } from "../../src/cluster/index.ts"
 import * as PgTest from "../pg/support.ts"
-import { startNode } from "./support.ts"
+import { type Node, startNode } from "./support.ts"
 
 const Env = Layer.merge(PgTest.layer({ prefix: "cron" }), NodeServices.layer)
 
@@ -81,23 +81,21 @@ const largestGap = (all: ReadonlyArray<Run>) => {
   return gap
 }
 
-/** Creates `cron_runs` afresh, starts processes `a` and `b` with `env`, and waits until both joined. */
-const startCluster = (env: Record<string, string>) =>
+/** Creates `cron_runs` afresh, starts the processes `ids` with `env`, and waits until all joined. */
+const startCluster = (env: Record<string, string>, ids: ReadonlyArray<string> = ["a", "b"]) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient
     yield* sql`DROP TABLE IF EXISTS cron_runs`
     yield* sql`CREATE TABLE cron_runs (
       tick timestamptz NOT NULL, node text NOT NULL, token bigint NOT NULL,
       started timestamptz NOT NULL, ended timestamptz)`
-    const nodes = new Map([
-      ["a", yield* startNode("a", "", env)],
-      ["b", yield* startNode("b", "", env)]
-    ])
+    const nodes = new Map<string, Node>()
+    for (const id of ids) nodes.set(id, yield* startNode(id, "", env))
     yield* PgTest.eventually(
-      "two runners registered",
+      `${ids.length} runners registered`,
       Effect.map(
         sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM cluster_runners WHERE healthy`,
-        (rows) => rows[0]!.n === 2
+        (rows) => rows[0]!.n === ids.length
       ).pipe(Effect.catch(() => Effect.succeed(false))), // the tables appear with the first runner
       30_000
     )
@@ -190,6 +188,34 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervi
         const ofTick = again.filter((run) => run.tick === killed.tick)
         assert.deepStrictEqual(ofTick.map((run) => run.node), [killed.node, survivor])
         assert.isNull(ofTick[0]!.ended, "the killed run never ended")
+      }),
+    60_000
+  )
+})
+
+layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervisor.cron with long runs", (it) => {
+  it.effect(
+    "a run longer than the period holds the next tick; of the ticks that passed only the latest runs, at once (pg_cron's rule)",
+    () =>
+      Effect.gen(function*() {
+        // Every second, runs of 2.5 seconds.
+        yield* startCluster({ FIXTURE_CRON: "* * * * * *", CRON_RUN_MS: "2500" }, ["solo"])
+        const all = yield* awaitRuns("four ended runs", (all) =>
+          all.filter((run) => run.ended !== null).length >= 4, 30_000)
+        assertOncePerTick(all) // never overlapping
+        const ended = all.filter((run) =>
+          run.ended !== null
+        )
+        for (let i = 1; i < ended.length; i++) {
+          const before = ended[i - 1]!
+          const after = ended[i]!
+          // The ticks due while `before` ran: only the latest ran, the older ones were skipped.
+          assert.isAtLeast(after.tick - before.tick, 2_000, `tick ${after.tick} ran though a later one was due`)
+          assert.isAtMost(after.tick, after.started, `tick ${after.tick} started before it was due`)
+          assert.isAbove(after.tick, before.ended! - 1_000, `tick ${after.tick} was not the latest due`)
+          // ... and it started as soon as the previous run ended.
+          assert.isBelow(after.started - before.ended!, 1_000, `tick ${after.tick} waited after ${before.tick} ended`)
+        }
       }),
     60_000
   )
