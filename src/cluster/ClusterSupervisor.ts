@@ -82,6 +82,47 @@
  * NodeSupervisor.runMain(App)
  * ```
  *
+ * **Cron-started workers** ({@link cron})
+ *
+ * PostgreSQL has no cron; its extension pg_cron runs a job at each tick of a schedule, at most one run of a
+ * job at a time. `cron(worker, { cron })` does that across the cluster, on Effect's `ClusterCron`: at each
+ * tick, exactly one of the processes starts the worker in its own supervisor (with `restart: "never"`; the
+ * next tick is its retry), with a fresh fencing token, and the job waits for it to end. A tick that comes
+ * while the previous run is still active waits for it; of the ticks that passed meanwhile only the latest
+ * runs, at once (pg_cron's rule). When the process running a tick dies, another process takes the job over
+ * once the dead one's lock is gone and runs that tick again if it is still the latest due, or else the next
+ * one. Ticks start up to the storage poll (`shardingConfig.entityMessagePollInterval`, Effect's default
+ * 10 s) late: lower it for schedules in seconds.
+ *
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { BackgroundWorker, Supervisor } from "effect-bgworker"
+ * import { ClusterSupervisor } from "effect-bgworker/cluster"
+ * import { NodeSupervisor } from "effect-bgworker/node"
+ * import { EmbeddedPostgres, WorkerConnection } from "effect-bgworker/pg"
+ * import { SqlClient } from "effect/sql/SqlClient"
+ *
+ * const purge = BackgroundWorker.make({
+ *   name: "purge sessions",
+ *   database: {},
+ *   main: () =>
+ *     Effect.gen(function*() {
+ *       const sql = yield* SqlClient
+ *       const fence = yield* ClusterSupervisor.guard // this run's token is still the newest
+ *       yield* sql`DELETE FROM sessions WHERE expires_at < now() AND ${fence}`
+ *     })
+ * })
+ *
+ * const App = ClusterSupervisor.cron(purge, { cron: "*\/5 * * * *" }).pipe( // every five minutes
+ *   Layer.provide(ClusterSupervisor.layer({ runnerAddress: { host: "10.0.0.7", port: Number(process.env.PORT) } })),
+ *   Layer.provideMerge(Supervisor.layer()),
+ *   Layer.provide(WorkerConnection.layer()),
+ *   Layer.provide(EmbeddedPostgres.clientLayer().pipe(Layer.provideMerge(EmbeddedPostgres.layer())))
+ * )
+ *
+ * NodeSupervisor.runMain(App)
+ * ```
+ *
  * **Gotchas**
  *
  * - Every process needs its own `runnerAddress`, reachable by the others (the runners talk over TCP); two
@@ -103,9 +144,15 @@
  * - Effect's cluster tables (`<tablePrefix>_runners`, `_locks`, `_messages`, `_replies`, ...) and the fence
  *   schema are created by the supervisor's role on first start; run all processes of a cluster as one role.
  *
+ * - A cron tick can run twice: a run whose process died mid-way is run again elsewhere (at-least-once, as
+ *   every persisted cluster message). Make cron workers idempotent per tick ({@link scheduledTime}) or fence
+ *   their writes; a cron worker must end, or no later tick runs.
+ *
  * **Deliberate differences from PostgreSQL:** there is none to differ from; the nearest is a standby's
  * promotion, which PostgreSQL leaves to tools outside the server. Ownership is decided by Effect's cluster,
- * not by an election of our own.
+ * not by an election of our own. Against pg_cron: a run that died with its process is run again (pg_cron
+ * marks it failed and waits for the next tick), and a tick that passed while no process was up runs once
+ * late when one starts, unless older than `skipIfOlderThan` (pg_cron skips it).
  *
  * @since 0.2.0
  */
