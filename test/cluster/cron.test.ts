@@ -10,8 +10,11 @@ import * as Clock from "effect/Clock"
 import * as Cron from "effect/Cron"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as References from "effect/References"
 import { SqlClient } from "effect/sql/SqlClient"
+import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import { ClusterSupervisor } from "../../src/cluster/index.ts"
+import * as Supervisor from "../../src/Supervisor.ts"
 import * as PgTest from "../pg/support.ts"
 import { type Node, startNode } from "./support.ts"
 
@@ -122,6 +125,30 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervi
       )
       const fiveFields = yield* ClusterSupervisor.parseCron("*/5 * * * *")
       assert.strictEqual(Cron.next(fiveFields, from).toISOString(), "2026-01-01T00:05:00.000Z")
+    }))
+
+  it.effect("a cron layer with an invalid schedule fails to build with InvalidCronSchedule naming the option", () =>
+    Effect.gen(function*() {
+      const port = yield* PgTest.freePort
+      const worker = BackgroundWorker.make({ name: "never due", main: () => Effect.void })
+      const build = (options: ClusterSupervisor.CronOptions) =>
+        Effect.flip(Layer.build(
+          ClusterSupervisor.cron(worker, options).pipe(
+            Layer.provide(ClusterSupervisor.layer({
+              runnerAddress: { host: "127.0.0.1", port },
+              tablePrefix: "cron_invalid",
+              schema: "cron_invalid_fence"
+            })),
+            Layer.provide(Supervisor.layer())
+          )
+        )).pipe(Effect.provideService(References.MinimumLogLevel, "Error")) // the lone runner's chatter
+      const malformed = yield* build({ cron: "* * *" })
+      assert.isTrue(ClusterSupervisor.isInvalidCronSchedule(malformed), String(malformed))
+      if (!ClusterSupervisor.isInvalidCronSchedule(malformed)) return
+      assert.strictEqual(malformed.field, "cron")
+      assert.isDefined(malformed.hint)
+      const negative = yield* build({ cron: "* * * * *", skipIfOlderThan: "-1 second" })
+      assert.isTrue(ClusterSupervisor.isInvalidCronSchedule(negative) && negative.field === "skipIfOlderThan")
     }))
 
   it.effect(
