@@ -82,6 +82,47 @@
  * NodeSupervisor.runMain(App)
  * ```
  *
+ * **Cron-started workers** ({@link cron})
+ *
+ * PostgreSQL has no cron; its extension pg_cron runs a job at each tick of a schedule, at most one run of a
+ * job at a time. `cron(worker, { cron })` does that across the cluster, on Effect's `ClusterCron`: at each
+ * tick, exactly one of the processes starts the worker in its own supervisor (with `restart: "never"`; the
+ * next tick is its retry), with a fresh fencing token, and the job waits for it to end. A tick that comes
+ * while the previous run is still active waits for it; of the ticks that passed meanwhile only the latest
+ * runs, at once (pg_cron's rule). When the process running a tick dies, another process takes the job over
+ * once the dead one's lock is gone and runs that tick again if it is still the latest due, or else the next
+ * one. Ticks start up to the storage poll (`shardingConfig.entityMessagePollInterval`, Effect's default
+ * 10 s) late: lower it for schedules in seconds.
+ *
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { BackgroundWorker, Supervisor } from "effect-bgworker"
+ * import { ClusterSupervisor } from "effect-bgworker/cluster"
+ * import { NodeSupervisor } from "effect-bgworker/node"
+ * import { EmbeddedPostgres, WorkerConnection } from "effect-bgworker/pg"
+ * import { SqlClient } from "effect/sql/SqlClient"
+ *
+ * const purge = BackgroundWorker.make({
+ *   name: "purge sessions",
+ *   database: {},
+ *   main: () =>
+ *     Effect.gen(function*() {
+ *       const sql = yield* SqlClient
+ *       const fence = yield* ClusterSupervisor.guard // this run's token is still the newest
+ *       yield* sql`DELETE FROM sessions WHERE expires_at < now() AND ${fence}`
+ *     })
+ * })
+ *
+ * const App = ClusterSupervisor.cron(purge, { cron: "*\/5 * * * *" }).pipe( // every five minutes
+ *   Layer.provide(ClusterSupervisor.layer({ runnerAddress: { host: "10.0.0.7", port: Number(process.env.PORT) } })),
+ *   Layer.provideMerge(Supervisor.layer()),
+ *   Layer.provide(WorkerConnection.layer()),
+ *   Layer.provide(EmbeddedPostgres.clientLayer().pipe(Layer.provideMerge(EmbeddedPostgres.layer())))
+ * )
+ *
+ * NodeSupervisor.runMain(App)
+ * ```
+ *
  * **Gotchas**
  *
  * - Every process needs its own `runnerAddress`, reachable by the others (the runners talk over TCP); two
@@ -103,14 +144,21 @@
  * - Effect's cluster tables (`<tablePrefix>_runners`, `_locks`, `_messages`, `_replies`, ...) and the fence
  *   schema are created by the supervisor's role on first start; run all processes of a cluster as one role.
  *
+ * - A cron tick can run twice: a run whose process died mid-way is run again elsewhere (at-least-once, as
+ *   every persisted cluster message). Make cron workers idempotent per tick ({@link scheduledTime}) or fence
+ *   their writes; a cron worker must end, or no later tick runs.
+ *
  * **Deliberate differences from PostgreSQL:** there is none to differ from; the nearest is a standby's
  * promotion, which PostgreSQL leaves to tools outside the server. Ownership is decided by Effect's cluster,
- * not by an election of our own.
+ * not by an election of our own. Against pg_cron: a run that died with its process is run again (pg_cron
+ * marks it failed and waits for the next tick), and a tick that passed while no process was up runs once
+ * late when one starts, unless older than `skipIfOlderThan` (pg_cron skips it).
  *
  * @since 0.2.0
  */
 import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import * as NodeCrypto from "@effect/platform-node/NodeCrypto"
+import * as ClusterCron from "effect/cluster/ClusterCron"
 import * as RunnerAddress from "effect/cluster/RunnerAddress"
 import * as RunnerHealth from "effect/cluster/RunnerHealth"
 import * as Runners from "effect/cluster/Runners"
@@ -121,11 +169,14 @@ import * as SocketRunner from "effect/cluster/SocketRunner"
 import * as SqlMessageStorage from "effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "effect/cluster/SqlRunnerStorage"
 import * as Context from "effect/Context"
+import * as Cron from "effect/Cron"
+import * as DateTime from "effect/DateTime"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
+import * as Result from "effect/Result"
 import * as RpcSerialization from "effect/rpc/RpcSerialization"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
@@ -528,6 +579,218 @@ export const singleton = <A, E, R>(
     options?.shardGroup === undefined ? undefined : { shardGroup: options.shardGroup }
   )
 }
+
+// --- Cron ---
+
+/**
+ * A cron schedule given to {@link cron} (or {@link parseCron}) is not a valid cron expression, or another
+ * of its options is wrong: `field` names the option.
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export class InvalidCronSchedule extends Schema.TaggedError<InvalidCronSchedule>()("InvalidCronSchedule", {
+  field: Schema.String,
+  detail: Schema.String,
+  hint: Schema.optionalKey(Schema.String)
+}) {
+  override get message(): string {
+    return `invalid cron option "${this.field}": ${this.detail}`
+  }
+  /** The schedule must change. */
+  get isRetryable(): boolean {
+    return false
+  }
+}
+
+/**
+ * @category guards
+ * @since 0.2.0
+ */
+export const isInvalidCronSchedule = (u: unknown): u is InvalidCronSchedule =>
+  Predicate.isTagged(u, "InvalidCronSchedule") && u instanceof InvalidCronSchedule
+
+const cronHint = "Five fields (minute hour day-of-month month day-of-week), or six with the seconds first: " +
+  "\"*/5 * * * *\" every five minutes, \"*/10 * * * * *\" every ten seconds."
+
+/**
+ * Parses a cron expression (five fields, or six with the seconds first), failing with
+ * {@link InvalidCronSchedule} and a hint rather than `Cron.CronParseError`. A `Cron.Cron` is returned as is.
+ * Times are UTC unless a `Cron.Cron` made with a time zone is given.
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const parseCron = (schedule: string | Cron.Cron): Effect.Effect<Cron.Cron, InvalidCronSchedule> => {
+  if (Cron.isCron(schedule)) return Effect.succeed(schedule)
+  if (typeof schedule !== "string" || schedule.length > 256) {
+    return Effect.fail(
+      new InvalidCronSchedule({ field: "cron", detail: "must be a cron expression of at most 256 characters" })
+    )
+  }
+  const parsed = Cron.parse(schedule, "UTC")
+  return Result.isSuccess(parsed)
+    ? Effect.succeed(parsed.success)
+    : Effect.fail(
+      new InvalidCronSchedule({
+        field: "cron",
+        detail: `"${escape(schedule)}": ${escape(parsed.failure.message)}`,
+        hint: cronHint
+      })
+    )
+}
+
+/**
+ * @category models
+ * @since 0.2.0
+ */
+export interface CronOptions {
+  /** When: a cron expression (five fields, or six with the seconds first; UTC) or a `Cron.Cron`. */
+  readonly cron: string | Cron.Cron
+  /** The job's cluster-wide name (its Effect entity and its fence row). Default: the worker's `name`. */
+  readonly name?: string | undefined
+  /**
+   * A due tick delivered later than this (all processes were down, the cluster's storage was unreachable)
+   * is skipped. Default 1 day (Effect's `ClusterCron` default).
+   */
+  readonly skipIfOlderThan?: Duration.Input | undefined
+  /** Effect's shard group (default `"default"`). */
+  readonly shardGroup?: string | undefined
+  readonly extra?: Uint8Array | undefined
+}
+
+/**
+ * The time the current cron run was scheduled for (a tick of the schedule, UTC), in every cron worker's
+ * context: Effect's `ClusterCron.CurrentScheduledTime`.
+ *
+ * @category accessors
+ * @since 0.2.0
+ */
+export const scheduledTime: Effect.Effect<DateTime.Utc, never, ClusterCron.CurrentScheduledTime> = ClusterCron
+  .CurrentScheduledTime.useSync((time) => time)
+
+/** The fence row of cron job `name`: apart from the singletons' names. */
+const cronFence = (name: string) => `cron/${name}`
+
+/**
+ * Starts `worker` once per tick of `options.cron` across the whole cluster: on one of the processes that
+ * provide this layer, registered with that process's `Supervisor` (it shows in that process's activity
+ * while it runs), with a fresh {@link Fencing} token and the tick's time ({@link scheduledTime}) in its
+ * context. The next tick is not started before this run's worker has ended.
+ *
+ * **Details**
+ *
+ * Built on Effect's `ClusterCron` with `calculateNextRunFromPrevious`: the ticks are persisted messages to
+ * one entity per job, processed one at a time by the process that owns its shard (until that process dies
+ * or the shards are rebalanced; then another process carries on). For each tick it takes the job's next
+ * fencing token (the fence row `cron/<name>`), registers the worker with `restart: "never"` and waits for
+ * it to end. The layer fails with {@link InvalidCronSchedule} when the expression, `name` or
+ * `skipIfOlderThan` is invalid.
+ *
+ * - **One run at a time, at most one late run (pg_cron's rule):** a tick that comes while the previous run
+ *   is still active waits for it; of the ticks that passed meanwhile only the latest runs, at once, and the
+ *   older ones are skipped (logged at debug level).
+ * - **One attempt per tick:** the worker's own `restart` policy and intensity limit are not used; a run
+ *   that fails is logged by the supervisor and the next tick is its retry, as a failed pg_cron job waits
+ *   for its next run. A tick whose worker cannot be registered (`NoFreeSlot`, `ShuttingDown`) is skipped
+ *   with a warning, as pg_cron fails a run that gets no background worker slot.
+ * - **A process that dies mid-run:** the tick's message has no reply yet, so the process that takes the
+ *   job's shard over (once the dead one's lock is released or expires, `shardLockExpiration`) delivers it
+ *   again. It runs again there, with a greater token, only if it is still the latest due tick; otherwise it
+ *   is skipped like any tick that a newer one overtook. A run can therefore be repeated after a crash
+ *   (at-least-once, like every persisted cluster message): make the worker idempotent per tick, or fence
+ *   its writes with its token.
+ *
+ * **Gotchas**
+ *
+ * - A tick is picked up by the storage poll: it starts up to `shardingConfig.entityMessagePollInterval`
+ *   late (Effect's default 10 s; one query per process per interval). Schedules in seconds need a shorter
+ *   poll, e.g. `shardingConfig: { entityMessagePollInterval: "250 millis" }` in {@link layer}'s options.
+ * - The worker must end: a worker that loops forever holds the job, and no later tick runs.
+ * - Ownership moving while both processes live (a process joins, one shuts down gracefully) waits for the
+ *   running tick: the run is an uninterruptible cluster request, bounded by Effect's
+ *   `entityTerminationTimeout`.
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const cron = <A, E, R>(
+  worker: BackgroundWorker.BackgroundWorker<A, E, R>,
+  options: CronOptions & (void extends A ? { readonly argument?: A | undefined } : { readonly argument: A })
+): Layer.Layer<
+  never,
+  InvalidCronSchedule,
+  ClusterSupervisor | Sharding | Supervisor.Supervisor | Exclude<R, Fencing | ClusterCron.CurrentScheduledTime>
+> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const schedule = yield* parseCron(options.cron)
+    const name = options.name ?? worker.name
+    if (typeof name !== "string" || name.length === 0 || name.length > 200) {
+      return yield* new InvalidCronSchedule({ field: "name", detail: "must be 1 to 200 characters" })
+    }
+    let skipIfOlderThan = Duration.days(1)
+    if (options.skipIfOlderThan !== undefined) {
+      const parsed = Duration.fromInput(options.skipIfOlderThan)
+      if (Option.isNone(parsed) || Duration.toMillis(parsed.value) <= 0) {
+        return yield* new InvalidCronSchedule({ field: "skipIfOlderThan", detail: "must be a positive duration" })
+      }
+      skipIfOlderThan = parsed.value
+    }
+    const label = escape(name)
+    const once: BackgroundWorker.BackgroundWorker<unknown, E, R> = {
+      ...(worker as BackgroundWorker.BackgroundWorker<unknown, E, R>),
+      restart: "never",
+      intensity: undefined
+    }
+    const registerOptions = options.extra === undefined ? undefined : { extra: options.extra }
+    const execute = Effect.gen(function*() {
+      const tick = yield* ClusterCron.CurrentScheduledTime
+      const at = DateTime.formatIso(tick)
+      const now = yield* DateTime.now
+      if (Cron.next(schedule, tick).getTime() <= DateTime.toEpochMillis(now)) {
+        return yield* Effect.logDebug(`cron "${label}": tick ${at} skipped, a later tick is already due`)
+      }
+      const cluster = yield* ClusterSupervisor
+      const token = yield* cluster.acquire(cronFence(name)).pipe(
+        Effect.retry({ times: 4, schedule: retryEverySecond }),
+        Effect.option
+      )
+      if (Option.isNone(token)) {
+        return yield* Effect.logWarning(`cron "${label}": tick ${at} skipped, no fencing token (database down?)`)
+      }
+      const registered = yield* Supervisor.register(once, options.argument, registerOptions).pipe(
+        Effect.provideService(Fencing, makeFencing(cluster, cronFence(name), token.value)),
+        Effect.result
+      )
+      if (Result.isFailure(registered)) {
+        return yield* Effect.logWarning(
+          `cron "${label}": tick ${at} skipped, the worker could not be registered: ${
+            escape(registered.failure.message)
+          }`
+        )
+      }
+      const handle = registered.success
+      yield* Effect.logDebug(`cron "${label}": tick ${at} runs on ${cluster.owner} with fencing token ${token.value}`)
+      yield* Supervisor.awaitStartup(handle).pipe(
+        Effect.andThen(Supervisor.awaitShutdown(handle)),
+        Effect.onInterrupt(() => Supervisor.terminate(handle).pipe(Effect.andThen(Supervisor.awaitShutdown(handle))))
+      )
+    })
+    // The worker's context is captured by `register`: what it needs beyond the supervisor's own services is
+    // what this layer needs.
+    return ClusterCron.make({
+      name,
+      cron: schedule,
+      execute,
+      calculateNextRunFromPrevious: true,
+      skipIfOlderThan,
+      ...(options.shardGroup === undefined ? {} : { shardGroup: options.shardGroup })
+    }) as Layer.Layer<
+      never,
+      never,
+      ClusterSupervisor | Sharding | Supervisor.Supervisor | Exclude<R, Fencing | ClusterCron.CurrentScheduledTime>
+    >
+  }))
 
 // --- Accessors for the worker's code ---
 
