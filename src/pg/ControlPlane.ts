@@ -206,6 +206,21 @@ export interface Options {
    * @since 0.2.0
    */
   readonly loopback?: string | false | undefined
+  /**
+   * How often this process refreshes its row in `bgworker.processes` (its heartbeat, and its free slots).
+   * Default 1 second.
+   *
+   * @since 0.3.0
+   */
+  readonly heartbeatInterval?: Duration.Input | undefined
+  /**
+   * How old the heartbeat of a process must be before it is marked dead, its workers leaving
+   * `bgworker.activity`, provided its liveness lock is free too: a process that lives is never marked dead,
+   * however late its heartbeat. Default 10 seconds.
+   *
+   * @since 0.3.0
+   */
+  readonly deadAfter?: Duration.Input | undefined
 }
 
 /**
@@ -232,7 +247,9 @@ const resolve = (options: Options): Effect.Effect<internal.ResolvedOptions> =>
       retention: Duration.fromInputUnsafe(options.retention ?? "24 hours"),
       pollInterval: Duration.fromInputUnsafe(options.pollInterval ?? "1 second"),
       publishInterval: Duration.fromInputUnsafe(options.publishInterval ?? "50 millis"),
-      loopback: options.loopback
+      loopback: options.loopback,
+      heartbeatInterval: Duration.fromInputUnsafe(options.heartbeatInterval ?? "1 second"),
+      deadAfter: Duration.fromInputUnsafe(options.deadAfter ?? "10 seconds")
     })
   })
 
