@@ -10,10 +10,13 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
+import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
+import { randomUUID } from "node:crypto"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as ControlPlane from "../../src/pg/ControlPlane.ts"
 import * as EmbeddedPostgres from "../../src/pg/EmbeddedPostgres.ts"
+import * as Sql from "../../src/pg/internal/controlPlaneSql.ts"
 import * as Preload from "../../src/Preload.ts"
 import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
@@ -33,6 +36,22 @@ const napper = BackgroundWorker.make({
 const keeper = (name: string) => BackgroundWorker.make({ name, main: () => Effect.never })
 
 const logs = captureLogs()
+
+const suffix = randomUUID().slice(0, 8)
+const reloader = `pr_reloader_${suffix}`
+const granted = `pr_granted_${suffix}`
+
+/** Roles are cluster-wide: the suite's own go when it ends. */
+const dropRoles = Layer.effectDiscard(
+  Effect.addFinalizer(() =>
+    SqlClient.use((sql) =>
+      Effect.gen(function*() {
+        yield* sql.unsafe(`DROP OWNED BY ${reloader}, ${granted}`).pipe(Effect.ignore)
+        yield* sql.unsafe(`DROP ROLE IF EXISTS ${reloader}, ${granted}`)
+      })
+    ).pipe(Effect.orDie)
+  )
+)
 
 /** Each supervisor has two slots, one of them taken by its static worker. */
 const supervisor = (staticName: string) =>
@@ -59,7 +78,7 @@ const layerB = Layer.effect(
   )
 )
 
-const TestLayer = layerB.pipe(
+const TestLayer = Layer.mergeAll(layerB, dropRoles).pipe(
   Layer.provideMerge(layerA),
   Layer.provideMerge(PgTest.layer({ prefix: "processes" })),
   Layer.provide(logs.layer)
@@ -290,4 +309,53 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane with several processes", (it
       }).pipe(Effect.provide(NodeServices.layer)),
     30_000
   )
+
+  it.effect("reload(process) needs the right to execute reload(), as reload() does", () =>
+    Effect.gen(function*() {
+      const { b } = yield* ids
+      const sql = yield* SqlClient
+      yield* sql.unsafe(`CREATE ROLE ${reloader} NOLOGIN`)
+      const asReloader = sql.withTransaction(
+        Effect.andThen(sql.unsafe(`SET LOCAL ROLE ${reloader}`), sql`SELECT bgworker.reload(${b})`)
+      )
+      const refused = yield* PgTest.pgFailure(asReloader)
+      assert.strictEqual(refused.code, "42501")
+      yield* sql.unsafe(`GRANT EXECUTE ON FUNCTION bgworker.reload() TO ${reloader}`)
+      yield* asReloader
+    }))
+
+  it.effect("a database at migration 3 migrates, keeping who may execute launch and start", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const s = "bgworker_old"
+      yield* sql.unsafe(`CREATE SCHEMA ${s}`)
+      yield* Migrator.make({})({
+        loader: Migrator.fromRecord({
+          "0001_init": Effect.forEach(Sql.init(s), (statement) => sql.unsafe(statement), { discard: true }),
+          "0002_security": Effect.forEach(Sql.security(s), (statement) => sql.unsafe(statement), { discard: true }),
+          "0003_fidelity": Effect.forEach(Sql.fidelity(s), (statement) => sql.unsafe(statement), { discard: true })
+        }),
+        table: `${s}._migrations`
+      })
+      yield* sql.unsafe(`CREATE ROLE ${granted} NOLOGIN`)
+      yield* sql.unsafe(`GRANT EXECUTE ON FUNCTION ${s}.launch(text, text, jsonb, text, text) TO ${granted}`)
+      const ran = yield* ControlPlane.migrate({ schema: s })
+      assert.deepStrictEqual(ran, [[4, "processes"]])
+      const may = (role: string, fn: string) =>
+        Effect.map(
+          sql<{ readonly ok: boolean }>`SELECT has_function_privilege(${role}, ${fn}, 'EXECUTE') AS ok`,
+          (rows) => rows[0]!.ok
+        )
+      const launch6 = `${s}.launch(text, text, jsonb, text, text, text)`
+      const start7 = `${s}.start(text, text, jsonb, text, text, interval, text)`
+      assert.isTrue(yield* may(granted, launch6), "a DBA's grant is carried over")
+      assert.isTrue(yield* may(`${s}_launcher`, launch6))
+      assert.isTrue(yield* may(`${s}_launcher`, start7))
+      assert.isFalse(yield* may(reloader, launch6), "PUBLIC still may not launch")
+      assert.isFalse(yield* may(reloader, start7))
+      const [old] = yield* sql<{ readonly n: number }>`
+        SELECT count(*)::int AS n FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = ${s} AND p.proname IN ('launch', 'start')`
+      assert.strictEqual(old!.n, 2, "the old signatures are gone: calls are not ambiguous")
+    }))
 })

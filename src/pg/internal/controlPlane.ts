@@ -951,9 +951,12 @@ export const make = (
     // --- views ---
 
     const writeActivity = Effect.gen(function*() {
-      const json = JSON.stringify((yield* supervisor.activity).map(activityRecord))
+      const rows = yield* supervisor.activity
+      const json = JSON.stringify(rows.map(activityRecord))
       if (json === written.activity) return
       yield* sql.withTransaction(Effect.gen(function*() {
+        yield* sql`UPDATE ${table("_processes")}
+          SET free_slots = ${Math.max(0, supervisor.maxWorkerProcesses() - rows.length)} WHERE id = ${me}`
         yield* sql`DELETE FROM ${table("_activity")} WHERE supervisor_id = ${me}`
         yield* sql.unsafe(
           `INSERT INTO ${schema}._activity

@@ -1007,11 +1007,15 @@ export const markDead = (s: string) =>
    WHERE dead_at IS NULL AND heartbeat_at < pg_catalog.now() - $1::interval AND ${deadSupervisor("id")}
    RETURNING id`
 
-/** Where an unnamed launch with no slot here may go: a live process with free slots, not yet tried. */
+/**
+ * Where an unnamed launch with no slot here may go: a live process that has not tried it, those reporting
+ * the most free slots first. The report may be stale (a worker ended since), so it orders, never excludes:
+ * the process itself decides, and hands it on again when it has no slot.
+ */
 export const otherProcess = (s: string) =>
   `SELECT p.id, p.channel FROM ${s}._processes p
-   WHERE p.dead_at IS NULL AND p.id <> $1 AND NOT (p.id = ANY ($2::text[])) AND coalesce(p.free_slots, 1) > 0
-   ORDER BY p.free_slots DESC NULLS LAST, p.id LIMIT 1`
+   WHERE p.dead_at IS NULL AND p.id <> $1 AND NOT (p.id = ANY ($2::text[]))
+   ORDER BY p.free_slots DESC NULLS FIRST, p.id LIMIT 1`
 
 /**
  * The requests a process that is not attached claims: those assigned to it, while it is registered and
