@@ -200,6 +200,24 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane with several processes", (it
       yield* stopLaunched
     }))
 
+  it.effect("start naming process B returns the pid of a worker that runs on B, inside a transaction", () =>
+    Effect.gen(function*() {
+      const { b } = yield* ids
+      const sql = yield* SqlClient
+      const onB = yield* ProcessB
+      const pid = yield* sql.withTransaction(
+        Effect.map(
+          sql<{ readonly pid: number | null }>`
+            SELECT bgworker.start('demo', 'napper', ${JSON.stringify(sleepy)}::jsonb, process => ${b}) AS pid`,
+          (rows) => rows[0]!.pid
+        )
+      )
+      assert.isNotNull(pid, "the loopback session committed the launch")
+      const running = (yield* onB.activity).filter((row) => row.name === "napper")
+      assert.deepStrictEqual(running.map((row) => row.pid), [pid])
+      yield* stopLaunched
+    }))
+
   it.effect("with A full, an unnamed launch runs on B; with both full, it finds no slot", () =>
     Effect.gen(function*() {
       const { a, b } = yield* ids
@@ -242,6 +260,42 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane with several processes", (it
         ["set_latch", "done", b, null],
         ["terminate", "done", b, null]
       ])
+    }))
+
+  it.effect("a terminate in the launching transaction follows the launch when A hands it to B", () =>
+    Effect.gen(function*() {
+      const { a, b } = yield* ids
+      const sql = yield* SqlClient
+      const first = yield* launch()
+      assert.isNotNull(yield* waitForStartup(first))
+      assert.strictEqual(yield* processOf(first), a, "A is now full")
+      const handle = yield* sql.withTransaction(Effect.gen(function*() {
+        const handle = yield* launch()
+        yield* sql`SELECT bgworker.terminate(${handle})`
+        return handle
+      }))
+      const rows = sql<{
+        readonly kind: string
+        readonly state: string
+        readonly supervisor_id: string | null
+        readonly error: string | null
+      }>`
+        SELECT kind, state, supervisor_id, error FROM bgworker._requests WHERE id = ${handle} OR target = ${handle}
+        ORDER BY id`
+      yield* PgTest.eventually(
+        "the launch ran on B and the terminate reached it there",
+        Effect.map(rows, (all) => all.length === 2 && all[1]!.state === "done")
+      )
+      assert.deepStrictEqual((yield* rows).map((row) => [row.kind, row.state, row.supervisor_id, row.error]), [
+        ["launch", "launched", b, `terminating background worker "napper" due to administrator command`],
+        ["terminate", "done", b, null]
+      ])
+      const onB = yield* ProcessB
+      yield* PgTest.eventually(
+        "the worker on B stopped",
+        Effect.map(onB.status(yield* workerHandle(handle)), (status) => status._tag === "Stopped")
+      )
+      yield* stopLaunched
     }))
 
   it.effect("reload() reaches every live process, reload(process) only the named one", () =>
@@ -297,15 +351,26 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane with several processes", (it
         )
         const rows = yield* activity
         assert.isFalse(rows.some((row) => row.process === id), "the dead process's workers left the view")
-        assert.isTrue(rows.some((row) => row.name === "static a") && rows.some((row) => row.name === "static b"))
+        assert.isTrue(
+          rows.some((row) => row.name === "static a"),
+          `A's static worker stays: ${JSON.stringify(rows.map((row) => row.name))}`
+        )
+        assert.isTrue(
+          rows.some((row) => row.name === "static b"),
+          `B's static worker stays: ${JSON.stringify(rows.map((row) => row.name))}`
+        )
 
         // A beats once an hour: its heartbeat has long lapsed, but it lives (its liveness lock is held).
         const { a } = yield* ids
         const rowA = (yield* processes).find((row) => row.process === a)!
         assert.isTrue(Date.now() - rowA.heartbeat_at.getTime() > 300, "A's heartbeat is late")
-        assert.isTrue(rowA.live)
+        assert.isTrue(rowA.live, "A is live")
         assert.isNull(rowA.dead_at)
-        assert.isTrue(logs.lines.some((line) => line.includes(`supervisor process ${id} is gone: marked dead`)))
+        // Logged by the process that marked it, once it has cleaned up after it.
+        yield* PgTest.eventually(
+          "the marking logged",
+          Effect.sync(() => logs.lines.some((line) => line.includes(`supervisor process ${id} is gone: marked dead`)))
+        )
       }).pipe(Effect.provide(NodeServices.layer)),
     30_000
   )

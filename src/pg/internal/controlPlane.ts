@@ -471,6 +471,32 @@ export const make = (
         yield* signal(wake)
       })
 
+    /** Completed once the liveness lock is first held. */
+    const alive = yield* Deferred.make<void>()
+    /**
+     * The liveness lock: held for this supervisor's whole life on a session of its own, so that another
+     * supervisor taking over can tell a supervisor that lost its lock session (alive) from one that is gone.
+     */
+    yield* Effect.gen(function*() {
+      const connection = yield* sql.reserve
+      yield* connection.execute(Sql.livenessLock(), [me], undefined)
+      yield* Deferred.succeed(alive, undefined)
+      // The session goes back to the pool: a session-level lock would stay with it.
+      yield* Effect.addFinalizer(() => Effect.ignore(connection.execute(Sql.livenessUnlock(), [me], undefined)))
+      return yield* Effect.forever(
+        Effect.andThen(Effect.sleep(pollInterval), connection.execute("SELECT 1", [], undefined))
+      )
+    }).pipe(
+      Effect.scoped,
+      survive(`lost the liveness session on schema "${schema}"`),
+      Effect.andThen(Effect.sleep(pollInterval)),
+      Effect.forever,
+      Effect.annotateLogs(logAnnotations),
+      Effect.forkScoped
+    )
+
+    // Registered only once the liveness lock is held: a registered process is never without it while it lives.
+    yield* Deferred.await(alive)
     yield* register
     // A process that is not attached publishes its workers too: from the start, not only on a change.
     yield* signal(activityDirty)
@@ -493,27 +519,6 @@ export const make = (
       for (const { id } of dead) yield* buryProcess(id)
     }).pipe(
       survive(`could not refresh this process's heartbeat on schema "${schema}"`),
-      Effect.forever,
-      Effect.annotateLogs(logAnnotations),
-      Effect.forkScoped
-    )
-
-    /**
-     * The liveness lock: held for this supervisor's whole life on a session of its own, so that another
-     * supervisor taking over can tell a supervisor that lost its lock session (alive) from one that is gone.
-     */
-    yield* Effect.gen(function*() {
-      const connection = yield* sql.reserve
-      yield* connection.execute(Sql.livenessLock(), [me], undefined)
-      // The session goes back to the pool: a session-level lock would stay with it.
-      yield* Effect.addFinalizer(() => Effect.ignore(connection.execute(Sql.livenessUnlock(), [me], undefined)))
-      return yield* Effect.forever(
-        Effect.andThen(Effect.sleep(pollInterval), connection.execute("SELECT 1", [], undefined))
-      )
-    }).pipe(
-      Effect.scoped,
-      survive(`lost the liveness session on schema "${schema}"`),
-      Effect.andThen(Effect.sleep(pollInterval)),
       Effect.forever,
       Effect.annotateLogs(logAnnotations),
       Effect.forkScoped
