@@ -156,7 +156,8 @@
  * with the key is only a wake-up; a replayed one is ignored; a claim whose notification never arrives is
  * queued again by the next poll. Each supervisor also holds a liveness lock
  * for its whole life: a supervisor that takes over treats another one's workers as dead, and queues again
- * what it claimed but never launched, only once that one's liveness lock is free.
+ * what it claimed but never launched, only once that one's liveness lock is free (and, for a registered
+ * process, its heartbeat has lapsed: see Liveness).
  *
  * **Retention.** Processed requests older than `retention` (24 hours by default) are deleted by the
  * attached supervisor, except launches whose worker may still run.
@@ -249,7 +250,7 @@ export interface Options {
    * How often this process refreshes its row in `bgworker.processes` (its heartbeat, and its free slots).
    * Default 1 second.
    *
-   * @since 0.3.0
+   * @since 0.2.0
    */
   readonly heartbeatInterval?: Duration.Input | undefined
   /**
@@ -257,7 +258,7 @@ export interface Options {
    * `bgworker.activity`, provided its liveness lock is free too: a process that lives is never marked dead,
    * however late its heartbeat. Default 10 seconds.
    *
-   * @since 0.3.0
+   * @since 0.2.0
    */
   readonly deadAfter?: Duration.Input | undefined
 }

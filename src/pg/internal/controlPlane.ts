@@ -398,13 +398,17 @@ export const make = (
     // --- attachment ---
 
     /**
-     * What a newly attached supervisor finds. Another supervisor that is gone (its liveness lock is free)
-     * is dead, and so are its workers: their statuses say so, its views go, and what it claimed but never
+     * What a newly attached supervisor finds. Another supervisor that is gone (its liveness lock is free and,
+     * if it is registered, its heartbeat has lapsed) is dead, and so are its workers: their statuses say so, its views go, and what it claimed but never
      * launched is queued again (at least once). Another that still lives (it lost its lock session, not its
      * process) keeps its workers and its rows. Its own workers are followed again.
      */
     const takeOver = Effect.gen(function*() {
-      const dead = Sql.deadSupervisor("supervisor_id")
+      // A registered process whose heartbeat is fresh lives, even while its liveness session is being
+      // reconnected: it is left to the heartbeat's marking (`buryProcess`), which needs both to lapse.
+      const dead = `${Sql.deadSupervisor("supervisor_id")} AND NOT EXISTS (
+        SELECT 1 FROM ${schema}._processes p WHERE p.id = supervisor_id AND p.dead_at IS NULL
+          AND p.heartbeat_at >= now() - interval '${Math.ceil(Duration.toMillis(options.deadAfter))} milliseconds')`
       yield* sql.unsafe(
         `UPDATE ${schema}._requests SET status = 'postmaster died', pid = NULL
          WHERE kind = 'launch' AND supervisor_id <> $1 AND status IN ('not yet started', 'started') AND ${dead}`,
