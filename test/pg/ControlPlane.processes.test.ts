@@ -375,6 +375,25 @@ layer(TestLayer, PgTest.suiteOptions)("ControlPlane with several processes", (it
     30_000
   )
 
+  it.effect("a live process found marked dead (it was cut off) registers and publishes its workers again", () =>
+    Effect.gen(function*() {
+      const { b } = yield* ids
+      const sql = yield* SqlClient
+      // What another process's marking leaves behind: the row marked dead, its workers out of the table.
+      yield* sql`UPDATE bgworker._processes SET dead_at = now() WHERE id = ${b}`
+      yield* sql`DELETE FROM bgworker._activity WHERE supervisor_id = ${b}`
+      assert.isFalse((yield* activity).some((row) => row.process === b))
+      yield* PgTest.eventually(
+        "B live again, with its static worker in the view",
+        Effect.gen(function*() {
+          const row = (yield* processes).find((p) => p.process === b)
+          const rows = yield* activity
+          return row?.live === true && rows.some((r) => r.name === "static b" && r.process === b)
+        }),
+        5000
+      )
+    }))
+
   it.effect("reload(process) needs the right to execute reload(), as reload() does", () =>
     Effect.gen(function*() {
       const { b } = yield* ids
