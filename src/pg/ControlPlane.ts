@@ -40,8 +40,9 @@
  * running fails the call: 22023), and the notification goes to that process's channel; an unnamed launch goes
  * to the coordinator, which starts it when it has a free slot and otherwise hands it to a live process that
  * has not tried it yet (`_requests.tried`; those reporting the most free slots first, a report that only
- * orders, since it may be stale), until one starts it or none is left (`no_slot`). A `terminate` or `set_latch` is assigned to the process that launched the worker (or is to
- * launch it); a process that receives a signal for a worker that runs elsewhere hands it on. `reload()`
+ * orders, since it may be stale), until one starts it or none is left (`no_slot`). A `terminate` or
+ * `set_latch` is assigned to the process that launched the worker (or is to launch it); a process that
+ * receives a signal for a worker that runs elsewhere hands it on. `reload()`
  * stores one request per live process. Each process claims only what is assigned to it, the coordinator also
  * what is assigned to nobody, in id order.
  *
@@ -56,7 +57,8 @@
  *
  * **Traces.** With a tracer in the layer's context (`NodeOtlp.layer()`), processing one request is a span,
  * `bgworker.request <kind>` (kind `consumer`), with `bgworker.request.id`, `.kind`, `.requested_by` (escaped),
- * `.entry_point` (a launch's) and `.outcome` (`launched`, `refused`, `no_slot`, `done`, `no worker`); the
+ * `.entry_point` (a launch's) and `.outcome` (`launched`, `refused`, `no_slot`, `done`, `no worker`,
+ * `forwarded`: handed to another process); the
  * statements it runs are its children, and so is the first incarnation span of the worker it launches
  * (`Supervisor.Options.tracing`). The consumer's polls, the publishers and the followers make no spans.
  *
