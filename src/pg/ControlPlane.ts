@@ -10,14 +10,17 @@
  *
  * | function | does |
  * |---|---|
- * | `bgworker.launch(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL, type text DEFAULT NULL) RETURNS bigint` | asks for a launch (`name`/`type` are `bgw_name`/`bgw_type`, else the entry point's); returns the handle |
- * | `bgworker.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer` | the pid (a database worker's backend pid); NULL when no slot was free |
- * | `bgworker.start(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL, type text DEFAULT NULL, timeout interval DEFAULT '10 seconds') RETURNS integer` | `launch` committed at once on a session of its own, then `wait_for_startup`: the pid, in one call, inside any transaction (see below) |
+ * | `bgworker.launch(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL, type text DEFAULT NULL, process text DEFAULT NULL) RETURNS bigint` | asks for a launch (`name`/`type` are `bgw_name`/`bgw_type`, else the entry point's) on the named supervisor process, else on any with a free slot; returns the handle |
+ * | `bgworker.wait_for_startup(handle bigint, timeout interval DEFAULT '10 seconds') RETURNS integer` | the pid (a database worker's backend pid); NULL when no slot was free (on the named process; on every live one for an unnamed launch) |
+ * | `bgworker.start(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL, type text DEFAULT NULL, timeout interval DEFAULT '10 seconds', process text DEFAULT NULL) RETURNS integer` | `launch` committed at once on a session of its own, then `wait_for_startup`: the pid, in one call, inside any transaction (see below) |
  * | `bgworker.cancel(handle bigint) RETURNS boolean` | withdraws a launch no supervisor has claimed yet: true when it will never start |
- * | `bgworker.terminate(handle bigint) RETURNS void` | `Supervisor.terminate` |
- * | `bgworker.set_latch(handle bigint) RETURNS void` | `Supervisor.setLatch` |
- * | `bgworker.reload() RETURNS void` | `Supervisor.reload` (SIGHUP); superusers only unless granted |
- * | view `bgworker.activity` | `Activity.snapshot`, with the SQL `handle` and `requested_by` |
+ * | `bgworker.terminate(handle bigint) RETURNS void` | `Supervisor.terminate`, on the process that runs the worker |
+ * | `bgworker.set_latch(handle bigint) RETURNS void` | `Supervisor.setLatch`, on the process that runs the worker |
+ * | `bgworker.reload() RETURNS void` | `Supervisor.reload` (SIGHUP) on every live process, as `pg_reload_conf` reaches every backend; superusers only unless granted |
+ * | `bgworker.reload(process text) RETURNS void` | the same on the named process only; whoever may call `reload()` |
+ * | `bgworker.process_of(handle bigint) RETURNS text` | the process a launch runs on (or is to run on) |
+ * | view `bgworker.activity` | `Activity.snapshot` of every live process, with the SQL `handle`, `requested_by` and `process` |
+ * | view `bgworker.processes` | the supervisor processes attached to the control plane: `process` (id), `host`, `os_pid`, `started_at`, `attached_at`, `heartbeat_at`, `dead_at`, `live`, `coordinator` (the attached one), `max_workers`, `free_slots` |
  * | view `bgworker.settings` | `Guc.settings` (`pg_settings`' columns); empty without a `Gucs` registry |
  *
  * **How a request travels**
@@ -30,9 +33,32 @@
  * shutdown; with the message), `no_slot`, or `done` for signals. Delivery is at least once: a supervisor
  * that dies between launching and recording launches again when it comes back.
  *
+ * **With several processes.** Every supervisor process on the database (each with its own `ControlPlane.layer`)
+ * registers in `bgworker.processes` and publishes its workers into `bgworker.activity`; one of them is
+ * attached (the *coordinator*, see "One consumer, fenced"). A request names where it runs
+ * (`_requests.assigned_to`): a launch naming a process is assigned to it at the call (a process that is not
+ * running fails the call: 22023), and the notification goes to that process's channel; an unnamed launch goes
+ * to the coordinator, which starts it when it has a free slot and otherwise hands it to a live process that
+ * has not tried it yet (`_requests.tried`; those reporting the most free slots first, a report that only
+ * orders, since it may be stale), until one starts it or none is left (`no_slot`). A `terminate` or
+ * `set_latch` is assigned to the process that launched the worker (or is to launch it); a process that
+ * receives a signal for a worker that runs elsewhere hands it on. `reload()`
+ * stores one request per live process. Each process claims only what is assigned to it, the coordinator also
+ * what is assigned to nobody, in id order.
+ *
+ * **Liveness.** Each process refreshes its `heartbeat_at` every `heartbeatInterval` (1 second) and holds its
+ * liveness lock (below) for its whole life. Every process marks dead, at each heartbeat, the processes whose
+ * heartbeat is older than `deadAfter` (10 seconds) **and** whose liveness lock is free: a live process holds
+ * its lock, so a late heartbeat (a process under load) never marks it. A dead process's workers leave
+ * `bgworker.activity`, their launches say `postmaster died` (`wait_for_startup` raises `without postmaster`),
+ * requests assigned to it go back to the coordinator, or are refused when the caller named it. A process
+ * marked dead that comes back (it had lost its sessions, not its life) registers and publishes again. A
+ * process whose layer closes (detaches) leaves `bgworker.processes` and its workers leave the view.
+ *
  * **Traces.** With a tracer in the layer's context (`NodeOtlp.layer()`), processing one request is a span,
  * `bgworker.request <kind>` (kind `consumer`), with `bgworker.request.id`, `.kind`, `.requested_by` (escaped),
- * `.entry_point` (a launch's) and `.outcome` (`launched`, `refused`, `no_slot`, `done`, `no worker`); the
+ * `.entry_point` (a launch's) and `.outcome` (`launched`, `refused`, `no_slot`, `done`, `no worker`,
+ * `forwarded`: handed to another process); the
  * statements it runs are its children, and so is the first incarnation span of the worker it launches
  * (`Supervisor.Options.tracing`). The consumer's polls, the publishers and the followers make no spans.
  *
@@ -43,9 +69,10 @@
  * | `launch`, `start` | members of `bgworker_launcher` (`<schema>_launcher`, created `NOLOGIN` if missing), superusers | `worker_spi_launch`'s EXECUTE |
  * | the role a launched worker runs as | a role the caller could `SET ROLE` to itself (`pg_has_role(caller, role, 'SET')`; `'MEMBER'` before PostgreSQL 16); a superuser role only for a superuser; the caller's own role when the argument names none | `SET ROLE` |
  * | the database it connects to | one its role may `CONNECT` to | login |
- * | `wait_for_startup`, `terminate`, `set_latch` on a worker | roles with the privileges of the role the worker runs as, or of `pg_signal_backend`; a worker that runs as a superuser only by superusers | `pg_terminate_backend` |
- * | `reload` | superusers, and roles explicitly granted `EXECUTE` on `bgworker.reload()` | `pg_reload_conf` |
- * | read `bgworker.activity` | `bgworker_launcher`, `pg_read_all_stats` | `pg_stat_activity` (restricted) |
+ * | `wait_for_startup`, `terminate`, `set_latch`, `process_of` on a worker | roles with the privileges of the role the worker runs as, or of `pg_signal_backend`; a worker that runs as a superuser only by superusers | `pg_terminate_backend` |
+ * | `reload`, `reload(process)` | superusers, and roles explicitly granted `EXECUTE` on `bgworker.reload()` (`reload(process)` checks that grant itself) | `pg_reload_conf` |
+ * | name a `process` in `launch`, `start` | whoever may launch: naming a process changes where, not what or as whom | - |
+ * | read `bgworker.activity`, `bgworker.processes` | `bgworker_launcher`, `pg_read_all_stats` | `pg_stat_activity` (restricted) |
  * | read `bgworker.settings` | `bgworker_launcher`, `pg_read_all_settings` | `pg_settings` (restricted) |
  *
  * The functions are `SECURITY DEFINER` with `search_path = pg_catalog, pg_temp`, revoked from `PUBLIC`; the
@@ -91,6 +118,12 @@
  * - A handle is a `bigint` that outlives the session, and any role with the right privileges may use it.
  * - `terminate` and `set_latch` are requests too: they take effect after commit, in id order, so a
  *   `terminate` in the launching transaction applies to the worker it launches.
+ * - Slots, latches, shared state and crash restarts are per process, as they are per server in PostgreSQL:
+ *   `no_slot` for an unnamed launch means no live process had one. A handle is cluster-wide (a request id);
+ *   the worker's `slot:generation` and pid are its process's (`process_of`, `bgworker.activity.process`).
+ * - `bgworker.settings` shows the coordinator's parameters only; each process reads its own configuration.
+ * - The migration that adds `process` to `launch` and `start` replaces them (a default argument cannot be
+ *   added beside the old function): grants of `EXECUTE` on the old ones are carried over to the new ones.
  *
  * Errors raised by `wait_for_startup` follow PostgreSQL's, and always agree with the request's fate:
  *
@@ -108,20 +141,25 @@
  * - `... did not start within T: it is registered` (57014) when the worker is registered but waits for its
  *   start time; `terminate` stops it.
  *
- * **One consumer, fenced.** A supervisor claims a page of requests in one statement (`state` becomes
- * `processing`), run on the session that holds the lock and only while it is the one recorded in `_config`,
- * so a standby or a supervisor that lost its lock session claims nothing.
+ * **One consumer, fenced.** The coordinator claims a page of requests assigned to nobody (or to it) in one
+ * statement (`state` becomes `processing`), run on the session that holds the lock and only while it is the
+ * one recorded in `_config`, so a process that is not attached, or lost its lock session, claims none of
+ * them. Any other process claims only the requests assigned to it by id, and only while it is registered
+ * and not marked dead.
  *
  * **The fast path.** While a supervisor is attached, `launch` claims a launch with a small argument (at most
  * 2 KiB of JSON text) for it in the caller's transaction, and sends the whole request in the notification,
- * signed with a key only that supervisor (and the schema's owner) knows: the supervisor starts the worker
+ * signed with a key only that supervisor (and the schema's owner) knows (each process has its own key and
+ * channel, in the private `_processes`; a launch naming a process is claimed for it and signed with its
+ * key): the supervisor starts the worker
  * without reading the row, a round trip less (`npm run bench -- sql`); such a launch may start before older
  * requests that are still queued (stored by hand, or while no supervisor was attached), though never before
  * a signal it is the target of. A notification that is not signed
  * with the key is only a wake-up; a replayed one is ignored; a claim whose notification never arrives is
  * queued again by the next poll. Each supervisor also holds a liveness lock
  * for its whole life: a supervisor that takes over treats another one's workers as dead, and queues again
- * what it claimed but never launched, only once that one's liveness lock is free.
+ * what it claimed but never launched, only once that one's liveness lock is free (and, for a registered
+ * process, its heartbeat has lapsed: see Liveness).
  *
  * **Retention.** Processed requests older than `retention` (24 hours by default) are deleted by the
  * attached supervisor, except launches whose worker may still run.
@@ -138,12 +176,16 @@
  * - `_activity`, `_settings`: the supervisor's rows, replaced on change (at most every `publishInterval`,
  *   50 ms by default, so the views are fresh within about 100 ms).
  * - `_config`: the notification channel, the argument limit, and which supervisor session is attached.
+ * - `_processes`: one row per registered process: `id`, `host`, `os_pid`, `started_at`, `attached_at`,
+ *   `heartbeat_at`, `dead_at`, its `channel` and `wake_key`, `max_workers`, `free_slots` (migration 4, which
+ *   also gives `_requests` the columns `process` (the one the caller named), `assigned_to` and `tried`).
  * - `_migrations`: effect's `Migrator` table.
  *
- * **One supervisor per schema.** The supervisor side holds an advisory lock on a session of its own while
- * it is attached; the views are empty and `wait_for_startup` reports `without postmaster` while no one
- * holds it. A second supervisor on the same schema waits as a standby until the first one's session ends,
- * and then treats the first one's workers as dead.
+ * **One attached supervisor per schema, any number of processes.** The coordinator holds an advisory lock
+ * on a session of its own while it is attached; the views are empty and `wait_for_startup` reports `without
+ * postmaster` while no one holds it. Every other process waits for that lock (and attaches when the
+ * coordinator's session ends, treating a dead one's workers as dead) while it serves the requests assigned
+ * to it and publishes its workers.
  *
  * @since 0.1.0
  */
@@ -206,6 +248,21 @@ export interface Options {
    * @since 0.2.0
    */
   readonly loopback?: string | false | undefined
+  /**
+   * How often this process refreshes its row in `bgworker.processes` (its heartbeat, and its free slots).
+   * Default 1 second.
+   *
+   * @since 0.2.0
+   */
+  readonly heartbeatInterval?: Duration.Input | undefined
+  /**
+   * How old the heartbeat of a process must be before it is marked dead, its workers leaving
+   * `bgworker.activity`, provided its liveness lock is free too: a process that lives is never marked dead,
+   * however late its heartbeat. Default 10 seconds.
+   *
+   * @since 0.2.0
+   */
+  readonly deadAfter?: Duration.Input | undefined
 }
 
 /**
@@ -232,7 +289,9 @@ const resolve = (options: Options): Effect.Effect<internal.ResolvedOptions> =>
       retention: Duration.fromInputUnsafe(options.retention ?? "24 hours"),
       pollInterval: Duration.fromInputUnsafe(options.pollInterval ?? "1 second"),
       publishInterval: Duration.fromInputUnsafe(options.publishInterval ?? "50 millis"),
-      loopback: options.loopback
+      loopback: options.loopback,
+      heartbeatInterval: Duration.fromInputUnsafe(options.heartbeatInterval ?? "1 second"),
+      deadAfter: Duration.fromInputUnsafe(options.deadAfter ?? "10 seconds")
     })
   })
 
@@ -264,14 +323,14 @@ export const migrate = (
  * (from `Activity.changes`) and `bgworker.settings` (from the `Gucs` registry's changes, when one is
  * provided), and the retention of processed requests. It holds three pooled connections for its lifetime
  * (LISTEN, the attachment lock, and a liveness lock that tells other supervisors this one still runs), so
- * size the pool for them.
+ * size the pool for them. It registers the process in `bgworker.processes` and refreshes its heartbeat.
  *
  * **Gotchas**
  *
  * - Closing the layer detaches: requests wait in the table until a supervisor attaches again, and are then
  *   processed in id order. Workers keep running; the same supervisor attaching again follows them again.
- * - With a second supervisor already attached, building still succeeds: this one waits as a standby (and
- *   logs a warning).
+ * - With a second supervisor already attached, building still succeeds: this one serves the launches and
+ *   signals assigned to it and publishes its workers, and waits to attach (it logs a warning).
  * - An invalid `schema` or `channel` is a defect, raised before any SQL runs.
  *
  * @category layers

@@ -108,6 +108,7 @@ interface PsRow {
   readonly backend_type: string
   readonly state: string | null
   readonly wait_event: string | null
+  readonly process: string
 }
 
 const psJson = Effect.map(cli(["ps", "--json"]), (result) => {
@@ -165,8 +166,11 @@ layer(Layer.merge(Suite, roles.pipe(Layer.provide(Suite))), PgTest.suiteOptions)
       succeeded(table)
       const lines = table.stdout.trimEnd().split("\n")
       assert.match(lines[0]!, /^handle \| pid +\| name +\| type +\| registration \| state +\| wait_event/)
+      assert.match(lines[0]!, /\| process\s*$/)
       const line = lines.find((l) => l.includes("cli napper ps"))
       assert.isDefined(line, show(table))
+      // The process column: the first 8 characters of the supervisor process's id, as in bgworker.processes.
+      assert.match(line!, new RegExp(`\\| ${rows[0]!.process.slice(0, 8)}\\s*$`))
       assert.match(
         line!,
         new RegExp(

@@ -382,13 +382,29 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
         [failureOf(reload).code, failureOf(reload).message],
         ["42501", "permission denied for function reload"]
       )
+      // reload(process) checks the same grant, on reload()
+      const [coordinator] = yield* sql<{ readonly process: string }>`
+        SELECT process FROM bgworker.processes WHERE coordinator`
+      const process = coordinator!.process
+      const reloadOne = yield* Effect.result(runAs(mallory, `SELECT bgworker.reload('${process}')`))
+      assert.deepStrictEqual(
+        [failureOf(reloadOne).code, failureOf(reloadOne).message],
+        ["42501", "permission denied for function reload"]
+      )
       yield* sql.unsafe(`GRANT EXECUTE ON FUNCTION bgworker.reload() TO ${bob}`)
       yield* runAs(bob, `SELECT bgworker.reload()`)
+      yield* runAs(bob, `SELECT bgworker.reload('${process}')`)
+      // process_of: wait_for_startup's rights
+      yield* runAs(mallory, `SELECT bgworker.process_of(${handle})`)
+      const processOf = yield* Effect.result(runAs(bob, `SELECT bgworker.process_of(${handle})`))
+      assert.strictEqual(failureOf(processOf).code, "42501")
       // the views: launchers and pg_read_all_stats members; nobody else
-      yield* runAs(reader, `SELECT count(*) FROM bgworker.activity`)
-      yield* runAs(mallory, `SELECT count(*) FROM bgworker.activity`)
-      const view = yield* Effect.result(runAs(nobody, `SELECT count(*) FROM bgworker.activity`))
-      assert.strictEqual(failureOf(view).code, "42501")
+      for (const view of ["activity", "processes"]) {
+        yield* runAs(reader, `SELECT count(*) FROM bgworker.${view}`)
+        yield* runAs(mallory, `SELECT count(*) FROM bgworker.${view}`)
+        const refused = yield* Effect.result(runAs(nobody, `SELECT count(*) FROM bgworker.${view}`))
+        assert.strictEqual(failureOf(refused).code, "42501")
+      }
       const launch = yield* Effect.result(runAs(nobody, `SELECT bgworker.launch('security', 'probe')`))
       assert.strictEqual(failureOf(launch).message, "permission denied for function launch")
       // its own terminate ends it

@@ -59,6 +59,8 @@ interface ActivityRow {
   readonly last_exit_kind: string | null
   readonly last_exit_message: string | null
   readonly next_restart_in_ms: number | null
+  /** The supervisor process the worker runs in (a UUID; absent from schemas before migration 4). */
+  readonly process?: string | null
 }
 
 const psHeader = [
@@ -71,7 +73,8 @@ const psHeader = [
   "wait_event",
   "restarts",
   "last_exit",
-  "next_restart"
+  "next_restart",
+  "process"
 ]
 
 const psRow = (r: ActivityRow): ReadonlyArray<string> => [
@@ -84,7 +87,9 @@ const psRow = (r: ActivityRow): ReadonlyArray<string> => [
   r.wait_event === null ? "" : r.wait_event_type === null ? r.wait_event : `${r.wait_event_type}:${r.wait_event}`,
   String(r.restart_count),
   r.last_exit_kind === null ? "" : cut(`${r.last_exit_kind}: ${r.last_exit_message ?? ""}`, 48),
-  r.next_restart_in_ms === null ? "" : `in ${Math.max(0, r.next_restart_in_ms)} ms`
+  r.next_restart_in_ms === null ? "" : `in ${Math.max(0, r.next_restart_in_ms)} ms`,
+  // The first 8 characters of its id, as `bgworker.processes.process` starts (enough to tell a few apart).
+  r.process === undefined || r.process === null ? "" : r.process.slice(0, 8)
 ]
 
 /** Every worker, as `bgworker.activity` has them (all its columns, and the time to the next restart). */

@@ -20,6 +20,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import { SqlError, UnknownError } from "effect/sql/SqlError"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
+import * as os from "node:os"
 import * as path from "node:path"
 import type { ActivityRow } from "../../Activity.ts"
 import * as Guc from "../../Guc.ts"
@@ -41,6 +42,10 @@ export interface ResolvedOptions {
   readonly publishInterval: Duration.Duration
   /** How `start` commits a launch on a session of its own: a libpq string, `false` for never, else derived. */
   readonly loopback: string | false | undefined
+  /** How often this process's row in `_processes` is refreshed. */
+  readonly heartbeatInterval: Duration.Duration
+  /** How old a heartbeat must be before its process, if its liveness lock is free, is marked dead. */
+  readonly deadAfter: Duration.Duration
 }
 
 const logAnnotations = { module: "effect-bgworker/pg/ControlPlane" }
@@ -77,7 +82,10 @@ export const migrate = (
       loader: Migrator.fromRecord({
         "0001_init": Effect.forEach(Sql.init(schema), (statement) => sql.unsafe(statement), { discard: true }),
         "0002_security": Effect.forEach(Sql.security(schema), (statement) => sql.unsafe(statement), { discard: true }),
-        "0003_fidelity": Effect.forEach(Sql.fidelity(schema), (statement) => sql.unsafe(statement), { discard: true })
+        "0003_fidelity": Effect.forEach(Sql.fidelity(schema), (statement) => sql.unsafe(statement), { discard: true }),
+        "0004_processes": Effect.forEach(Sql.processes(schema), (statement) => sql.unsafe(statement), {
+          discard: true
+        })
       }),
       table: `${schema}._migrations`
     })
@@ -133,6 +141,10 @@ interface PendingRow {
   readonly type_bytes: number | null
   readonly requested_by: string
   readonly target: bigint | null
+  /** The process the caller named (NULL: any process with a free slot). */
+  readonly process: string | null
+  /** Processes that had no free slot for this (unnamed) launch. */
+  readonly tried: ReadonlyArray<string>
 }
 
 const activityRecord = (row: ActivityRow) => ({
@@ -194,6 +206,8 @@ const signedLaunch = (payload: string, key: string, me: string): PendingRow | un
     readonly n: string | null
     readonly t: string | null
     readonly r: string
+    /** The process the caller named, if any. */
+    readonly p?: string | null
   }
   try {
     request = JSON.parse(body)
@@ -217,7 +231,9 @@ const signedLaunch = (payload: string, key: string, me: string): PendingRow | un
     type: request.t,
     type_bytes: bytes(request.t),
     requested_by: request.r,
-    target: null
+    target: null,
+    process: request.p ?? null,
+    tried: []
   }
 }
 
@@ -382,13 +398,17 @@ export const make = (
     // --- attachment ---
 
     /**
-     * What a newly attached supervisor finds. Another supervisor that is gone (its liveness lock is free)
-     * is dead, and so are its workers: their statuses say so, its views go, and what it claimed but never
+     * What a newly attached supervisor finds. Another supervisor that is gone (its liveness lock is free and,
+     * if it is registered, its heartbeat has lapsed) is dead, and so are its workers: their statuses say so, its views go, and what it claimed but never
      * launched is queued again (at least once). Another that still lives (it lost its lock session, not its
      * process) keeps its workers and its rows. Its own workers are followed again.
      */
     const takeOver = Effect.gen(function*() {
-      const dead = Sql.deadSupervisor("supervisor_id")
+      // A registered process whose heartbeat is fresh lives, even while its liveness session is being
+      // reconnected: it is left to the heartbeat's marking (`buryProcess`), which needs both to lapse.
+      const dead = `${Sql.deadSupervisor("supervisor_id")} AND NOT EXISTS (
+        SELECT 1 FROM ${schema}._processes p WHERE p.id = supervisor_id AND p.dead_at IS NULL
+          AND p.heartbeat_at >= now() - interval '${Math.ceil(Duration.toMillis(options.deadAfter))} milliseconds')`
       yield* sql.unsafe(
         `UPDATE ${schema}._requests SET status = 'postmaster died', pid = NULL
          WHERE kind = 'launch' AND supervisor_id <> $1 AND status IN ('not yet started', 'started') AND ${dead}`,
@@ -413,6 +433,50 @@ export const make = (
       written.settings = undefined
     })
 
+    // --- the process registry ---
+
+    /** Slots this process has free, as far as its activity tells (a launch still decides). */
+    const freeSlots = Effect.map(
+      supervisor.activity,
+      (rows) => Math.max(0, supervisor.maxWorkerProcesses() - rows.length)
+    )
+    /** When this OS process started (`bgworker.processes.started_at`). */
+    const startedAt = Date.now() - Math.round(process.uptime() * 1000)
+    const register = sql.unsafe(Sql.register(schema), [
+      me,
+      os.hostname(),
+      process.pid,
+      startedAt,
+      channel,
+      wakeKey,
+      supervisor.maxWorkerProcesses()
+    ])
+
+    /**
+     * A process that died without detaching: its heartbeat lapsed and its liveness lock is free. Its workers
+     * are gone with it (their launches say `postmaster died`), its rows leave the views, a request assigned to
+     * it goes back to the attached supervisor (or, when the caller named it, is refused or done with the
+     * reason), and what it claimed but never launched is queued again.
+     */
+    const buryProcess = (dead: string) =>
+      Effect.gen(function*() {
+        yield* sql`UPDATE ${table("_requests")} SET status = 'postmaster died', pid = NULL
+          WHERE kind = 'launch' AND supervisor_id = ${dead} AND status IN ('not yet started', 'started')`
+        yield* sql`UPDATE ${table("_requests")}
+          SET state = CASE WHEN kind = 'launch' THEN 'refused' ELSE 'done' END, processed_at = now(),
+              error = ${`supervisor process ${dead} died before it processed the request`}
+          WHERE state IN ('requested', 'processing') AND process = ${dead}`
+        yield* sql`UPDATE ${table("_requests")} SET state = 'requested', supervisor_id = NULL, processed_at = NULL,
+            assigned_to = NULL
+          WHERE state IN ('requested', 'processing') AND (assigned_to = ${dead} OR supervisor_id = ${dead})`
+        yield* sql`DELETE FROM ${table("_activity")} WHERE supervisor_id = ${dead}`
+        yield* sql`DELETE FROM ${table("_settings")} WHERE supervisor_id = ${dead}`
+        yield* Effect.logWarning(`supervisor process ${escapeBounded(dead, 64)} is gone: marked dead`)
+        yield* signal(wake)
+      })
+
+    /** Completed once the liveness lock is first held. */
+    const alive = yield* Deferred.make<void>()
     /**
      * The liveness lock: held for this supervisor's whole life on a session of its own, so that another
      * supervisor taking over can tell a supervisor that lost its lock session (alive) from one that is gone.
@@ -420,6 +484,7 @@ export const make = (
     yield* Effect.gen(function*() {
       const connection = yield* sql.reserve
       yield* connection.execute(Sql.livenessLock(), [me], undefined)
+      yield* Deferred.succeed(alive, undefined)
       // The session goes back to the pool: a session-level lock would stay with it.
       yield* Effect.addFinalizer(() => Effect.ignore(connection.execute(Sql.livenessUnlock(), [me], undefined)))
       return yield* Effect.forever(
@@ -429,6 +494,35 @@ export const make = (
       Effect.scoped,
       survive(`lost the liveness session on schema "${schema}"`),
       Effect.andThen(Effect.sleep(pollInterval)),
+      Effect.forever,
+      Effect.annotateLogs(logAnnotations),
+      Effect.forkScoped
+    )
+
+    // Registered only once the liveness lock is held: a registered process is never without it while it lives.
+    yield* Deferred.await(alive)
+    yield* register
+    // A process that is not attached publishes its workers too: from the start, not only on a change.
+    yield* signal(activityDirty)
+    // Detaching (the layer closed) takes the process out of the registry; its workers leave the views.
+    yield* Effect.addFinalizer(() =>
+      Effect.ignore(sql`DELETE FROM ${table("_processes")} WHERE id = ${me}`).pipe(Effect.withTracerEnabled(false))
+    )
+    yield* Effect.gen(function*() {
+      yield* Effect.sleep(options.heartbeatInterval)
+      const beat = yield* sql.unsafe<{ readonly was_dead: boolean }>(Sql.heartbeat(schema), [me, yield* freeSlots])
+      if (beat.length === 0 || beat[0]!.was_dead) {
+        // Marked dead while alive but cut off (no heartbeat, no liveness lock): registered and published again.
+        yield* register
+        written.activity = undefined
+        yield* Effect.all([signal(wake), signal(activityDirty)], { discard: true })
+      }
+      const dead = yield* sql.unsafe<{ readonly id: string }>(Sql.markDead(schema), [
+        `${Duration.toMillis(options.deadAfter)} milliseconds`
+      ])
+      for (const { id } of dead) yield* buryProcess(id)
+    }).pipe(
+      survive(`could not refresh this process's heartbeat on schema "${schema}"`),
       Effect.forever,
       Effect.annotateLogs(logAnnotations),
       Effect.forkScoped
@@ -630,6 +724,14 @@ export const make = (
               hint: reason.hint ?? "More details may be available in the server log."
             })
           }
+          if (reason._tag === "NoFreeSlot" && row.process === null) {
+            // An unnamed launch: any live process with a free slot may take it; no_slot only when none can.
+            const [other] = yield* sql.unsafe<{ readonly id: string; readonly channel: string }>(
+              Sql.otherProcess(schema),
+              [me, [...row.tried, me]]
+            )
+            if (other !== undefined) return yield* forward(row, other.id, { tried: true })
+          }
           return yield* refuse(row, { message: reason.message }, reason._tag === "NoFreeSlot" ? "no_slot" : "refused")
         }
         const handle = result.success
@@ -645,8 +747,27 @@ export const make = (
     const signalWorker = (row: PendingRow) =>
       Effect.gen(function*() {
         // The launch was processed first (lower id, same consumer): its row says where the worker is.
-        const [target] = yield* sql<{ readonly supervisor_id: string | null; readonly handle: string | null }>`
-          SELECT supervisor_id, handle FROM ${table("_requests")} WHERE id = ${row.target}`
+        const [target] = yield* sql<{
+          readonly supervisor_id: string | null
+          readonly handle: string | null
+          readonly state: string
+          readonly assigned_to: string | null
+          readonly live: boolean
+        }>`
+          SELECT r.supervisor_id, r.handle, r.state, r.assigned_to,
+                 EXISTS (SELECT 1 FROM ${table("_processes")} p WHERE p.dead_at IS NULL AND p.id =
+                   CASE WHEN r.state IN ('launched', 'processing') THEN r.supervisor_id ELSE r.assigned_to END) AS live
+          FROM ${table("_requests")} r WHERE r.id = ${row.target}`
+        // Another live process runs the worker (or is to launch it): the signal goes there.
+        const where = target === undefined
+          ? null
+          : target.state === "launched" || target.state === "processing"
+          ? target.supervisor_id
+          : target.assigned_to
+        if (where !== null && where !== me && target?.live === true) return yield* forward(row, where)
+        if (where === null && target?.state === "requested" && lockSession === undefined) {
+          return yield* forward(row, null)
+        }
         const handle = target?.supervisor_id === me && target.handle !== null
           ? WorkerHandle.parse(target.handle)
           : undefined
@@ -675,14 +796,35 @@ export const make = (
           WHERE id = ${row.id} AND supervisor_id = ${me}`
       })
 
-    /** Claims the next page of requests on the lock's session (fenced: see `lockSession` and `Sql.claim`). */
+    /**
+     * Claims the next page of requests: while attached, on the lock's session (fenced: see `lockSession` and
+     * `Sql.claim`) the unassigned ones and those assigned to this process; otherwise only those assigned to
+     * this process (`Sql.claimAssigned`), on any session.
+     */
     const claimPage = (after: bigint): Effect.Effect<ReadonlyArray<PendingRow>, SqlError> =>
-      lockSession === undefined
-        ? Effect.succeed([])
-        : lockSession(Sql.claim(schema), [me, after, inlineArgumentBytes, pageSize]) as Effect.Effect<
+      (lockSession === undefined
+        ? sql.unsafe(Sql.claimAssigned(schema), [me, after, inlineArgumentBytes, pageSize])
+        : lockSession(Sql.claim(schema), [me, after, inlineArgumentBytes, pageSize])) as Effect.Effect<
           ReadonlyArray<PendingRow>,
           SqlError
         >
+
+    /**
+     * Hands a claimed request to another process (`to`; `null`: the attached supervisor) and wakes it: an
+     * unnamed launch this process has no slot for (`tried`), or a signal for a worker that runs there.
+     */
+    const forward = (row: PendingRow, to: string | null, options: { readonly tried?: boolean } = {}) =>
+      Effect.gen(function*() {
+        yield* Effect.annotateCurrentSpan("bgworker.request.outcome", "forwarded")
+        yield* sql`UPDATE ${table("_requests")}
+          SET state = 'requested', supervisor_id = NULL, processed_at = NULL, assigned_to = ${to},
+              tried = CASE WHEN ${options.tried === true} THEN array_append(tried, ${me}::text) ELSE tried END
+          WHERE id = ${row.id} AND state = 'processing' AND supervisor_id = ${me}`
+        yield* sql.unsafe(`SELECT ${schema}._notify($1)`, [row.id])
+        yield* Effect.logDebug(
+          `request ${row.id} handed to ${to === null ? "the attached supervisor" : `process ${to}`}`
+        )
+      })
 
     /**
      * Rows this supervisor claimed but did not finish (a lost connection in the middle of a page): a launch
@@ -770,7 +912,6 @@ export const make = (
     })
 
     yield* Effect.gen(function*() {
-      yield* attached.await
       yield* drain.pipe(survive("could not process requests"))
       // A notification, or the poll interval: a missed notification costs at most this long. A poll also
       // looks for fast-path claims whose notification never arrived.
@@ -819,9 +960,12 @@ export const make = (
     // --- views ---
 
     const writeActivity = Effect.gen(function*() {
-      const json = JSON.stringify((yield* supervisor.activity).map(activityRecord))
+      const rows = yield* supervisor.activity
+      const json = JSON.stringify(rows.map(activityRecord))
       if (json === written.activity) return
       yield* sql.withTransaction(Effect.gen(function*() {
+        yield* sql`UPDATE ${table("_processes")}
+          SET free_slots = ${Math.max(0, supervisor.maxWorkerProcesses() - rows.length)} WHERE id = ${me}`
         yield* sql`DELETE FROM ${table("_activity")} WHERE supervisor_id = ${me}`
         yield* sql.unsafe(
           `INSERT INTO ${schema}._activity
@@ -863,10 +1007,15 @@ export const make = (
     })
 
     /** Writes after a change, at most once per `publishInterval`: a burst of changes costs one write. */
-    const publisher = (dirty: Queue.Queue<void>, write: Effect.Effect<void, SqlError>, what: string) =>
+    const publisher = (
+      dirty: Queue.Queue<void>,
+      write: Effect.Effect<void, SqlError>,
+      what: string,
+      onlyAttached: boolean
+    ) =>
       Effect.gen(function*() {
         yield* Queue.take(dirty)
-        yield* attached.await
+        if (onlyAttached) yield* attached.await
         // Every cause but this fiber's own interruption is retried: effect/sql turns a ROLLBACK that fails
         // (the session died in the write's transaction) into a defect, which must not end the publisher.
         yield* write.pipe(
@@ -881,10 +1030,11 @@ export const make = (
       }).pipe(Effect.forever, Effect.annotateLogs(logAnnotations), Effect.forkScoped)
 
     yield* supervisor.activityChanges.pipe(Stream.runForEach(() => signal(activityDirty)), Effect.forkScoped)
-    yield* publisher(activityDirty, writeActivity, "the activity view")
+    // Every registered process publishes its workers; the settings view is the attached supervisor's.
+    yield* publisher(activityDirty, writeActivity, "the activity view", false)
     if (gucs._tag === "Some") {
       yield* gucs.value.changes.pipe(Stream.runForEach(() => signal(settingsDirty)), Effect.forkScoped)
-      yield* publisher(settingsDirty, writeSettings, "the settings view")
+      yield* publisher(settingsDirty, writeSettings, "the settings view", true)
     }
 
     // Built once the first attempt to attach has finished (attached, waiting as a standby, or failed).

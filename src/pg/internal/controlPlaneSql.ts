@@ -349,11 +349,11 @@ const tooLong = (field: string, column: string, limit: number, what: string) =>
             DETAIL = '${what} holds at most ${limit - 1} bytes.';
   END IF;`
 
-const launchFunction = (s: string, name: string, caller: string) => {
+const launchFunction = (s: string, name: string, caller: string, withProcess = false) => {
   const callerParam = caller === "caller" ? "caller text, " : ""
   const p = (n: number) => `$${caller === "caller" ? n + 1 : n}`
   return `CREATE OR REPLACE FUNCTION ${s}.${name}(${callerParam}library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
-  type text DEFAULT NULL) RETURNS bigint
+  type text DEFAULT NULL${withProcess ? ", process text DEFAULT NULL" : ""}) RETURNS bigint
 ${definer}
 AS $$
 DECLARE
@@ -363,7 +363,7 @@ DECLARE
   sup text;
   key text;
   chan text;
-  body text;
+  body text;${withProcess ? `\n  target ${s}._processes;` : ""}
 BEGIN
   IF ${p(1)} IS NULL OR ${p(2)} IS NULL THEN
     RAISE EXCEPTION 'library and function must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -379,12 +379,26 @@ BEGIN
             DETAIL = format('The limit is %s bytes of JSON text (ControlPlane option maxArgumentBytes).', max_bytes),
             HINT = 'Pass a key to data the worker reads itself, rather than the data.';
   END IF;
-  INSERT INTO ${s}._requests (kind, library, function, arg, arg_bytes, name, type, requested_by)
+  ${
+    withProcess
+      ? `target := ${s}._live_process(${p(6)});
+  INSERT INTO ${s}._requests (kind, library, function, arg, arg_bytes, name, type, requested_by, process, assigned_to)
+    VALUES ('launch', ${p(1)}, ${p(2)}, ${p(3)}, arg_bytes, ${p(4)}, ${p(5)}, ${caller}, target.id, target.id)
+    RETURNING id INTO request;
+  IF target.id IS NULL THEN
+    SELECT c.supervisor_id, c.wake_key, c.channel INTO sup, key, chan FROM ${s}._config c WHERE ${s}._attached();
+  ELSE
+    -- A named process: its own key and channel (each process signs with a key of its own).
+    sup := target.id; key := target.wake_key; chan := target.channel;
+  END IF;
+  IF sup IS NOT NULL AND key IS NOT NULL AND coalesce(arg_bytes, 0) <= ${fastPathArgumentBytes} THEN`
+      : `INSERT INTO ${s}._requests (kind, library, function, arg, arg_bytes, name, type, requested_by)
     VALUES ('launch', ${p(1)}, ${p(2)}, ${p(3)}, arg_bytes, ${p(4)}, ${p(5)}, ${caller})
     RETURNING id INTO request;
   SELECT c.supervisor_id, c.wake_key, c.channel INTO sup, key, chan FROM ${s}._config c;
   IF sup IS NOT NULL AND key IS NOT NULL AND coalesce(arg_bytes, 0) <= ${fastPathArgumentBytes}
-     AND ${s}._attached() THEN
+     AND ${s}._attached() THEN`
+  }
     -- The fast path: claimed here for the attached supervisor (as its own claim would), and the whole
     -- request in the notification, signed with the key only that supervisor and the schema's owner know,
     -- so that it can start the worker without reading the row.
@@ -393,7 +407,7 @@ BEGIN
     body := pg_catalog.jsonb_build_object('i', request, 's', sup, 'l', ${p(1)}, 'f', ${p(2)}, 'a', ${p(3)}, 'x', ${
     p(3)
   } IS NULL,
-      'n', ${p(4)}, 't', ${p(5)}, 'r', ${caller})::text;
+      'n', ${p(4)}, 't', ${p(5)}, 'r', ${caller}${withProcess ? ", 'p', target.id" : ""})::text;
     PERFORM pg_catalog.pg_notify(chan,
       pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(key || body, 'UTF8')), 'hex') || body);
   ELSE
@@ -565,9 +579,10 @@ export const claim = (s: string) =>
   FROM (SELECT q.id FROM ${s}._requests q
         WHERE q.state = 'requested' AND q.id > $2
           AND EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1)
+          AND (q.assigned_to IS NULL OR q.assigned_to = $1)
         ORDER BY q.id LIMIT $4 FOR UPDATE SKIP LOCKED) p
   WHERE r.id = p.id
-  RETURNING r.id, r.kind, r.library, r.function, r.arg, r.name, r.type, r.requested_by, r.target,
+  RETURNING r.id, r.kind, r.library, r.function, r.arg, r.name, r.type, r.requested_by, r.target, r.process, r.tried,
             coalesce(r.arg_bytes, pg_catalog.octet_length(r.arg::text)) AS arg_bytes
 )
 SELECT c.id, c.kind,
@@ -576,7 +591,8 @@ SELECT c.id, c.kind,
        CASE WHEN c.arg_bytes <= $3 THEN c.arg END AS arg, c.arg IS NULL AS no_arg, c.arg_bytes,
        pg_catalog.left(c.name, ${bgwMaxLen}) AS name, pg_catalog.octet_length(c.name) AS name_bytes,
        pg_catalog.left(c.type, ${bgwMaxLen}) AS type, pg_catalog.octet_length(c.type) AS type_bytes,
-       pg_catalog.left(c.requested_by, 64) AS requested_by, c.target
+       pg_catalog.left(c.requested_by, 64) AS requested_by, c.target,
+       pg_catalog.left(c.process, ${64}) AS process, c.tried
 FROM claimed c ORDER BY c.id`
 
 /** The first key of each supervisor's liveness lock; the second is `hashtext(<supervisor id>)`. */
@@ -664,8 +680,21 @@ ORDER BY a.slot`,
     // on a session of its own (dblink, as the owner), in the caller's name computed here, so that it takes
     // effect at once and the wait can see it, inside the caller's transaction. Without that session, the
     // launch belongs to the caller's transaction and the result is NULL with a notice saying so.
-    `CREATE FUNCTION ${s}.start(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
-  type text DEFAULT NULL, timeout interval DEFAULT '10 seconds') RETURNS integer
+    startFunction(s, false),
+    `REVOKE ALL ON FUNCTION ${s}.start(text, text, jsonb, text, text, interval) FROM PUBLIC`,
+    `GRANT EXECUTE ON FUNCTION ${s}.start(text, text, jsonb, text, text, interval) TO ${role}`
+  ]
+}
+
+/**
+ * `start`: `launch` committed on a session of its own (dblink, as the owner), then `wait_for_startup`
+ * (migration 3; migration 4 adds the optional `process`).
+ */
+const startFunction = (s: string, withProcess: boolean) =>
+  `CREATE FUNCTION ${s}.start(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
+  type text DEFAULT NULL, timeout interval DEFAULT '10 seconds'${
+    withProcess ? ", process text DEFAULT NULL" : ""
+  }) RETURNS integer
 ${definer}
 AS $$
 DECLARE
@@ -690,7 +719,7 @@ BEGIN
     why := format('role "%s" may call dblink itself, so the owner''s session is not opened for it', caller);
   END IF;
   IF loopback IS NULL OR ext IS NULL THEN
-    handle := ${s}._launch(caller, $1, $2, $3, $4, $5);
+    handle := ${s}._launch(caller, $1, $2, $3, $4, $5${withProcess ? ", $7" : ""});
     RAISE NOTICE 'background worker launch % takes effect when this transaction commits', handle
       USING DETAIL = format('No session of its own commits it at once (%s), so no pid is known yet.',
                             coalesce(why, 'dblink is not installed, or the supervisor has no loopback connection')),
@@ -700,7 +729,7 @@ BEGIN
   -- An argument over the limit is refused here, before it travels over the loopback: _launch raises the
   -- limit's error before it stores anything.
   IF octet_length($3::text) > (SELECT c.max_argument_bytes FROM ${s}._config c) THEN
-    PERFORM ${s}._launch(caller, $1, $2, $3, $4, $5);
+    PERFORM ${s}._launch(caller, $1, $2, $3, $4, $5${withProcess ? ", $7" : ""});
   END IF;
   -- A connection left behind by a call of this session that was cancelled mid-way.
   EXECUTE format('SELECT %L = ANY (coalesce(%I.dblink_get_connections(), ''{}''))', conn, ext) INTO withdrawn;
@@ -710,7 +739,9 @@ BEGIN
   EXECUTE format('SELECT %I.dblink_connect(%L, %L)', ext, conn, loopback);
   BEGIN
     EXECUTE format('SELECT h FROM %I.dblink(%L, %L) AS t(h bigint)', ext, conn,
-      format('SELECT %I._launch(%L, %L, %L, %L::jsonb, %L, %L)', '${s}', caller, $1, $2, $3::text, $4, $5))
+      format('SELECT %I._launch(%L, %L, %L, %L::jsonb, %L, %L${
+    withProcess ? ", %L" : ""
+  })', '${s}', caller, $1, $2, $3::text, $4, $5${withProcess ? ", $7" : ""}))
       INTO handle;
     LOOP
       BEGIN
@@ -742,11 +773,258 @@ BEGIN
   EXECUTE format('SELECT %I.dblink_disconnect(%L)', ext, conn);
   RETURN pid;
 END
-$$`,
-    `REVOKE ALL ON FUNCTION ${s}.start(text, text, jsonb, text, text, interval) FROM PUBLIC`,
-    `GRANT EXECUTE ON FUNCTION ${s}.start(text, text, jsonb, text, text, interval) TO ${role}`
-  ]
-}
+$$`
 
 /** Run on the lock's session: how `start` reaches this database as the owner (NULL: it cannot). */
 export const configureLoopback = (s: string) => `UPDATE ${s}._config SET loopback = $1`
+
+// --- migration 4: many processes ---
+
+/**
+ * Replaces `old` (a signature) by the function `create` makes, keeping who may execute it: the grants of
+ * EXECUTE on the old function (the defaults and any a DBA added) are given on the new one, `newSignature`.
+ * A new parameter with a default cannot live beside the old function (calls would be ambiguous).
+ */
+const replaceFunction = (old: string, create: string, newSignature: string) =>
+  `DO $do$
+DECLARE
+  acl aclitem[] := (SELECT p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = '${old}'::regprocedure);
+  grantee record;
+BEGIN
+  EXECUTE 'DROP FUNCTION ${old}';
+  EXECUTE $fn$${create}$fn$;
+  IF acl IS NOT NULL THEN
+    EXECUTE 'REVOKE ALL ON FUNCTION ${newSignature} FROM PUBLIC';
+    FOR grantee IN
+      SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END AS name
+      FROM pg_catalog.aclexplode(acl) a LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+      WHERE a.privilege_type = 'EXECUTE' AND (a.grantee = 0 OR r.rolname IS NOT NULL)
+    LOOP
+      EXECUTE format('GRANT EXECUTE ON FUNCTION ${newSignature} TO %s', grantee.name);
+    END LOOP;
+  END IF;
+END
+$do$`
+
+/** The longest process id a call may name (ids are UUIDs: 36 characters). */
+export const maxProcessBytes = 64
+
+/**
+ * The statements of migration 4: every supervisor process attached to the schema registers in
+ * `_processes` (view `processes`); the activity view shows the workers of every live process, with the
+ * process; a launch may name its process (`launch`, `_launch`, `start` gain `process text DEFAULT NULL`,
+ * keeping their grants), and so may `reload(process)`; requests carry where they run (`assigned_to`).
+ */
+export const processes = (s: string): ReadonlyArray<string> => {
+  const role = launcherRole(s)
+  return [
+    `CREATE TABLE ${s}._processes (
+  id text PRIMARY KEY,
+  host text NOT NULL,
+  os_pid integer NOT NULL,
+  started_at timestamptz NOT NULL,
+  attached_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  heartbeat_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  dead_at timestamptz,
+  channel text NOT NULL,
+  wake_key text NOT NULL,
+  max_workers integer,
+  free_slots integer
+)`,
+    `REVOKE ALL ON ${s}._processes FROM PUBLIC`,
+    // process: the one the caller named (NULL: any); assigned_to: the one that is to process the row now
+    // (NULL: the attached supervisor); tried: processes that had no free slot for an unnamed launch.
+    `ALTER TABLE ${s}._requests ADD COLUMN process text, ADD COLUMN assigned_to text,
+  ADD COLUMN tried text[] NOT NULL DEFAULT '{}'`,
+    `CREATE INDEX ON ${s}._requests (assigned_to, id) WHERE state = 'requested'`,
+    // Wakes the process the request is assigned to, else the attached supervisor.
+    `CREATE OR REPLACE FUNCTION ${s}._notify(request bigint) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_notify(coalesce(
+  (SELECT p.channel FROM ${s}._requests r JOIN ${s}._processes p ON p.id = r.assigned_to WHERE r.id = request),
+  (SELECT channel FROM ${s}._config)), request::text) $$`,
+    // The live process a call names (NULL for none); an error for one that is not running.
+    `CREATE FUNCTION ${s}._live_process(process text) RETURNS ${s}._processes
+${definer}
+AS $$
+DECLARE
+  p ${s}._processes;
+BEGIN
+  IF process IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF octet_length(process) > ${maxProcessBytes} THEN
+    RAISE EXCEPTION 'background worker process name is too long (% bytes)', octet_length(process)
+      USING ERRCODE = 'string_data_right_truncation', DETAIL = 'A process id holds at most ${maxProcessBytes} bytes.';
+  END IF;
+  SELECT * INTO p FROM ${s}._processes WHERE id = process;
+  IF NOT FOUND OR p.dead_at IS NOT NULL THEN
+    RAISE EXCEPTION 'supervisor process "%" is not running', process
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'SELECT process FROM ${s}.processes lists the processes attached to the control plane.';
+  END IF;
+  RETURN p;
+END
+$$`,
+    `REVOKE ALL ON FUNCTION ${s}._live_process(text) FROM PUBLIC`,
+    replaceFunction(
+      `${s}.launch(text, text, jsonb, text, text)`,
+      launchFunction(s, "launch", `${s}._caller()`, true),
+      `${s}.launch(text, text, jsonb, text, text, text)`
+    ),
+    replaceFunction(
+      `${s}._launch(text, text, text, jsonb, text, text)`,
+      launchFunction(s, "_launch", "caller", true),
+      `${s}._launch(text, text, text, jsonb, text, text, text)`
+    ),
+    replaceFunction(
+      `${s}.start(text, text, jsonb, text, text, interval)`,
+      startFunction(s, true),
+      `${s}.start(text, text, jsonb, text, text, interval, text)`
+    ),
+    // Signals go to the process of the worker: the one that launched it, else the one it is assigned to.
+    `CREATE OR REPLACE FUNCTION ${s}._signal(handle bigint, kind text, action text) RETURNS void
+${definer}
+AS $$
+DECLARE
+  r ${s}._requests := ${s}._handle(handle, action);
+  request bigint;
+BEGIN
+  INSERT INTO ${s}._requests (kind, target, requested_by, assigned_to)
+    VALUES (kind, r.id, ${s}._caller(),
+            CASE WHEN r.state IN ('launched', 'processing') THEN r.supervisor_id ELSE r.assigned_to END)
+    RETURNING id INTO request;
+  PERFORM ${s}._notify(request);
+END
+$$`,
+    `REVOKE ALL ON FUNCTION ${s}._signal(bigint, text, text) FROM PUBLIC`,
+    `CREATE OR REPLACE FUNCTION ${s}.terminate(handle bigint) RETURNS void
+${definer}
+AS $$ BEGIN PERFORM ${s}._signal(handle, 'terminate', 'terminate'); END $$`,
+    `CREATE OR REPLACE FUNCTION ${s}.set_latch(handle bigint) RETURNS void
+${definer}
+AS $$ BEGIN PERFORM ${s}._signal(handle, 'set_latch', 'set the latch of'); END $$`,
+    // reload(): every live process, as pg_reload_conf reaches every backend (the attached supervisor when
+    // none is registered). reload(process): the named one. Both need the right to execute reload().
+    `CREATE OR REPLACE FUNCTION ${s}.reload() RETURNS void
+${definer}
+AS $$
+DECLARE
+  request bigint;
+  p record;
+  any_process boolean := false;
+BEGIN
+  FOR p IN SELECT id FROM ${s}._processes WHERE dead_at IS NULL ORDER BY id LOOP
+    INSERT INTO ${s}._requests (kind, requested_by, process, assigned_to)
+      VALUES ('reload', ${s}._caller(), p.id, p.id) RETURNING id INTO request;
+    PERFORM ${s}._notify(request);
+    any_process := true;
+  END LOOP;
+  IF NOT any_process THEN
+    INSERT INTO ${s}._requests (kind, requested_by) VALUES ('reload', ${s}._caller()) RETURNING id INTO request;
+    PERFORM ${s}._notify(request);
+  END IF;
+END
+$$`,
+    `CREATE FUNCTION ${s}.reload(process text) RETURNS void
+${definer}
+AS $$
+DECLARE
+  target ${s}._processes;
+  request bigint;
+BEGIN
+  IF NOT has_function_privilege(${s}._caller(), '${s}.reload()', 'EXECUTE') THEN
+    RAISE EXCEPTION 'permission denied for function reload' USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  target := ${s}._live_process(process);
+  IF target.id IS NULL THEN
+    PERFORM ${s}.reload();
+    RETURN;
+  END IF;
+  INSERT INTO ${s}._requests (kind, requested_by, process, assigned_to)
+    VALUES ('reload', ${s}._caller(), target.id, target.id) RETURNING id INTO request;
+  PERFORM ${s}._notify(request);
+END
+$$`,
+    // Its own check mirrors reload()'s grants, so EXECUTE is open: who may call reload() may call this.
+    `REVOKE ALL ON FUNCTION ${s}.reload(text) FROM PUBLIC`,
+    `GRANT EXECUTE ON FUNCTION ${s}.reload(text) TO PUBLIC`,
+    // The process a launch ran (or is to run) on, with wait_for_startup's rights.
+    `CREATE FUNCTION ${s}.process_of(handle bigint) RETURNS text
+${definer}
+AS $$
+DECLARE
+  r ${s}._requests := ${s}._handle(handle, 'look up');
+BEGIN
+  RETURN CASE WHEN r.state IN ('launched', 'processing') THEN r.supervisor_id ELSE coalesce(r.assigned_to, r.process) END;
+END
+$$`,
+    `REVOKE ALL ON FUNCTION ${s}.process_of(bigint) FROM PUBLIC`,
+    `GRANT EXECUTE ON FUNCTION ${s}.process_of(bigint) TO ${role}, pg_signal_backend`,
+    `CREATE VIEW ${s}.processes AS
+SELECT p.id AS process, p.host, p.os_pid, p.started_at, p.attached_at, p.heartbeat_at, p.dead_at,
+       p.dead_at IS NULL AS live, p.id = c.supervisor_id AND ${attached(s)} AS coordinator,
+       p.max_workers, p.free_slots
+FROM ${s}._processes p CROSS JOIN ${s}._config c
+ORDER BY p.started_at, p.id`,
+    `GRANT SELECT ON ${s}.processes TO ${role}, pg_read_all_stats`,
+    `DROP VIEW ${s}.activity`,
+    `CREATE VIEW ${s}.activity AS
+SELECT a.pid, a.incarnation, a.name, a.backend_type, a.usename, a.origin, a.registration, a.state, a.query,
+       a.backend_start, a.state_change, a.wait_event_type, a.wait_event, a.restart_count, a.last_exit_kind,
+       a.last_exit_message, a.last_exit_at, a.next_restart_at, a.given_up_reason,
+       r.id AS handle, a.worker_handle, r.requested_by, a.supervisor_id AS process
+FROM ${s}._activity a
+JOIN ${s}._processes p ON p.id = a.supervisor_id AND p.dead_at IS NULL
+LEFT JOIN ${s}._requests r ON r.kind = 'launch' AND r.supervisor_id = a.supervisor_id AND r.handle = a.worker_handle
+WHERE ${attached(s)}
+ORDER BY p.started_at, a.supervisor_id, a.slot`,
+    `GRANT SELECT ON ${s}.activity TO ${role}, pg_read_all_stats`
+  ]
+}
+
+/** Registers (or refreshes) this process. `$1` id, `$2` host, `$3` OS pid, `$4` start (ms), `$5` channel, `$6` key. */
+export const register = (s: string) =>
+  `INSERT INTO ${s}._processes (id, host, os_pid, started_at, channel, wake_key, max_workers)
+   VALUES ($1, $2, $3, pg_catalog.to_timestamp($4 / 1000.0), $5, $6, $7)
+   ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, os_pid = EXCLUDED.os_pid, channel = EXCLUDED.channel,
+     wake_key = EXCLUDED.wake_key, max_workers = EXCLUDED.max_workers, heartbeat_at = pg_catalog.now(),
+     dead_at = NULL, attached_at = pg_catalog.now()`
+
+/** The heartbeat: `$1` id, `$2` free slots. No row, or `was_dead`: the process must register and publish again. */
+export const heartbeat = (s: string) =>
+  `UPDATE ${s}._processes p SET heartbeat_at = pg_catalog.now(), dead_at = NULL, free_slots = $2
+   FROM (SELECT id, dead_at FROM ${s}._processes WHERE id = $1 FOR UPDATE) o
+   WHERE p.id = o.id
+   RETURNING o.dead_at IS NOT NULL AS was_dead`
+
+/**
+ * Marks dead the processes whose heartbeat is older than `$1` (an interval) and whose liveness lock is free:
+ * a process that lives holds its lock, so a slow heartbeat never marks it. Returns their ids.
+ */
+export const markDead = (s: string) =>
+  `UPDATE ${s}._processes SET dead_at = pg_catalog.now()
+   WHERE dead_at IS NULL AND heartbeat_at < pg_catalog.now() - $1::interval AND ${deadSupervisor("id")}
+   RETURNING id`
+
+/**
+ * Where an unnamed launch with no slot here may go: a live process that has not tried it, those reporting
+ * the most free slots first. The report may be stale (a worker ended since), so it orders, never excludes:
+ * the process itself decides, and hands it on again when it has no slot.
+ */
+export const otherProcess = (s: string) =>
+  `SELECT p.id, p.channel FROM ${s}._processes p
+   WHERE p.dead_at IS NULL AND p.id <> $1 AND NOT (p.id = ANY ($2::text[]))
+   ORDER BY p.free_slots DESC NULLS FIRST, p.id LIMIT 1`
+
+/**
+ * The requests a process that is not attached claims: those assigned to it, while it is registered and
+ * live. `$1` id, `$2` last id seen, `$3` inline argument limit, `$4` page size. Same columns as {@link claim}.
+ */
+export const claimAssigned = (s: string) =>
+  claim(s).replace(
+    `AND EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1)
+          AND (q.assigned_to IS NULL OR q.assigned_to = $1)`,
+    `AND q.assigned_to = $1
+          AND EXISTS (SELECT 1 FROM ${s}._processes m WHERE m.id = $1 AND m.dead_at IS NULL)`
+  )
