@@ -23,6 +23,26 @@
  * | view `bgworker.processes` | the supervisor processes attached to the control plane: `process` (id), `host`, `os_pid`, `started_at`, `attached_at`, `heartbeat_at`, `dead_at`, `live`, `coordinator` (the attached one), `max_workers`, `free_slots` |
  * | view `bgworker.settings` | `Guc.settings` (`pg_settings`' columns); empty without a `Gucs` registry |
  *
+ * **From code** ({@link launch}, {@link waitForStartup}, {@link start}, {@link terminate}, {@link setLatch}):
+ * the same functions, called on the `SqlClient` in context, so with its session's role and rights. A
+ * program launches on any supervisor process on the database (it needs no supervisor of its own): on the
+ * one `process` names (unknown or dead: {@link ProcessNotRunning}), or on any live one with a free slot;
+ * {@link NoFreeSlot} only when every live process is full (or the named one is). {@link Started} names the
+ * process the worker runs on. `Supervisor.launch`, by contrast, is local: it starts the worker in this
+ * process's supervisor, with its slots, and returns a `WorkerHandle`.
+ *
+ * ```ts
+ * import { ControlPlane } from "effect-bgworker/pg"
+ * import * as Effect from "effect/Effect"
+ *
+ * // On the process whose id is in bgworker.processes, else on any with a free slot:
+ * const onB = (process?: string) =>
+ *   ControlPlane.start({ library: "demo", function: "napper", argument: { naptimeMs: 500 }, process }).pipe(
+ *     Effect.tap((started) => Effect.log(`pid ${started.pid} on ${started.process}`)),
+ *     Effect.catchTag("NoFreeSlot", (e) => Effect.logWarning(`${e.message}; ${e.hint}`))
+ *   )
+ * ```
+ *
  * **How a request travels**
  *
  * Every call inserts a row into `bgworker._requests` and sends a `NOTIFY` on the supervisor's channel. The supervisor
@@ -484,7 +504,7 @@ const sqlstate = (error: unknown): string | undefined => {
  * **Example** (Launch on any process with a free slot)
  *
  * ```ts
- * import * as ControlPlane from "effect-bgworker/pg/ControlPlane"
+ * import { ControlPlane } from "effect-bgworker/pg"
  * import * as Effect from "effect/Effect"
  *
  * const program = Effect.gen(function*() {
