@@ -479,13 +479,11 @@ const checkedSchema = (schema: string | undefined): Effect.Effect<string> =>
     return problem === undefined ? Effect.succeed(name) : Effect.die(new Error(problem))
   })
 
-const sqlstate = (error: unknown): string | undefined => {
-  for (const link of causeChain(error)) {
-    const code = (link as { readonly code?: unknown }).code
-    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code
-  }
-  return undefined
-}
+const notRunning = (error: unknown): boolean =>
+  causeChain(error).some((link) => {
+    const { code, message } = link as { readonly code?: unknown; readonly message?: unknown }
+    return code === "22023" && typeof message === "string" && message.endsWith("is not running")
+  })
 
 /**
  * Asks for a launch through the SQL control plane (`bgworker.launch`), on the named process or on any live
@@ -529,7 +527,8 @@ export const launch = (
       [request.library, request.function, argument, request.name ?? null, request.type ?? null, request.process ?? null]
     ).pipe(
       Effect.catchIf(
-        (error) => request.process !== undefined && sqlstate(error) === "22023",
+        // `_live_process`'s error (22023, "... is not running"), raised before anything is stored.
+        (error) => request.process !== undefined && notRunning(error),
         () => Effect.fail(new ProcessNotRunning({ process: request.process! }))
       )
     )
