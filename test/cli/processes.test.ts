@@ -201,4 +201,26 @@ layer(TestLayer, PgTest.suiteOptions)("bgworker CLI with several processes", (it
       assert.strictEqual(missing.code, 1, show(missing))
       assert.include(missing.stderr, `supervisor process "no-such-process" is not running`)
     }))
+
+  it.effect("a --process prefix that starts two live ids is refused as ambiguous; the exact id is not", () =>
+    Effect.gen(function*() {
+      const { b } = yield* ids
+      const sql = yield* SqlClient
+      const twin = `${b.slice(0, 8)}-twin`
+      // A second live process whose id starts as B's does (registered by hand; its heartbeat is fresh).
+      yield* Effect.acquireRelease(
+        sql`INSERT INTO bgworker._processes (id, host, os_pid, started_at, channel, wake_key)
+          VALUES (${twin}, 'elsewhere', 1, now(), 'bgw_twin', 'twin')`,
+        () => sql`DELETE FROM bgworker._processes WHERE id = ${twin}`.pipe(Effect.orDie)
+      )
+      const before = yield* lastRequest
+      const ambiguous = yield* cli([...napperArgs, "--process", b.slice(0, 8)])
+      assert.strictEqual(ambiguous.code, 1, show(ambiguous))
+      assert.include(ambiguous.stderr, `process "${b.slice(0, 8)}" is ambiguous: it starts 2 live process ids`)
+      assert.include(ambiguous.stderr, "HINT:  bgworker processes lists them")
+      assert.strictEqual(yield* lastRequest, before, "nothing was stored")
+      const exact = yield* cli(["reload", "--process", b])
+      succeeded(exact)
+      assert.strictEqual(exact.stdout.trim(), `reload requested for process ${b}`)
+    }).pipe(Effect.scoped))
 })
