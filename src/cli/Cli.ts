@@ -1,6 +1,6 @@
 /**
- * The `bgworker` command: `ps`, `launch`, `terminate`, `set-latch`, `reload` and `settings` against a
- * running supervisor, through its SQL control plane (`ControlPlane`); `run` to start the supervisor a
+ * The `bgworker` command: `ps`, `launch`, `terminate`, `set-latch`, `reload`, `processes` and `settings`
+ * against running supervisors (one or several processes on a database), through its SQL control plane (`ControlPlane`); `run` to start the supervisor a
  * module exports; `demo` for worker_spi on an embedded server. What psql, `pg_ctl reload` and `ALTER SYSTEM`
  * are to a PostgreSQL server.
  *
@@ -14,7 +14,10 @@
  * bgworker ps                                   # every worker: handle, pid, name, type, state, wait event, ...
  * bgworker ps --watch=2 --json                  # one JSON array every 2 seconds
  * bgworker launch worker_spi worker_spi_main --arg '{"index": 5}' --wait   # handle 7 pid 12345
+ * bgworker launch worker_spi worker_spi_main --arg '{"index": 6}' --process 3f2a9c1e   # on that process
  * bgworker terminate 7
+ * bgworker processes                            # the supervisor processes: id, host, pid, heartbeat, live, ...
+ * bgworker reload --process 3f2a9c1e            # SIGHUP to one process (without --process: every live one)
  * bgworker settings 'worker_spi.*'
  * bgworker settings set worker_spi.naptime 2    # ALTER SYSTEM SET ... ; SELECT pg_reload_conf()
  * bgworker run ./supervisor.js                  # runs the layer the module exports (default or "layer")
@@ -135,7 +138,8 @@ const ps = Command.make(
   Command.withShortDescription("Every worker, as ps and pg_stat_activity show them"),
   Command.withDescription(
     "Every worker of the supervisor, as ps and pg_stat_activity show processes: handle, pid, name, type, " +
-      "registration, state, wait event, restarts, last exit, next restart (the bgworker.activity view)."
+      "registration, state, wait event, restarts, last exit, next restart, and the supervisor process it runs " +
+      "on (the first 8 characters of its id; the bgworker.activity view)."
   ),
   Command.withExamples([
     { command: "bgworker ps", description: "The workers, once" },
@@ -144,6 +148,9 @@ const ps = Command.make(
 )
 
 // --- launch, terminate, set-latch, reload ---
+
+const processFlag = (description: string) =>
+  Flag.String("process").pipe(Flag.withDescription(description), Flag.withMetavar("id"), Flag.optional)
 
 const launch = Command.make(
   "launch",
@@ -174,6 +181,10 @@ const launch = Command.make(
     timeout: Flag.Finite("timeout").pipe(
       Flag.withDescription("With --wait: how many seconds to wait (default 10)."),
       Flag.withDefault(10)
+    ),
+    process: processFlag(
+      "The supervisor process to run on: its id, or the start of it as bgworker ps and bgworker processes " +
+        "show it. Default: any live process with a free slot."
     )
   },
   (input) =>
@@ -192,7 +203,11 @@ const launch = Command.make(
           }),
           name: yield* optionalText("--name", input.name, Validate.bgwMaxLen),
           type: yield* optionalText("--type", input.type, Validate.bgwMaxLen),
-          wait: input.wait ? input.timeout : undefined
+          wait: input.wait ? input.timeout : undefined,
+          process: yield* Option.match(input.process, {
+            onNone: () => Effect.succeed(undefined),
+            onSome: Validate.checkProcess
+          })
         }
       }).pipe(Commands.reported)
       yield* Commands.launch(flags, options)
@@ -201,12 +216,17 @@ const launch = Command.make(
   Command.withShortDescription("Launch a worker from a registered entry point"),
   Command.withDescription(
     "Launch a background worker from an entry point the supervisor registered (bgworker.launch, as " +
-      "worker_spi_launch): prints its handle, and with --wait its pid. Needs membership in bgworker_launcher."
+      "worker_spi_launch), on the supervisor process --process names or on any live one with a free slot: prints " +
+      "its handle, and with --wait its pid and process. Needs membership in bgworker_launcher."
   ),
   Command.withExamples([
     {
       command: `bgworker launch worker_spi worker_spi_main --arg '{"index": 5}' --wait`,
       description: "Launch worker_spi on schema5 and wait for its pid"
+    },
+    {
+      command: `bgworker launch worker_spi worker_spi_main --arg '{"index": 6}' --process 3f2a9c1e --wait`,
+      description: "The same on the supervisor process whose id starts 3f2a9c1e"
     }
   ])
 )
@@ -236,12 +256,36 @@ const setLatch = signalCommand(
   "Set a worker's process latch, waking it from ProcLatch.wait (bgworker.set_latch, as SetLatch)."
 )
 
-const reload = Command.make("reload", {}, () => Effect.flatMap(common, Commands.reload)).pipe(
-  Command.withShortDescription("Reload the supervisor's configuration (SIGHUP)"),
+const reload = Command.make(
+  "reload",
+  { process: processFlag("Only this supervisor process (its id, or the start of it). Default: every live one.") },
+  ({ process }) =>
+    Effect.gen(function*() {
+      const flags = yield* common
+      const checked = yield* Option.match(process, {
+        onNone: () => Effect.succeed(undefined),
+        onSome: (text) => Commands.reported(Validate.checkProcess(text))
+      })
+      yield* Commands.reload(flags, checked)
+    })
+).pipe(
+  Command.withShortDescription("Reload the supervisors' configuration (SIGHUP)"),
   Command.withDescription(
-    "Ask the supervisor to reload its configuration and wake every worker (bgworker.reload, as pg_reload_conf " +
-      "or SIGHUP). Needs a superuser, or EXECUTE on bgworker.reload()."
+    "Ask every live supervisor process (or the one --process names) to reload its configuration and wake " +
+      "every worker (bgworker.reload, as pg_reload_conf or SIGHUP). Needs a superuser, or EXECUTE on " +
+      "bgworker.reload()."
   )
+)
+
+// --- processes ---
+
+const processes = Command.make("processes", {}, () => Effect.flatMap(common, Commands.processes)).pipe(
+  Command.withShortDescription("The supervisor processes attached to the control plane"),
+  Command.withDescription(
+    "The supervisor processes on the database (the bgworker.processes view): id, host, OS pid, start, last " +
+      "heartbeat, whether it is live, and which one is the coordinator."
+  ),
+  Command.withExamples([{ command: "bgworker processes --json", description: "Every column, as JSON" }])
 )
 
 // --- settings ---
@@ -367,7 +411,7 @@ const demo = Command.make(
  * @since 0.2.0
  */
 export const command = root.pipe(
-  Command.withSubcommands([ps, launch, terminate, setLatch, reload, settings, run, demo])
+  Command.withSubcommands([ps, launch, terminate, setLatch, reload, processes, settings, run, demo])
 )
 
 /** The package's version, from its package.json (two levels up, from `src/cli/` and `dist/cli/` alike). */

@@ -23,6 +23,26 @@
  * | view `bgworker.processes` | the supervisor processes attached to the control plane: `process` (id), `host`, `os_pid`, `started_at`, `attached_at`, `heartbeat_at`, `dead_at`, `live`, `coordinator` (the attached one), `max_workers`, `free_slots` |
  * | view `bgworker.settings` | `Guc.settings` (`pg_settings`' columns); empty without a `Gucs` registry |
  *
+ * **From code** ({@link launch}, {@link waitForStartup}, {@link start}, {@link terminate}, {@link setLatch}):
+ * the same functions, called on the `SqlClient` in context, so with its session's role and rights. A
+ * program launches on any supervisor process on the database (it needs no supervisor of its own): on the
+ * one `process` names (unknown or dead: {@link ProcessNotRunning}), or on any live one with a free slot;
+ * {@link NoFreeSlot} only when every live process is full (or the named one is). {@link Started} names the
+ * process the worker runs on. `Supervisor.launch`, by contrast, is local: it starts the worker in this
+ * process's supervisor, with its slots, and returns a `WorkerHandle`.
+ *
+ * ```ts
+ * import { ControlPlane } from "effect-bgworker/pg"
+ * import * as Effect from "effect/Effect"
+ *
+ * // On the process whose id is in bgworker.processes, else on any with a free slot:
+ * const onB = (process?: string) =>
+ *   ControlPlane.start({ library: "demo", function: "napper", argument: { naptimeMs: 500 }, process }).pipe(
+ *     Effect.tap((started) => Effect.log(`pid ${started.pid} on ${started.process}`)),
+ *     Effect.catchTag("NoFreeSlot", (e) => Effect.logWarning(`${e.message}; ${e.hint}`))
+ *   )
+ * ```
+ *
  * **How a request travels**
  *
  * Every call inserts a row into `bgworker._requests` and sends a `NOTIFY` on the supervisor's channel. The supervisor
@@ -193,10 +213,12 @@ import type * as PgClient from "@effect/sql-pg/PgClient"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
 import type * as Migrator from "effect/sql/Migrator"
-import type { SqlClient } from "effect/sql/SqlClient"
+import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomBytes } from "node:crypto"
+import { causeChain } from "../internal/causeChain.ts"
 import type { Supervisor } from "../Supervisor.ts"
 import * as internal from "./internal/controlPlane.ts"
 import * as Sql from "./internal/controlPlaneSql.ts"
@@ -350,3 +372,244 @@ export const layer = (
  */
 export const launcherRole = (options: Pick<Options, "schema"> = {}): string =>
   Sql.launcherRole(options.schema ?? "bgworker")
+
+// --- Launching from code, across processes ---
+
+/**
+ * A launch from code through the SQL control plane: what `bgworker.launch` takes.
+ *
+ * @category launching
+ * @since 0.2.0
+ */
+export interface LaunchRequest {
+  /** The entry point's library (`bgw_library_name`), as registered with `Supervisor.layer({ entryPoints })`. */
+  readonly library: string
+  /** The entry point's function (`bgw_function_name`). */
+  readonly function: string
+  /** The worker's argument: a JSON value (sent as `jsonb`), decoded by the supervisor with the entry point's schema. */
+  readonly argument?: unknown
+  /** `bgw_name`; default the entry point's. */
+  readonly name?: string | undefined
+  /** `bgw_type`; default the entry point's. */
+  readonly type?: string | undefined
+  /**
+   * The supervisor process to run on (its id, `bgworker.processes.process`); default: any live process with
+   * a free slot (the coordinator first).
+   */
+  readonly process?: string | undefined
+  /** The control plane's schema. Default `"bgworker"`. */
+  readonly schema?: string | undefined
+}
+
+/**
+ * What {@link launch} returns: the cluster-wide handle (the request's id, as `bgworker.launch` returns it),
+ * and the process it was named for (`undefined` when the control plane chooses: {@link Started} names it).
+ *
+ * @category launching
+ * @since 0.2.0
+ */
+export interface Launched {
+  readonly handle: bigint
+  readonly process: string | undefined
+  readonly schema: string
+}
+
+/**
+ * A launched worker that runs: its pid (a database worker's backend pid) and the process it runs on.
+ *
+ * @category launching
+ * @since 0.2.0
+ */
+export interface Started {
+  readonly handle: bigint
+  readonly pid: number
+  readonly process: string
+}
+
+/**
+ * No slot was free: on the process the launch named, or (unnamed) on every live process
+ * (`bgworker.wait_for_startup` returned NULL; the request's state is `no_slot`).
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export class NoFreeSlot extends Schema.TaggedError<NoFreeSlot>()("NoFreeSlot", {
+  handle: Schema.BigInt,
+  /** The process the launch named; absent when every live process was tried. */
+  process: Schema.optionalKey(Schema.String)
+}) {
+  override get message(): string {
+    return this.process === undefined
+      ? `no free background worker slot on any live supervisor process (launch ${this.handle})`
+      : `no free background worker slot on supervisor process "${this.process}" (launch ${this.handle})`
+  }
+  get hint(): string {
+    return this.process === undefined
+      ? "Terminate workers that are no longer needed, raise maxWorkerProcesses, or start another supervisor process."
+      : "Launch without naming a process to use any live process with a free slot, or terminate workers on it."
+  }
+  /** A slot frees up when some worker ends, so trying later can succeed. */
+  get isRetryable(): boolean {
+    return true
+  }
+}
+
+/**
+ * The launch named a process that is not running: unknown, detached, or marked dead (SQLSTATE 22023 from
+ * `bgworker.launch`). Nothing was stored.
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export class ProcessNotRunning extends Schema.TaggedError<ProcessNotRunning>()("ProcessNotRunning", {
+  process: Schema.String
+}) {
+  override get message(): string {
+    return `supervisor process "${this.process}" is not running`
+  }
+  get hint(): string {
+    return "SELECT process FROM bgworker.processes WHERE live lists the processes a launch may name."
+  }
+}
+
+const checkedSchema = (schema: string | undefined): Effect.Effect<string> =>
+  Effect.suspend(() => {
+    const name = schema ?? "bgworker"
+    const problem = Sql.checkSchema(name)
+    return problem === undefined ? Effect.succeed(name) : Effect.die(new Error(problem))
+  })
+
+const notRunning = (error: unknown): boolean =>
+  causeChain(error).some((link) => {
+    const { code, message } = link as { readonly code?: unknown; readonly message?: unknown }
+    return code === "22023" && typeof message === "string" && message.endsWith("is not running")
+  })
+
+/**
+ * Asks for a launch through the SQL control plane (`bgworker.launch`), on the named process or on any live
+ * one with a free slot: the cluster-wide counterpart of `Supervisor.launch`. Each statement runs on the
+ * `SqlClient` in context with its session's role, so the caller's rights are those of the SQL functions
+ * (membership in `bgworker_launcher`, the worker's role, see "Who may call").
+ *
+ * **Details**
+ *
+ * - `Supervisor.launch` starts a worker in this process's own supervisor, with its slots, and returns its
+ *   `WorkerHandle`. `ControlPlane.launch` works from any program with a session on the database (it needs no
+ *   supervisor in its own process), reaches every supervisor process on it, and returns a request id.
+ * - The launch takes effect when its transaction commits: outside `sql.withTransaction` at once. Call
+ *   {@link waitForStartup} after the commit (in the same transaction it fails with SQLSTATE 25001).
+ *
+ * **Example** (Launch on any process with a free slot)
+ *
+ * ```ts
+ * import { ControlPlane } from "effect-bgworker/pg"
+ * import * as Effect from "effect/Effect"
+ *
+ * const program = Effect.gen(function*() {
+ *   const started = yield* ControlPlane.start({ library: "worker_spi", function: "worker_spi_main", argument: { index: 5 } })
+ *   yield* Effect.log(`pid ${started.pid} on ${started.process}`)
+ *   yield* ControlPlane.terminate(started.handle)
+ * })
+ * ```
+ *
+ * @category launching
+ * @since 0.2.0
+ */
+export const launch = (
+  request: LaunchRequest
+): Effect.Effect<Launched, ProcessNotRunning | SqlError, SqlClient> =>
+  Effect.gen(function*() {
+    const schema = yield* checkedSchema(request.schema)
+    const sql = yield* SqlClient
+    const argument = request.argument === undefined ? null : JSON.stringify(request.argument)
+    const [row] = yield* sql.unsafe<{ readonly handle: bigint | number | string }>(
+      `SELECT ${schema}.launch($1, $2, $3::jsonb, $4, $5, $6) AS handle`,
+      [request.library, request.function, argument, request.name ?? null, request.type ?? null, request.process ?? null]
+    ).pipe(
+      Effect.catchIf(
+        // `_live_process`'s error (22023, "... is not running"), raised before anything is stored.
+        (error) => request.process !== undefined && notRunning(error),
+        () => Effect.fail(new ProcessNotRunning({ process: request.process! }))
+      )
+    )
+    return { handle: BigInt(row!.handle), process: request.process, schema }
+  })
+
+/**
+ * Waits until a launch runs (`bgworker.wait_for_startup`, `WaitForBackgroundWorkerStartup`) and returns its
+ * pid and the process it runs on; {@link NoFreeSlot} when no slot was free. A refusal, a timeout or a
+ * launching process that died fails with the server's error (see the errors of `wait_for_startup`).
+ *
+ * @category launching
+ * @since 0.2.0
+ */
+export const waitForStartup = (
+  launched: Launched,
+  options: { readonly timeout?: Duration.Input | undefined } = {}
+): Effect.Effect<Started, NoFreeSlot | SqlError, SqlClient> =>
+  Effect.gen(function*() {
+    const schema = yield* checkedSchema(launched.schema)
+    const sql = yield* SqlClient
+    const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.timeout ?? "10 seconds"))
+    const [started] = yield* sql.unsafe<{ readonly pid: number | null }>(
+      `SELECT ${schema}.wait_for_startup($1, $2::interval) AS pid`,
+      [launched.handle, `${timeout} milliseconds`]
+    )
+    if (started!.pid === null) {
+      return yield* new NoFreeSlot({
+        handle: launched.handle,
+        ...(launched.process === undefined ? {} : { process: launched.process })
+      })
+    }
+    const [where] = yield* sql.unsafe<{ readonly process: string }>(
+      `SELECT ${schema}.process_of($1) AS process`,
+      [launched.handle]
+    )
+    return { handle: launched.handle, pid: started!.pid, process: where!.process }
+  })
+
+/**
+ * {@link launch}, then {@link waitForStartup}: `worker_spi_launch` from code. Outside a transaction (each
+ * statement commits at once); inside `sql.withTransaction` use `launch` and wait after the commit.
+ *
+ * @category launching
+ * @since 0.2.0
+ */
+export const start = (
+  request: LaunchRequest & { readonly timeout?: Duration.Input | undefined }
+): Effect.Effect<Started, NoFreeSlot | ProcessNotRunning | SqlError, SqlClient> =>
+  Effect.flatMap(launch(request), (launched) => waitForStartup(launched, { timeout: request.timeout }))
+
+const signal = (kind: "terminate" | "set_latch") =>
+(
+  handle: bigint,
+  options: { readonly schema?: string | undefined } = {}
+): Effect.Effect<void, SqlError, SqlClient> =>
+  Effect.gen(function*() {
+    const schema = yield* checkedSchema(options.schema)
+    const sql = yield* SqlClient
+    yield* sql.unsafe(`SELECT ${schema}.${kind}($1)`, [handle])
+  })
+
+/**
+ * `bgworker.terminate`: stops a launched worker on whichever process runs it (`pg_terminate_backend`),
+ * after the calling transaction commits. Needs the worker's role, or `pg_signal_backend`.
+ *
+ * @category launching
+ * @since 0.2.0
+ */
+export const terminate: (
+  handle: bigint,
+  options?: { readonly schema?: string | undefined }
+) => Effect.Effect<void, SqlError, SqlClient> = signal("terminate")
+
+/**
+ * `bgworker.set_latch`: sets a launched worker's latch on whichever process runs it.
+ *
+ * @category launching
+ * @since 0.2.0
+ */
+export const setLatch: (
+  handle: bigint,
+  options?: { readonly schema?: string | undefined }
+) => Effect.Effect<void, SqlError, SqlClient> = signal("set_latch")

@@ -128,7 +128,32 @@ export interface LaunchOptions {
   readonly type: string | undefined
   /** Seconds to wait for the worker's start; `undefined`: do not wait. */
   readonly wait: number | undefined
+  /** `--process`: a live process's id, or the start of one (as `bgworker ps` shows it); `undefined`: any. */
+  readonly process: string | undefined
 }
+
+/**
+ * The live process `--process` names: its exact id, else the only live process whose id starts with it (as
+ * `ps` and `processes` show the first 8 characters). No match: the text as given, so that the server
+ * raises its own error (`supervisor process "..." is not running`, SQLSTATE 22023).
+ */
+const resolveProcess = (sql: PgClient.PgClient, schema: string, given: string) =>
+  Effect.gen(function*() {
+    const rows = yield* sql.unsafe<{ readonly process: string }>(
+      `SELECT process FROM ${schema}.processes
+       WHERE live AND (process = $1 OR pg_catalog.left(process, pg_catalog.length($1)) = $1)
+       ORDER BY process = $1 DESC, process`,
+      [given]
+    )
+    if (rows.length === 0) return given
+    if (rows[0]!.process === given || rows.length === 1) return rows[0]!.process
+    return yield* new CliFailure({
+      lines: [`bgworker: error: process "${escape(given)}" is ambiguous: it starts ${rows.length} live process ids`],
+      hint: "bgworker processes lists them: give more of the id.",
+      exitCode: 1,
+      prefix: false
+    })
+  })
 
 /**
  * `bgworker launch`: `launch` (committed at once: the session autocommits), then with `--wait`
@@ -137,13 +162,25 @@ export interface LaunchOptions {
 export const launch = (common: Common, options: LaunchOptions) =>
   withSession(common, (sql, schema) =>
     Effect.gen(function*() {
+      const process = options.process === undefined ? null : yield* resolveProcess(sql, schema, options.process)
       const [launched] = yield* sql.unsafe<{ readonly handle: bigint | number }>(
-        `SELECT ${schema}.launch($1, $2, $3::jsonb, $4, $5) AS handle`,
-        [options.library, options.function, options.arg ?? null, options.name ?? null, options.type ?? null]
+        // Without --process, the five-argument call: it works on a schema before migration 4 too.
+        process === null
+          ? `SELECT ${schema}.launch($1, $2, $3::jsonb, $4, $5) AS handle`
+          : `SELECT ${schema}.launch($1, $2, $3::jsonb, $4, $5, $6) AS handle`,
+        [
+          options.library,
+          options.function,
+          options.arg ?? null,
+          options.name ?? null,
+          options.type ?? null,
+          ...(process === null ? [] : [process])
+        ]
       )
       const handle = launched!.handle
       if (options.wait === undefined) {
-        return yield* Console.log(common.json ? json({ handle }) : `handle ${handle}`)
+        if (common.json) return yield* Console.log(json(process === null ? { handle } : { handle, process }))
+        return yield* Console.log(process === null ? `handle ${handle}` : `handle ${handle} process ${escape(process)}`)
       }
       const [started] = yield* sql.unsafe<{ readonly pid: number | null }>(
         `SELECT ${schema}.wait_for_startup($1, $2::interval) AS pid`,
@@ -153,13 +190,33 @@ export const launch = (common: Common, options: LaunchOptions) =>
       if (pid === null) {
         // RegisterDynamicBackgroundWorker found no free slot: worker_spi_launch's error.
         return yield* new CliFailure({
-          lines: ["ERROR:  could not register background process"],
-          hint: `You may need to increase "max_worker_processes" (the supervisor's).`,
+          lines: [
+            "ERROR:  could not register background process",
+            process === null
+              ? "DETAIL:  No live supervisor process had a free slot."
+              : `DETAIL:  Supervisor process ${escape(process)} had no free slot.`
+          ],
+          hint: process === null
+            ? `You may need to increase "max_worker_processes" (the supervisors'), or start another supervisor process.`
+            : `Launch without --process to use any live process with a free slot.`,
           exitCode: 1,
           prefix: false
         })
       }
-      yield* Console.log(common.json ? json({ handle, pid }) : `handle ${handle} pid ${pid}`)
+      // The process it runs on (process_of, migration 4); absent on an older schema.
+      const where = yield* sql.unsafe<{ readonly process: string | null }>(
+        `SELECT ${schema}.process_of($1) AS process`,
+        [handle]
+      ).pipe(
+        Effect.map((rows) => rows[0]?.process ?? null),
+        Effect.catchTag("SqlError", () => Effect.succeed(null))
+      )
+      if (common.json) {
+        return yield* Console.log(json(where === null ? { handle, pid } : { handle, pid, process: where }))
+      }
+      yield* Console.log(
+        where === null ? `handle ${handle} pid ${pid}` : `handle ${handle} pid ${pid} process ${escape(where)}`
+      )
     }))
 
 /** `bgworker terminate` and `set-latch`: a request, applied by the supervisor after this session commits. */
@@ -173,12 +230,56 @@ export const signal = (common: Common, kind: "terminate" | "set_latch", handle: 
       )
     }))
 
-/** `bgworker reload`: `bgworker.reload()`, the supervisor's SIGHUP. */
-export const reload = (common: Common) =>
+/**
+ * `bgworker reload`: `bgworker.reload()`, the SIGHUP of every live supervisor process; with `--process`,
+ * `bgworker.reload(process)`, of that one only.
+ */
+export const reload = (common: Common, given: string | undefined) =>
   withSession(common, (sql, schema) =>
     Effect.gen(function*() {
-      yield* sql.unsafe(`SELECT ${schema}.reload()`)
-      yield* Console.log(common.json ? json({ requested: "reload" }) : "reload requested")
+      if (given === undefined) {
+        yield* sql.unsafe(`SELECT ${schema}.reload()`)
+        return yield* Console.log(common.json ? json({ requested: "reload" }) : "reload requested")
+      }
+      const process = yield* resolveProcess(sql, schema, given)
+      yield* sql.unsafe(`SELECT ${schema}.reload($1::text)`, [process])
+      yield* Console.log(
+        common.json ? json({ requested: "reload", process }) : `reload requested for process ${escape(process)}`
+      )
+    }))
+
+// --- processes ---
+
+interface ProcessRow {
+  readonly process: string
+  readonly host: string
+  readonly os_pid: number
+  readonly started_at: Date
+  readonly heartbeat_at: Date
+  readonly live: boolean
+  readonly coordinator: boolean
+}
+
+/** `bgworker processes`: the `bgworker.processes` view, the coordinator first, then by start time. */
+export const processes = (common: Common) =>
+  withSession(common, (sql, schema) =>
+    Effect.gen(function*() {
+      const rows = yield* sql.unsafe<ProcessRow & Record<string, unknown>>(
+        `SELECT * FROM ${schema}.processes ORDER BY coordinator DESC, started_at, process`
+      )
+      if (common.json) return yield* Console.log(json(rows))
+      yield* Console.log(table(
+        ["process", "host", "pid", "started", "heartbeat", "live", "coordinator"],
+        rows.map((r) => [
+          r.process,
+          cut(r.host, 40),
+          String(r.os_pid),
+          cell(r.started_at),
+          cell(r.heartbeat_at),
+          r.live ? "t" : "f",
+          r.coordinator ? "t" : "f"
+        ])
+      ))
     }))
 
 // --- settings ---

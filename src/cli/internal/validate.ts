@@ -10,7 +10,7 @@
  */
 import * as Effect from "effect/Effect"
 import { escapeBounded } from "../../internal/logText.ts"
-import { checkSchema } from "../../pg/internal/controlPlaneSql.ts"
+import { checkSchema, maxProcessBytes } from "../../pg/internal/controlPlaneSql.ts"
 import { type CliFailure, usage } from "./report.ts"
 
 const bytes = (text: string): number => new TextEncoder().encode(text).length
@@ -66,6 +66,10 @@ export const checkArgument = (json: string): Effect.Effect<string, CliFailure> =
       )
   })
 }
+
+/** `--process`: a process id or the start of one, at most the control plane's limit for a process id. */
+export const checkProcess = (text: string): Effect.Effect<string, CliFailure> =>
+  checkText("--process", text, maxProcessBytes + 1)
 
 /** A handle, as `launch` returned it: a positive whole number. */
 export const checkHandle = (text: string): Effect.Effect<bigint, CliFailure> =>
