@@ -179,10 +179,13 @@ const table = (query: string, columns: ReadonlyArray<string>, rows: ReadonlyArra
       : String(value)
   const cells = rows.map((row) => columns.map((column) => text(row[column])))
   const widths = columns.map((column, i) => Math.max(column.length, ...cells.map((row) => row[i]!.length)))
-  const line = (values: ReadonlyArray<string>) => " " + values.map((v, i) => v.padEnd(widths[i]!)).join(" | ")
+  // psql aligns numbers right, everything else left.
+  const numeric = columns.map((column) => rows.some((row) => typeof row[column] === "number"))
+  const line = (values: ReadonlyArray<string>, header = false) =>
+    " " + values.map((v, i) => !header && numeric[i] ? v.padStart(widths[i]!) : v.padEnd(widths[i]!)).join(" | ")
   return [
     `=> ${query};`,
-    line(columns.map((column, i) => column.padStart(Math.floor((widths[i]! + column.length) / 2)))).trimEnd(),
+    line(columns.map((column, i) => column.padStart(Math.floor((widths[i]! + column.length) / 2))), true).trimEnd(),
     widths.map((w) => "-".repeat(w + 2)).join("+"),
     ...cells.map((row) => line(row).trimEnd()),
     `(${rows.length} ${rows.length === 1 ? "row" : "rows"})`,
