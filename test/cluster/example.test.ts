@@ -6,7 +6,11 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as EmbeddedPostgres from "../../src/pg/EmbeddedPostgres.ts"
 import { spawn } from "../node/fixtures/child.ts"
+import * as PgTest from "../pg/support.ts"
 
 const example = "examples/40_cluster.ts"
 
@@ -36,6 +40,18 @@ const alive = (pid: number) => {
   }
 }
 
+/** The members' OS pids, from the program's `members:` line. */
+const memberPids = (line: string) =>
+  new Map([...line.matchAll(/(member \d) is os pid (\d+)/g)].map((m) => [m[1]!, Number(m[2])] as const))
+
+/** Waits (polling every 100 ms, at most `ms`) until none of `pids` is alive; returns those still alive. */
+const awaitGone = (pids: ReadonlyArray<number>, ms: number) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + ms
+    while (pids.some(alive) && Date.now() < deadline) yield* Effect.sleep("100 millis")
+    return pids.filter(alive)
+  })
+
 describe("examples/40_cluster.ts", () => {
   it.live(
     "npm run example:cluster shows the singleton on one process, SIGKILLs it, shows it on another with a greater fencing token and the killed process dead, and exits with code 0 leaving no member alive",
@@ -51,9 +67,7 @@ describe("examples/40_cluster.ts", () => {
         // members: member 1 is os pid <p> (runner ...), ...
         const membersLine = lines.find((line) => line.startsWith("members: "))
         assert.isDefined(membersLine, all)
-        const pids = new Map(
-          [...membersLine!.matchAll(/(member \d) is os pid (\d+)/g)].map((m) => [m[1]!, Number(m[2])] as const)
-        )
+        const pids = memberPids(membersLine!)
         assert.strictEqual(pids.size, 3, membersLine)
 
         const beforeAt = lines.findIndex((line) => line.startsWith("--- before: "))
@@ -104,6 +118,43 @@ describe("examples/40_cluster.ts", () => {
         assert.match(lines.filter((line) => line.trim() !== "").at(-1) ?? "", /^--- done$/, all)
         for (const [name, pid] of pids) assert.isFalse(alive(pid), `${name} (pid ${pid}) outlived the program`)
       }).pipe(Effect.provide(NodeServices.layer)),
+    60_000
+  )
+
+  it.live(
+    "Ctrl-C (SIGINT) while the cluster runs stops the three members before the program exits with code 130",
+    () =>
+      Effect.gen(function*() {
+        const child = yield* spawn(example)
+        const pids = memberPids(yield* child.waitFor(/^members: /, { timeout: "40 seconds" }))
+        assert.strictEqual(pids.size, 3)
+        yield* child.signal("SIGINT")
+        assert.deepStrictEqual(yield* child.awaitExit("20 seconds"), { code: 130 })
+        const output = (yield* child.output).join("\n")
+        assert.include(output, "--- interrupted: stopping the members")
+        // Each member shut itself down (its own last line), and none is left.
+        for (const name of pids.keys()) {
+          assert.match(output, new RegExp(`^\\[${name}\\] .*database system is shut down$`, "m"), output)
+        }
+        assert.deepStrictEqual(yield* awaitGone([...pids.values()], 0), [], output)
+      }).pipe(Effect.provide(NodeServices.layer)),
+    60_000
+  )
+
+  it.live(
+    "when the program is SIGKILLed (no cleanup of its own) on a server that outlives it, its members stop within seconds",
+    () =>
+      Effect.gen(function*() {
+        // A server of the test's (DATABASE_URL, or an embedded one, in a fresh database): unlike the
+        // example's own embedded server it does not go away with the program, so the members' sessions live on.
+        const server = yield* EmbeddedPostgres.PgServer
+        const child = yield* spawn(example, { DATABASE_URL: Redacted.value(server.url) })
+        const pids = memberPids(yield* child.waitFor(/^members: /, { timeout: "40 seconds" }))
+        assert.strictEqual(pids.size, 3)
+        yield* child.signal("SIGKILL")
+        assert.deepStrictEqual(yield* child.awaitExit("10 seconds"), { signal: "SIGKILL" })
+        assert.deepStrictEqual(yield* awaitGone([...pids.values()], 15_000), [], "members outlived the program")
+      }).pipe(Effect.provide(Layer.merge(NodeServices.layer, PgTest.layerDatabase({ prefix: "cluster_example" })))),
     60_000
   )
 })
