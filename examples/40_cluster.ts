@@ -270,12 +270,12 @@ const scenario = Effect.gen(function*() {
   let before: { process: string; member: Member | undefined } | undefined
   yield* until("counter running on one member", Effect.map(owner, (o) => (before = o)?.member !== undefined), 30_000)
   const victim = before!.member!
+  let tokenBefore = ""
   yield* until(
     `counter's write by ${victim.name}`,
-    Effect.map(counterRow, (row) => row?.member === victim.name),
+    Effect.map(counterRow, (row) => row?.member === victim.name && (tokenBefore = row.token) !== ""),
     10_000
   )
-  const tokenBefore = (yield* counterRow)!.token
   yield* say(
     `\n--- before: counter runs on ${victim.name} (process ${
       before!.process
