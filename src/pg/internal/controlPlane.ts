@@ -547,8 +547,10 @@ export const make = (
         })
       }
       if (row.locked !== true) {
-        yield* Effect.logWarning(
-          `another supervisor is attached to schema "${schema}"; this one waits until that session ends`
+        // Not a fault: every process serves the requests addressed to it; only the coordinator's duties
+        // (unaddressed requests, the channel) wait for that session to end.
+        yield* Effect.logInfo(
+          `another supervisor is attached to schema "${schema}" as coordinator; this one serves its own workers and the launches addressed to it, and takes over when that session ends`
         )
         yield* Deferred.succeed(ready, undefined)
         yield* run(Sql.lock(schema))
