@@ -5,56 +5,21 @@
  */
 import { NodeServices } from "@effect/platform-node"
 import { assert, layer } from "@effect/vitest"
-import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
-import * as Schema from "effect/Schema"
 import { SqlClient } from "effect/sql/SqlClient"
-import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
-import * as ControlPlane from "../../src/pg/ControlPlane.ts"
 import * as EmbeddedPostgres from "../../src/pg/EmbeddedPostgres.ts"
-import * as Preload from "../../src/Preload.ts"
-import * as ProcLatch from "../../src/ProcLatch.ts"
-import * as Supervisor from "../../src/Supervisor.ts"
 import * as WorkerHandle from "../../src/WorkerHandle.ts"
 import { captureLogs } from "../fixtures.ts"
 import * as PgTest from "../pg/support.ts"
+import * as TwoProcesses from "../pg/twoProcesses.ts"
+import { ProcessB } from "../pg/twoProcesses.ts"
 import { bgworker, type Result, show } from "./support.ts"
-
-const napper = BackgroundWorker.make({
-  name: "napper",
-  entryPoint: { library: "demo", function: "napper" },
-  argument: Schema.Struct({ naptimeMs: Schema.Number }),
-  main: ({ naptimeMs }) =>
-    Effect.forever(ProcLatch.wait({ timeout: Duration.millis(naptimeMs), onPostmasterDeath: "exit" }))
-})
-
-const keeper = (name: string) => BackgroundWorker.make({ name, main: () => Effect.never })
 
 const logs = captureLogs()
 
-/** Each supervisor has two slots, one of them taken by its static worker. */
-const supervisor = (staticName: string) =>
-  Supervisor.layer({ maxWorkerProcesses: 2, preload: [Preload.register(keeper(staticName))], entryPoints: [napper] })
-
-const controlPlane = () => ControlPlane.layer({ pollInterval: "200 millis", heartbeatInterval: "200 millis" })
-
-const layerA = controlPlane().pipe(Layer.provideMerge(supervisor("static a")))
-
-class ProcessB extends Context.Service<ProcessB, Supervisor.SupervisorApi>()("test/cli/ProcessB") {}
-
-const layerB = Layer.effect(
-  ProcessB,
-  Effect.map(
-    Layer.build(controlPlane().pipe(Layer.provideMerge(supervisor("static b")))),
-    (context) => Context.get(context, Supervisor.Supervisor)
-  )
-)
-
-const TestLayer = layerB.pipe(
-  Layer.provideMerge(layerA),
+const TestLayer = TwoProcesses.layer().pipe(
   Layer.provideMerge(PgTest.layer({ prefix: "cliprocesses" })),
   Layer.provideMerge(NodeServices.layer),
   Layer.provide(logs.layer)

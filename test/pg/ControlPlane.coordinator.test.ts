@@ -12,25 +12,16 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
-import * as Schema from "effect/Schema"
 import { SqlClient } from "effect/sql/SqlClient"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as ControlPlane from "../../src/pg/ControlPlane.ts"
 import * as EmbeddedPostgres from "../../src/pg/EmbeddedPostgres.ts"
 import * as Preload from "../../src/Preload.ts"
-import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import { captureLogs } from "../fixtures.ts"
 import { spawn } from "../node/fixtures/child.ts"
 import * as PgTest from "./support.ts"
-
-const napper = BackgroundWorker.make({
-  name: "napper",
-  entryPoint: { library: "demo", function: "napper" },
-  argument: Schema.Struct({ naptimeMs: Schema.Number }),
-  main: ({ naptimeMs }) =>
-    Effect.forever(ProcLatch.wait({ timeout: Duration.millis(naptimeMs), onPostmasterDeath: "exit" }))
-})
+import { napper } from "./twoProcesses.ts"
 
 const keeper = BackgroundWorker.make({ name: "survivor keeper", main: () => Effect.never })
 

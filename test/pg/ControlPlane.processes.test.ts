@@ -4,36 +4,22 @@
  */
 import { NodeServices } from "@effect/platform-node"
 import { assert, layer } from "@effect/vitest"
-import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
-import * as Schema from "effect/Schema"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
 import { randomUUID } from "node:crypto"
-import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as ControlPlane from "../../src/pg/ControlPlane.ts"
 import * as EmbeddedPostgres from "../../src/pg/EmbeddedPostgres.ts"
 import * as Sql from "../../src/pg/internal/controlPlaneSql.ts"
-import * as Preload from "../../src/Preload.ts"
-import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import * as WorkerHandle from "../../src/WorkerHandle.ts"
 import { captureLogs } from "../fixtures.ts"
 import { spawn } from "../node/fixtures/child.ts"
 import * as PgTest from "./support.ts"
-
-const napper = BackgroundWorker.make({
-  name: "napper",
-  entryPoint: { library: "demo", function: "napper" },
-  argument: Schema.Struct({ naptimeMs: Schema.Number }),
-  main: ({ naptimeMs }) =>
-    Effect.forever(ProcLatch.wait({ timeout: Duration.millis(naptimeMs), onPostmasterDeath: "exit" }))
-})
-
-const keeper = (name: string) => BackgroundWorker.make({ name, main: () => Effect.never })
+import * as TwoProcesses from "./twoProcesses.ts"
+import { ProcessB } from "./twoProcesses.ts"
 
 const logs = captureLogs()
 
@@ -53,33 +39,16 @@ const dropRoles = Layer.effectDiscard(
   )
 )
 
-/** Each supervisor has two slots, one of them taken by its static worker. */
-const supervisor = (staticName: string) =>
-  Supervisor.layer({ maxWorkerProcesses: 2, preload: [Preload.register(keeper(staticName))], entryPoints: [napper] })
-
 /**
  * A's heartbeat is slow (once an hour: "under load"), yet it must never be marked dead; B beats every 100 ms
  * and marks dead any process whose heartbeat is older than 300 ms and whose liveness lock is free.
  */
-const layerA = ControlPlane.layer({ pollInterval: "200 millis", heartbeatInterval: "1 hour", deadAfter: "300 millis" })
-  .pipe(Layer.provideMerge(supervisor("static a")))
+const twoProcesses = TwoProcesses.layer({
+  a: { pollInterval: "200 millis", heartbeatInterval: "1 hour", deadAfter: "300 millis" },
+  b: { pollInterval: "200 millis", heartbeatInterval: "100 millis", deadAfter: "300 millis" }
+})
 
-class ProcessB extends Context.Service<ProcessB, Supervisor.SupervisorApi>()("test/ProcessB") {}
-
-const layerB = Layer.effect(
-  ProcessB,
-  Effect.map(
-    Layer.build(
-      ControlPlane.layer({ pollInterval: "200 millis", heartbeatInterval: "100 millis", deadAfter: "300 millis" }).pipe(
-        Layer.provideMerge(supervisor("static b"))
-      )
-    ),
-    (context) => Context.get(context, Supervisor.Supervisor)
-  )
-)
-
-const TestLayer = Layer.mergeAll(layerB, dropRoles).pipe(
-  Layer.provideMerge(layerA),
+const TestLayer = Layer.mergeAll(twoProcesses, dropRoles).pipe(
   Layer.provideMerge(PgTest.layer({ prefix: "processes" })),
   Layer.provide(logs.layer)
 )
