@@ -19,6 +19,7 @@ import * as Layer from "effect/Layer"
 import * as Random from "effect/Random"
 import * as EmbeddedPostgres from "../src/pg/EmbeddedPostgres.ts"
 import { awaitTick, createTickTables, type Node, runnerRegistered, startNode } from "../test/cluster/support.ts"
+import { eventually } from "../test/pg/support.ts"
 import { costRatio, median, progress, type Row } from "./report.ts"
 
 export interface ClusterOptions {
@@ -68,7 +69,7 @@ const measure = (
       samples.push(ms)
       progress(`cluster (${label}): kill ${kill}/${kills}: running elsewhere after ${ms} ms`)
       const replacement = yield* add
-      while (!(yield* runnerRegistered(replacement.port))) yield* Effect.sleep("50 millis")
+      yield* eventually(`runner ${replacement.id} registered`, runnerRegistered(replacement.port), 60_000)
     }
     return samples
   }))

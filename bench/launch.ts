@@ -145,13 +145,16 @@ const compare = (label: string, launchers: number, options: LaunchOptions, capac
     return row
   }).pipe(Effect.scoped)
 
-/** Figure 1m: the launch cycle with metrics on versus off (two supervisors, alternating rounds). */
-const compareMetrics = (options: LaunchOptions) =>
+/**
+ * The launch cycle against two built supervisors, `on` and `off`: both warmed up, then alternating timed
+ * rounds (off first); the rates of each round, their medians and the off / on ratio.
+ */
+const onOffRounds = (
+  options: LaunchOptions,
+  on: Context.Context<Supervisor.Supervisor>,
+  off: Context.Context<Supervisor.Supervisor>
+) =>
   Effect.gen(function*() {
-    const build = (metrics: boolean) =>
-      Effect.orDie(Layer.build(Supervisor.layer({ maxWorkerProcesses: 8, terminateTimeout: "5 seconds", metrics })))
-    const on = yield* build(true)
-    const off = yield* build(false)
     const onRates: Array<number> = []
     const offRates: Array<number> = []
     yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), on)
@@ -162,7 +165,17 @@ const compareMetrics = (options: LaunchOptions) =>
     }
     const onRate = median(onRates)
     const offRate = median(offRates)
-    const ratio = throughputRatio(onRate, offRate)
+    return { onRates, offRates, onRate, offRate, ratio: throughputRatio(onRate, offRate) }
+  })
+
+/** Figure 1m: the launch cycle with metrics on versus off (two supervisors, alternating rounds). */
+const compareMetrics = (options: LaunchOptions) =>
+  Effect.gen(function*() {
+    const build = (metrics: boolean) =>
+      Effect.orDie(Layer.build(Supervisor.layer({ maxWorkerProcesses: 8, terminateTimeout: "5 seconds", metrics })))
+    const on = yield* build(true)
+    const off = yield* build(false)
+    const { offRate, offRates, onRate, onRates, ratio } = yield* onOffRounds(options, on, off)
     progress(
       `1m. metrics on ${onRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")}k/s, off ${
         offRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")
@@ -267,17 +280,7 @@ const compareTracing = (
       ))
     const on = yield* build(true)
     const off = yield* build(false)
-    const onRates: Array<number> = []
-    const offRates: Array<number> = []
-    yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), on)
-    yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), off)
-    for (let round = 0; round < options.rounds; round++) {
-      offRates.push(yield* Effect.provideContext(rate(ourCycle, 1, options.roundMs), off))
-      onRates.push(yield* Effect.provideContext(rate(ourCycle, 1, options.roundMs), on))
-    }
-    const onRate = median(onRates)
-    const offRate = median(offRates)
-    const ratio = throughputRatio(onRate, offRate)
+    const { offRate, offRates, onRate, onRates, ratio } = yield* onOffRounds(options, on, off)
     const label = variant._tag === "memory"
       ? "spans recorded in memory"
       : variant._tag === "native"

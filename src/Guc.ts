@@ -247,7 +247,15 @@ export const bool = (
 export const string = <D extends string | null>(
   name: string,
   options: CommonOptions<D extends null ? string | null : string> & { readonly default: D }
-): Parameter<D extends null ? string | null : string> => parameterInternal.make(name, "string", options as any, {})
+): Parameter<D extends null ? string | null : string> =>
+  parameterInternal.make<D extends null ? string | null : string>(
+    name,
+    "string",
+    options as CommonOptions<D extends null ? string | null : string> & {
+      readonly default: D extends null ? string | null : string
+    },
+    {}
+  )
 
 /**
  * An enum parameter (`DefineCustomEnumVariable`). Values are matched without regard to case; hidden ones

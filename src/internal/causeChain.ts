@@ -47,15 +47,6 @@ export const innermostMessage = (error: unknown): string => {
   return text
 }
 
-/** The first hint along the chain, outermost first. */
-export const firstHint = (error: unknown): string | undefined => {
-  for (const link of causeChain(error)) {
-    const hint = hintOf(link)
-    if (hint !== undefined) return hint
-  }
-  return undefined
-}
-
 /** A tagged error's `Tag: message` (the tag alone without a message); another value's message or text. */
 export const taggedMessage = (error: unknown): string => {
   if (isObject(error) && "_tag" in error) {

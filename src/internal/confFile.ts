@@ -27,7 +27,6 @@ import * as Effect from "effect/Effect"
 import * as FileSystem from "effect/FileSystem"
 import * as Path from "effect/Path"
 import type * as PlatformError from "effect/PlatformError"
-import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 
 // --- Models ---
@@ -54,9 +53,6 @@ export type ConfItem = (ConfEntry & { readonly _tag: "entry" }) | ConfInclude
 
 // --- Errors ---
 
-/** The type id shared by {@link ConfSyntaxError} and {@link ConfFileError} (a getter, not a field). */
-export const ErrorTypeId = "~effect-bgworker/internal/confFile/ConfError" as const
-
 /**
  * A line that does not have the shape `name [=] value`. `token` is the offending token, absent when the line
  * ended too early (`near end of line`). `line` is 1-based.
@@ -66,9 +62,6 @@ export class ConfSyntaxError extends Schema.TaggedError<ConfSyntaxError>()("Conf
   line: Schema.Number,
   token: Schema.optionalKey(Schema.String)
 }) {
-  get [ErrorTypeId](): typeof ErrorTypeId {
-    return ErrorTypeId
-  }
   override get message(): string {
     return this.token === undefined
       ? `syntax error in file "${this.file}" line ${this.line}, near end of line`
@@ -90,17 +83,10 @@ export class ConfFileError extends Schema.TaggedError<ConfFileError>()("ConfFile
   reason: Schema.String,
   includedFrom: Schema.optionalKey(Schema.String),
   line: Schema.optionalKey(Schema.Number)
-}) {
-  get [ErrorTypeId](): typeof ErrorTypeId {
-    return ErrorTypeId
-  }
-}
+}) {}
 
 /** Anything `readConfFile` can fail with. */
 export type ConfError = ConfSyntaxError | ConfFileError
-
-/** Whether `u` is a {@link ConfSyntaxError} or a {@link ConfFileError}. */
-export const isConfError = (u: unknown): u is ConfError => Predicate.hasProperty(u, ErrorTypeId)
 
 // --- Lexer (guc-file.l) ---
 

@@ -18,9 +18,9 @@ export type WorkerState = typeof workerStates[number]
 /** How an incarnation ended (`IncarnationEnd`'s tag, lowercased). */
 export type ExitOutcome = "done" | "failed" | "crashed" | "killed" | "abandoned"
 
-/** Seconds: 1 ms, 4 ms, 16 ms, ... about 4.4 min (and +Inf). */
 const noop = (): void => {}
 
+/** Seconds: 1 ms, 4 ms, 16 ms, ... about 4.4 min (and +Inf). */
 const secondsBoundaries: ReadonlyArray<number> = Metric.exponentialBoundaries({ start: 0.001, factor: 4, count: 10 })
   .filter((b) => Number.isFinite(b))
 
