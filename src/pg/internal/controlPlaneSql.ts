@@ -688,7 +688,8 @@ ORDER BY a.slot`,
 
 /**
  * `start`: `launch` committed on a session of its own (dblink, as the owner), then `wait_for_startup`
- * (migration 3; migration 4 adds the optional `process`).
+ * (migration 3, whose text stays as released; migration 4 adds the optional `process`, and refuses an
+ * argument over the limit before it travels over the loopback).
  */
 const startFunction = (s: string, withProcess: boolean) =>
   `CREATE FUNCTION ${s}.start(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
@@ -726,12 +727,16 @@ BEGIN
             HINT = format('After COMMIT, SELECT ${s}.wait_for_startup(%s) returns its pid.', handle);
     RETURN NULL;
   END IF;
-  -- An argument over the limit is refused here, before it travels over the loopback: _launch raises the
+${
+    withProcess
+      ? `  -- An argument over the limit is refused here, before it travels over the loopback: _launch raises the
   -- limit's error before it stores anything.
   IF octet_length($3::text) > (SELECT c.max_argument_bytes FROM ${s}._config c) THEN
-    PERFORM ${s}._launch(caller, $1, $2, $3, $4, $5${withProcess ? ", $7" : ""});
+    PERFORM ${s}._launch(caller, $1, $2, $3, $4, $5, $7);
   END IF;
-  -- A connection left behind by a call of this session that was cancelled mid-way.
+`
+      : ""
+  }  -- A connection left behind by a call of this session that was cancelled mid-way.
   EXECUTE format('SELECT %L = ANY (coalesce(%I.dblink_get_connections(), ''{}''))', conn, ext) INTO withdrawn;
   IF withdrawn THEN
     EXECUTE format('SELECT %I.dblink_disconnect(%L)', ext, conn);
