@@ -1004,13 +1004,20 @@ export const heartbeat = (s: string) =>
    RETURNING o.dead_at IS NOT NULL AS was_dead`
 
 /**
- * Marks dead the processes whose heartbeat is older than `$1` (an interval) and whose liveness lock is free:
- * a process that lives holds its lock, so a slow heartbeat never marks it. Returns their ids.
+ * The condition of a process that is gone: not yet marked dead, its heartbeat older than `$1` (an interval),
+ * and its liveness lock free (a process that lives holds its lock, so a slow heartbeat never marks it).
+ */
+const lapsedProcess = `dead_at IS NULL AND heartbeat_at < pg_catalog.now() - $1::interval AND ${deadSupervisor("id")}`
+
+/** The processes that are gone ({@link markDead} marks each, with its burial, in a transaction). `$1` interval. */
+export const lapsed = (s: string) => `SELECT id FROM ${s}._processes WHERE ${lapsedProcess}`
+
+/**
+ * Marks dead the process `$2` if it is still gone (`$1` interval; see {@link lapsed}): its id, or no row when
+ * it came back or another process marked it first (the row lock makes that one wait, then see `dead_at`).
  */
 export const markDead = (s: string) =>
-  `UPDATE ${s}._processes SET dead_at = pg_catalog.now()
-   WHERE dead_at IS NULL AND heartbeat_at < pg_catalog.now() - $1::interval AND ${deadSupervisor("id")}
-   RETURNING id`
+  `UPDATE ${s}._processes SET dead_at = pg_catalog.now() WHERE id = $2 AND ${lapsedProcess} RETURNING id`
 
 /**
  * Where an unnamed launch with no slot here may go: a live process that has not tried it, those reporting
