@@ -435,11 +435,9 @@ export const make = (
 
     // --- the process registry ---
 
-    /** Slots this process has free, as far as its activity tells (a launch still decides). */
-    const freeSlots = Effect.map(
-      supervisor.activity,
-      (rows) => Math.max(0, supervisor.maxWorkerProcesses() - rows.length)
-    )
+    /** Slots this process has free, as far as its activity (`rows`) tells (a launch still decides). */
+    const freeOf = (rows: ReadonlyArray<unknown>) => Math.max(0, supervisor.maxWorkerProcesses() - rows.length)
+    const freeSlots = Effect.map(supervisor.activity, freeOf)
     /** When this OS process started (`bgworker.processes.started_at`). */
     const startedAt = Date.now() - Math.round(process.uptime() * 1000)
     const register = sql.unsafe(Sql.register(schema), [
@@ -975,7 +973,7 @@ export const make = (
       if (json === written.activity) return
       yield* sql.withTransaction(Effect.gen(function*() {
         yield* sql`UPDATE ${table("_processes")}
-          SET free_slots = ${Math.max(0, supervisor.maxWorkerProcesses() - rows.length)} WHERE id = ${me}`
+          SET free_slots = ${freeOf(rows)} WHERE id = ${me}`
         yield* sql`DELETE FROM ${table("_activity")} WHERE supervisor_id = ${me}`
         yield* sql.unsafe(
           `INSERT INTO ${schema}._activity
