@@ -574,12 +574,19 @@ $$`,
  * largest argument read inline, `$4` the page size.
  */
 export const claim = (s: string) =>
+  claimWhere(
+    s,
+    `EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1)
+          AND (q.assigned_to IS NULL OR q.assigned_to = $1)`
+  )
+
+/** {@link claim} and {@link claimAssigned}: the page of requested rows (`q`) that also meet `which`. */
+const claimWhere = (s: string, which: string) =>
   `WITH claimed AS (
   UPDATE ${s}._requests r SET state = 'processing', supervisor_id = $1, processed_at = pg_catalog.now()
   FROM (SELECT q.id FROM ${s}._requests q
         WHERE q.state = 'requested' AND q.id > $2
-          AND EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1)
-          AND (q.assigned_to IS NULL OR q.assigned_to = $1)
+          AND ${which}
         ORDER BY q.id LIMIT $4 FOR UPDATE SKIP LOCKED) p
   WHERE r.id = p.id
   RETURNING r.id, r.kind, r.library, r.function, r.arg, r.name, r.type, r.requested_by, r.target, r.process, r.tried,
@@ -1034,9 +1041,8 @@ export const otherProcess = (s: string) =>
  * live. `$1` id, `$2` last id seen, `$3` inline argument limit, `$4` page size. Same columns as {@link claim}.
  */
 export const claimAssigned = (s: string) =>
-  claim(s).replace(
-    `AND EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1)
-          AND (q.assigned_to IS NULL OR q.assigned_to = $1)`,
-    `AND q.assigned_to = $1
+  claimWhere(
+    s,
+    `q.assigned_to = $1
           AND EXISTS (SELECT 1 FROM ${s}._processes m WHERE m.id = $1 AND m.dead_at IS NULL)`
   )
