@@ -551,8 +551,10 @@ export const waitForStartup = (
     const schema = yield* checkedSchema(launched.schema)
     const sql = yield* SqlClient
     const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.timeout ?? "10 seconds"))
-    const [started] = yield* sql.unsafe<{ readonly pid: number | null }>(
-      `SELECT ${schema}.wait_for_startup($1, $2::interval) AS pid`,
+    // One round trip: the wait (in FROM, so it runs first), then the process it started on.
+    const [started] = yield* sql.unsafe<{ readonly pid: number | null; readonly process: string | null }>(
+      `SELECT w.pid, CASE WHEN w.pid IS NOT NULL THEN ${schema}.process_of($1) END AS process
+       FROM ${schema}.wait_for_startup($1, $2::interval) AS w(pid)`,
       [launched.handle, `${timeout} milliseconds`]
     )
     if (started!.pid === null) {
@@ -561,11 +563,7 @@ export const waitForStartup = (
         ...(launched.process === undefined ? {} : { process: launched.process })
       })
     }
-    const [where] = yield* sql.unsafe<{ readonly process: string }>(
-      `SELECT ${schema}.process_of($1) AS process`,
-      [launched.handle]
-    )
-    return { handle: launched.handle, pid: started!.pid, process: where!.process }
+    return { handle: launched.handle, pid: started!.pid, process: started!.process! }
   })
 
 /**

@@ -995,7 +995,10 @@ ORDER BY p.started_at, a.supervisor_id, a.slot`,
   ]
 }
 
-/** Registers (or refreshes) this process. `$1` id, `$2` host, `$3` OS pid, `$4` start (ms), `$5` channel, `$6` key. */
+/**
+ * Registers (or refreshes) this process. `$1` id, `$2` host, `$3` OS pid, `$4` start (ms), `$5` channel, `$6` key,
+ * `$7` max workers.
+ */
 export const register = (s: string) =>
   `INSERT INTO ${s}._processes (id, host, os_pid, started_at, channel, wake_key, max_workers)
    VALUES ($1, $2, $3, pg_catalog.to_timestamp($4 / 1000.0), $5, $6, $7)
