@@ -830,7 +830,7 @@ export const make = (
           WHERE id = ${row.id} AND state = 'processing' AND supervisor_id = ${me}`
         yield* sql.unsafe(`SELECT ${schema}._notify($1)`, [row.id])
         yield* Effect.logDebug(
-          `request ${row.id} handed to ${to === null ? "the attached supervisor" : `process ${to}`}`
+          `request ${row.id} handed to ${to === null ? "the attached supervisor" : `process ${escapeBounded(to, 64)}`}`
         )
       })
 
