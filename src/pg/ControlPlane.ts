@@ -17,7 +17,7 @@
  * | `bgworker.terminate(handle bigint) RETURNS void` | `Supervisor.terminate`, on the process that runs the worker |
  * | `bgworker.set_latch(handle bigint) RETURNS void` | `Supervisor.setLatch`, on the process that runs the worker |
  * | `bgworker.reload() RETURNS void` | `Supervisor.reload` (SIGHUP) on every live process, as `pg_reload_conf` reaches every backend; superusers only unless granted |
- * | `bgworker.reload(process text) RETURNS void` | the same on the named process only; whoever may call `reload()` |
+ * | `bgworker.reload(process text) RETURNS void` | the same on the named process only (NULL: every live one, as `reload()`); whoever may call `reload()` |
  * | `bgworker.process_of(handle bigint) RETURNS text` | the process a launch runs on (or is to run on) |
  * | view `bgworker.activity` | `Activity.snapshot` of every live process, with the SQL `handle`, `requested_by` and `process` |
  * | view `bgworker.processes` | the supervisor processes attached to the control plane: `process` (id), `host`, `os_pid`, `started_at`, `attached_at`, `heartbeat_at`, `dead_at`, `live`, `coordinator` (the attached one), `max_workers`, `free_slots` |
@@ -352,7 +352,7 @@ export const migrate = (
  * - Closing the layer detaches: requests wait in the table until a supervisor attaches again, and are then
  *   processed in id order. Workers keep running; the same supervisor attaching again follows them again.
  * - With a second supervisor already attached, building still succeeds: this one serves the launches and
- *   signals assigned to it and publishes its workers, and waits to attach (it logs a warning).
+ *   signals assigned to it and publishes its workers, and waits to attach (it logs that, at info level).
  * - An invalid `schema` or `channel` is a defect, raised before any SQL runs.
  *
  * @category layers
@@ -551,8 +551,10 @@ export const waitForStartup = (
     const schema = yield* checkedSchema(launched.schema)
     const sql = yield* SqlClient
     const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.timeout ?? "10 seconds"))
-    const [started] = yield* sql.unsafe<{ readonly pid: number | null }>(
-      `SELECT ${schema}.wait_for_startup($1, $2::interval) AS pid`,
+    // One round trip: the wait (in FROM, so it runs first), then the process it started on.
+    const [started] = yield* sql.unsafe<{ readonly pid: number | null; readonly process: string | null }>(
+      `SELECT w.pid, CASE WHEN w.pid IS NOT NULL THEN ${schema}.process_of($1) END AS process
+       FROM ${schema}.wait_for_startup($1, $2::interval) AS w(pid)`,
       [launched.handle, `${timeout} milliseconds`]
     )
     if (started!.pid === null) {
@@ -561,11 +563,7 @@ export const waitForStartup = (
         ...(launched.process === undefined ? {} : { process: launched.process })
       })
     }
-    const [where] = yield* sql.unsafe<{ readonly process: string }>(
-      `SELECT ${schema}.process_of($1) AS process`,
-      [launched.handle]
-    )
-    return { handle: launched.handle, pid: started!.pid, process: where!.process }
+    return { handle: launched.handle, pid: started!.pid, process: started!.process! }
   })
 
 /**

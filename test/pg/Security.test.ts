@@ -405,6 +405,13 @@ layer(Suite, PgTest.suiteOptions)("Security", (it) => {
         const refused = yield* Effect.result(runAs(nobody, `SELECT count(*) FROM bgworker.${view}`))
         assert.strictEqual(failureOf(refused).code, "42501")
       }
+      // ... but the registry behind the processes view holds each process's channel and wake key: the owner's alone
+      for (const role of [reader, mallory]) {
+        const keys = yield* Effect.result(runAs(role, `SELECT wake_key, channel FROM bgworker._processes`))
+        assert.strictEqual(failureOf(keys).code, "42501")
+        const live = yield* Effect.result(runAs(role, `SELECT (bgworker._live_process('${process}')).wake_key`))
+        assert.strictEqual(failureOf(live).message, "permission denied for function _live_process")
+      }
       const launch = yield* Effect.result(runAs(nobody, `SELECT bgworker.launch('security', 'probe')`))
       assert.strictEqual(failureOf(launch).message, "permission denied for function launch")
       // its own terminate ends it

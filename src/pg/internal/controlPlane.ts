@@ -435,11 +435,9 @@ export const make = (
 
     // --- the process registry ---
 
-    /** Slots this process has free, as far as its activity tells (a launch still decides). */
-    const freeSlots = Effect.map(
-      supervisor.activity,
-      (rows) => Math.max(0, supervisor.maxWorkerProcesses() - rows.length)
-    )
+    /** Slots this process has free, as far as its activity (`rows`) tells (a launch still decides). */
+    const freeOf = (rows: ReadonlyArray<unknown>) => Math.max(0, supervisor.maxWorkerProcesses() - rows.length)
+    const freeSlots = Effect.map(supervisor.activity, freeOf)
     /** When this OS process started (`bgworker.processes.started_at`). */
     const startedAt = Date.now() - Math.round(process.uptime() * 1000)
     const register = sql.unsafe(Sql.register(schema), [
@@ -452,25 +450,35 @@ export const make = (
       supervisor.maxWorkerProcesses()
     ])
 
+    /** How old a heartbeat must be, with the liveness lock free, for its process to be gone (an interval). */
+    const deadAfter = `${Duration.toMillis(options.deadAfter)} milliseconds`
+
     /**
      * A process that died without detaching: its heartbeat lapsed and its liveness lock is free. Its workers
      * are gone with it (their launches say `postmaster died`), its rows leave the views, a request assigned to
      * it goes back to the attached supervisor (or, when the caller named it, is refused or done with the
-     * reason), and what it claimed but never launched is queued again.
+     * reason), and what it claimed but never launched is queued again. Marked and buried in one transaction:
+     * a burial cut short leaves it unmarked, to be buried at the next heartbeat, never marked dead with
+     * requests still assigned to it; another process that marks it first leaves nothing to do here.
      */
     const buryProcess = (dead: string) =>
       Effect.gen(function*() {
-        yield* sql`UPDATE ${table("_requests")} SET status = 'postmaster died', pid = NULL
-          WHERE kind = 'launch' AND supervisor_id = ${dead} AND status IN ('not yet started', 'started')`
-        yield* sql`UPDATE ${table("_requests")}
-          SET state = CASE WHEN kind = 'launch' THEN 'refused' ELSE 'done' END, processed_at = now(),
-              error = ${`supervisor process ${dead} died before it processed the request`}
-          WHERE state IN ('requested', 'processing') AND process = ${dead}`
-        yield* sql`UPDATE ${table("_requests")} SET state = 'requested', supervisor_id = NULL, processed_at = NULL,
-            assigned_to = NULL
-          WHERE state IN ('requested', 'processing') AND (assigned_to = ${dead} OR supervisor_id = ${dead})`
-        yield* sql`DELETE FROM ${table("_activity")} WHERE supervisor_id = ${dead}`
-        yield* sql`DELETE FROM ${table("_settings")} WHERE supervisor_id = ${dead}`
+        const marked = yield* sql.withTransaction(Effect.gen(function*() {
+          if ((yield* sql.unsafe(Sql.markDead(schema), [deadAfter, dead])).length === 0) return false
+          yield* sql`UPDATE ${table("_requests")} SET status = 'postmaster died', pid = NULL
+            WHERE kind = 'launch' AND supervisor_id = ${dead} AND status IN ('not yet started', 'started')`
+          yield* sql`UPDATE ${table("_requests")}
+            SET state = CASE WHEN kind = 'launch' THEN 'refused' ELSE 'done' END, processed_at = now(),
+                error = ${`supervisor process ${dead} died before it processed the request`}
+            WHERE state IN ('requested', 'processing') AND process = ${dead}`
+          yield* sql`UPDATE ${table("_requests")} SET state = 'requested', supervisor_id = NULL, processed_at = NULL,
+              assigned_to = NULL
+            WHERE state IN ('requested', 'processing') AND (assigned_to = ${dead} OR supervisor_id = ${dead})`
+          yield* sql`DELETE FROM ${table("_activity")} WHERE supervisor_id = ${dead}`
+          yield* sql`DELETE FROM ${table("_settings")} WHERE supervisor_id = ${dead}`
+          return true
+        }))
+        if (!marked) return
         yield* Effect.logWarning(`supervisor process ${escapeBounded(dead, 64)} is gone: marked dead`)
         yield* signal(wake)
       })
@@ -517,10 +525,8 @@ export const make = (
         written.activity = undefined
         yield* Effect.all([signal(wake), signal(activityDirty)], { discard: true })
       }
-      const dead = yield* sql.unsafe<{ readonly id: string }>(Sql.markDead(schema), [
-        `${Duration.toMillis(options.deadAfter)} milliseconds`
-      ])
-      for (const { id } of dead) yield* buryProcess(id)
+      const gone = yield* sql.unsafe<{ readonly id: string }>(Sql.lapsed(schema), [deadAfter])
+      for (const { id } of gone) yield* buryProcess(id)
     }).pipe(
       survive(`could not refresh this process's heartbeat on schema "${schema}"`),
       Effect.forever,
@@ -824,7 +830,7 @@ export const make = (
           WHERE id = ${row.id} AND state = 'processing' AND supervisor_id = ${me}`
         yield* sql.unsafe(`SELECT ${schema}._notify($1)`, [row.id])
         yield* Effect.logDebug(
-          `request ${row.id} handed to ${to === null ? "the attached supervisor" : `process ${to}`}`
+          `request ${row.id} handed to ${to === null ? "the attached supervisor" : `process ${escapeBounded(to, 64)}`}`
         )
       })
 
@@ -967,7 +973,7 @@ export const make = (
       if (json === written.activity) return
       yield* sql.withTransaction(Effect.gen(function*() {
         yield* sql`UPDATE ${table("_processes")}
-          SET free_slots = ${Math.max(0, supervisor.maxWorkerProcesses() - rows.length)} WHERE id = ${me}`
+          SET free_slots = ${freeOf(rows)} WHERE id = ${me}`
         yield* sql`DELETE FROM ${table("_activity")} WHERE supervisor_id = ${me}`
         yield* sql.unsafe(
           `INSERT INTO ${schema}._activity

@@ -574,12 +574,19 @@ $$`,
  * largest argument read inline, `$4` the page size.
  */
 export const claim = (s: string) =>
+  claimWhere(
+    s,
+    `EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1)
+          AND (q.assigned_to IS NULL OR q.assigned_to = $1)`
+  )
+
+/** {@link claim} and {@link claimAssigned}: the page of requested rows (`q`) that also meet `which`. */
+const claimWhere = (s: string, which: string) =>
   `WITH claimed AS (
   UPDATE ${s}._requests r SET state = 'processing', supervisor_id = $1, processed_at = pg_catalog.now()
   FROM (SELECT q.id FROM ${s}._requests q
         WHERE q.state = 'requested' AND q.id > $2
-          AND EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1)
-          AND (q.assigned_to IS NULL OR q.assigned_to = $1)
+          AND ${which}
         ORDER BY q.id LIMIT $4 FOR UPDATE SKIP LOCKED) p
   WHERE r.id = p.id
   RETURNING r.id, r.kind, r.library, r.function, r.arg, r.name, r.type, r.requested_by, r.target, r.process, r.tried,
@@ -688,7 +695,8 @@ ORDER BY a.slot`,
 
 /**
  * `start`: `launch` committed on a session of its own (dblink, as the owner), then `wait_for_startup`
- * (migration 3; migration 4 adds the optional `process`).
+ * (migration 3, whose text stays as released; migration 4 adds the optional `process`, and refuses an
+ * argument over the limit before it travels over the loopback).
  */
 const startFunction = (s: string, withProcess: boolean) =>
   `CREATE FUNCTION ${s}.start(library text, function text, arg jsonb DEFAULT NULL, name text DEFAULT NULL,
@@ -726,12 +734,16 @@ BEGIN
             HINT = format('After COMMIT, SELECT ${s}.wait_for_startup(%s) returns its pid.', handle);
     RETURN NULL;
   END IF;
-  -- An argument over the limit is refused here, before it travels over the loopback: _launch raises the
+${
+    withProcess
+      ? `  -- An argument over the limit is refused here, before it travels over the loopback: _launch raises the
   -- limit's error before it stores anything.
   IF octet_length($3::text) > (SELECT c.max_argument_bytes FROM ${s}._config c) THEN
-    PERFORM ${s}._launch(caller, $1, $2, $3, $4, $5${withProcess ? ", $7" : ""});
+    PERFORM ${s}._launch(caller, $1, $2, $3, $4, $5, $7);
   END IF;
-  -- A connection left behind by a call of this session that was cancelled mid-way.
+`
+      : ""
+  }  -- A connection left behind by a call of this session that was cancelled mid-way.
   EXECUTE format('SELECT %L = ANY (coalesce(%I.dblink_get_connections(), ''{}''))', conn, ext) INTO withdrawn;
   IF withdrawn THEN
     EXECUTE format('SELECT %I.dblink_disconnect(%L)', ext, conn);
@@ -983,7 +995,10 @@ ORDER BY p.started_at, a.supervisor_id, a.slot`,
   ]
 }
 
-/** Registers (or refreshes) this process. `$1` id, `$2` host, `$3` OS pid, `$4` start (ms), `$5` channel, `$6` key. */
+/**
+ * Registers (or refreshes) this process. `$1` id, `$2` host, `$3` OS pid, `$4` start (ms), `$5` channel, `$6` key,
+ * `$7` max workers.
+ */
 export const register = (s: string) =>
   `INSERT INTO ${s}._processes (id, host, os_pid, started_at, channel, wake_key, max_workers)
    VALUES ($1, $2, $3, pg_catalog.to_timestamp($4 / 1000.0), $5, $6, $7)
@@ -999,13 +1014,20 @@ export const heartbeat = (s: string) =>
    RETURNING o.dead_at IS NOT NULL AS was_dead`
 
 /**
- * Marks dead the processes whose heartbeat is older than `$1` (an interval) and whose liveness lock is free:
- * a process that lives holds its lock, so a slow heartbeat never marks it. Returns their ids.
+ * The condition of a process that is gone: not yet marked dead, its heartbeat older than `$1` (an interval),
+ * and its liveness lock free (a process that lives holds its lock, so a slow heartbeat never marks it).
+ */
+const lapsedProcess = `dead_at IS NULL AND heartbeat_at < pg_catalog.now() - $1::interval AND ${deadSupervisor("id")}`
+
+/** The processes that are gone ({@link markDead} marks each, with its burial, in a transaction). `$1` interval. */
+export const lapsed = (s: string) => `SELECT id FROM ${s}._processes WHERE ${lapsedProcess}`
+
+/**
+ * Marks dead the process `$2` if it is still gone (`$1` interval; see {@link lapsed}): its id, or no row when
+ * it came back or another process marked it first (the row lock makes that one wait, then see `dead_at`).
  */
 export const markDead = (s: string) =>
-  `UPDATE ${s}._processes SET dead_at = pg_catalog.now()
-   WHERE dead_at IS NULL AND heartbeat_at < pg_catalog.now() - $1::interval AND ${deadSupervisor("id")}
-   RETURNING id`
+  `UPDATE ${s}._processes SET dead_at = pg_catalog.now() WHERE id = $2 AND ${lapsedProcess} RETURNING id`
 
 /**
  * Where an unnamed launch with no slot here may go: a live process that has not tried it, those reporting
@@ -1022,9 +1044,8 @@ export const otherProcess = (s: string) =>
  * live. `$1` id, `$2` last id seen, `$3` inline argument limit, `$4` page size. Same columns as {@link claim}.
  */
 export const claimAssigned = (s: string) =>
-  claim(s).replace(
-    `AND EXISTS (SELECT 1 FROM ${s}._config c WHERE c.supervisor_id = $1)
-          AND (q.assigned_to IS NULL OR q.assigned_to = $1)`,
-    `AND q.assigned_to = $1
+  claimWhere(
+    s,
+    `q.assigned_to = $1
           AND EXISTS (SELECT 1 FROM ${s}._processes m WHERE m.id = $1 AND m.dead_at IS NULL)`
   )
