@@ -160,15 +160,27 @@ const withSampler = (tracer: Tracer.Tracer, sampler: Sampler): Tracer.Tracer => 
   })
 }
 
-/** `key=value,key2=value2` with URL-encoded values (W3C baggage, as the specification defines the lists). */
-const parseList = (text: string, variable: string, warnings: Array<string>): Record<string, string> => {
+/**
+ * `key=value,key2=value2` with URL-encoded values (W3C baggage, as the specification defines the lists).
+ * `secret`: an entry without `key=` is not quoted in its warning (in a headers variable, it is likely a
+ * credential without its header's name).
+ */
+const parseList = (
+  text: string,
+  variable: string,
+  warnings: Array<string>,
+  secret = false
+): Record<string, string> => {
   const out: Record<string, string> = {}
   for (const item of text.split(",")) {
     if (item.trim() === "") continue
     const eq = item.indexOf("=")
     const key = eq < 0 ? "" : item.slice(0, eq).trim()
     if (key === "") {
-      warnings.push(`ignoring an entry of ${variable} without "key=": "${escape(item.slice(0, 64))}"`)
+      warnings.push(
+        `ignoring an entry of ${variable} without "key="` +
+          (secret ? " (not shown: it may hold a credential)" : `: "${escape(item.slice(0, 64))}"`)
+      )
       continue
     }
     let value = item.slice(eq + 1).trim()
@@ -259,7 +271,7 @@ const signalSettings = (
   const headersVariable = env[`OTEL_EXPORTER_OTLP_${signal}_HEADERS`] !== undefined
     ? `OTEL_EXPORTER_OTLP_${signal}_HEADERS`
     : "OTEL_EXPORTER_OTLP_HEADERS"
-  const headers = parseList(env[headersVariable] ?? "", headersVariable, warnings)
+  const headers = parseList(env[headersVariable] ?? "", headersVariable, warnings, true)
   return { url, protocol: protocolText, headers, compression, interval }
 }
 

@@ -503,7 +503,8 @@ export interface MetricsOptions {
  * layer is provided; binds `127.0.0.1` unless `host` says otherwise. The server closes with the layer.
  *
  * **Gotchas** Provide it in the same context as the supervisor (the same `MetricRegistry`); any other path
- * answers 404.
+ * answers 404. A port that cannot be bound (in use, an address not on this machine) makes the layer die
+ * with Node's error (`EADDRINUSE`, ...).
  *
  * @category metrics
  * @since 0.2.0
@@ -522,7 +523,14 @@ export const layerMetrics = (options: MetricsOptions): Layer.Layer<never> =>
     })
     yield* Effect.acquireRelease(
       Effect.callback<void>((resume) => {
-        server.listen(options.port, options.host ?? "127.0.0.1", () => resume(Effect.void))
+        // A port in use or an address not on this machine: a defect of the layer, not an unhandled
+        // `error` event (which would end the process) and a `listen` callback that never comes.
+        const failed = (error: Error) => resume(Effect.die(error))
+        server.once("error", failed)
+        server.listen(options.port, options.host ?? "127.0.0.1", () => {
+          server.off("error", failed)
+          resume(Effect.void)
+        })
       }),
       () =>
         Effect.callback<void>((resume) => {

@@ -68,6 +68,22 @@ describe("bgworker", () => {
       assert.notInclude(env.stdout + env.stderr, "s3cret")
     }).pipe(Effect.provide(NodeServices.layer)), 30_000)
 
+  it.live("the server's name reaches the terminal escaped (PGHOST, a URL's ?host=)", () =>
+    Effect.gen(function*() {
+      const env = yield* bgworker(["ps"], { PGHOST: "/nonexistent\nforged", PGPORT: "5432" })
+      assert.strictEqual(env.code, 2, show(env))
+      assert.match(
+        env.stderr,
+        /^bgworker: error: connection to server on socket "\/nonexistent\\nforged\/\.s\.PGSQL\.5432" failed/
+      )
+      const url = yield* bgworker(["ps", "--database-url", "postgresql:///db?host=%2Fnonexistent%1Bforged"])
+      assert.strictEqual(url.code, 2, show(url))
+      assert.match(
+        url.stderr,
+        /^bgworker: error: connection to server on socket "\/nonexistent\\x1bforged\/\.s\.PGSQL\.5432" failed/
+      )
+    }).pipe(Effect.provide(NodeServices.layer)), 30_000)
+
   it.live(
     "run starts the supervisor a module exports; SIGHUP reloads it and SIGTERM ends it with 130",
     () =>

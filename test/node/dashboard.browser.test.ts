@@ -21,10 +21,19 @@ import * as ProcLatch from "../../src/ProcLatch.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import { eventually, layerLeakChecked } from "../fixtures.ts"
 
-// The functions given to `page.evaluate` and `page.waitForFunction` run in the browser, where these exist.
-declare const document: any
-declare const location: any
-declare const window: any
+// The functions given to `page.evaluate` and `page.waitForFunction` run in the browser, where these exist;
+// typed with just what the tests read (the project's `lib` has no DOM).
+interface PageElement {
+  readonly textContent: string | null
+  readonly cells: ArrayLike<PageElement>
+  querySelector(selectors: string): PageElement | null
+}
+declare const document: {
+  querySelector(selectors: string): PageElement | null
+  querySelectorAll(selectors: string): ArrayLike<PageElement> & Iterable<PageElement>
+}
+declare const location: { readonly hash: string }
+declare const window: { readonly pwned?: number }
 
 const token = "browser-test-token"
 const root = Path.resolve(import.meta.dirname, "../..")
@@ -132,7 +141,7 @@ const openPage = (browser: Browser) =>
 
 const workerNames = (page: Page) =>
   Effect.promise(() =>
-    page.$$eval("#workers tbody tr", (rows) => rows.map((row: any) => row.getAttribute("data-name") ?? ""))
+    page.$$eval("#workers tbody tr", (rows) => rows.map((row) => row.getAttribute("data-name") ?? ""))
   )
 
 describe("Dashboard in a browser", () => {
@@ -191,17 +200,17 @@ describe("Dashboard in a browser", () => {
         const page_ = yield* Effect.promise(() =>
           page.evaluate(() => ({
             hash: location.hash,
-            states: Array.from(document.querySelectorAll("#workers tbody tr")).map((row: any) =>
+            states: Array.from(document.querySelectorAll("#workers tbody tr")).map((row) =>
               row.querySelector(".badge")?.textContent
             ),
             exit: document.querySelector("tr[data-name='nightly rollup'] .exit")?.textContent,
             next: document.querySelector("tr[data-name='orders importer'] td:nth-child(8)")?.textContent,
-            settings: Array.from(document.querySelectorAll("#settings tbody tr td:first-child")).map((td: any) =>
+            settings: Array.from(document.querySelectorAll("#settings tbody tr td:first-child")).map((td) =>
               td.textContent
             ),
-            pending: Array.from(document.querySelectorAll("#settings tbody tr")).filter((tr: any) =>
+            pending: Array.from(document.querySelectorAll("#settings tbody tr")).filter((tr) =>
               tr.cells[5].textContent === "yes"
-            ).map((tr: any) => tr.cells[0].textContent),
+            ).map((tr) => tr.cells[0].textContent),
             slots: document.querySelector("#slots-text")?.textContent,
             lanes: document.querySelectorAll("#lanes .lane").length
           }))
@@ -237,7 +246,7 @@ describe("Dashboard in a browser", () => {
           page.waitForFunction(
             () =>
               document.querySelector("#slots-text")?.textContent === "slots 4 used, 4 free of 8" &&
-              Array.from(document.querySelectorAll("#events .who")).some((e: any) => e.textContent === "worker_spi 2"),
+              Array.from(document.querySelectorAll("#events .who")).some((e) => e.textContent === "worker_spi 2"),
             { timeout: 5000 }
           )
         )
@@ -279,7 +288,7 @@ describe("Dashboard in a browser", () => {
           exit: document.querySelector("#workers tbody tr .exit")?.textContent,
           images: document.querySelectorAll("img").length,
           scripts: document.querySelectorAll("script").length,
-          pwned: window.pwned as number | undefined
+          pwned: window.pwned
         }))
       )
       assert.strictEqual(seen.name, name)

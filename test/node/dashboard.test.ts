@@ -27,6 +27,9 @@ const originOf = (url: string) => url.replace(/\/$/, "")
 
 const sleeper = (name: string) => BackgroundWorker.make({ name, main: () => napForever() })
 
+/** Registers a {@link sleeper}, then waits until every worker waits on its latch. */
+const registered = (name: string) => Effect.tap(Supervisor.register(sleeper(name)), () => untilQuiet)
+
 /** Posts an action as the page does: JSON, the token, the dashboard's own origin, unless overridden. */
 const post = (url: string, body: unknown, headers: Readonly<Record<string, string>> = {}) =>
   request(url, "/api/actions", {
@@ -126,8 +129,7 @@ describe("Dashboard", () => {
   it.live("the event stream sends a snapshot, then the change when a worker is terminated", () =>
     Effect.gen(function*() {
       const url = yield* urlOf
-      const handle = yield* Supervisor.register(sleeper("doomed"))
-      yield* untilQuiet
+      const handle = yield* registered("doomed")
       const events = yield* openEvents(url, bearer)
       assert.strictEqual(events.status, 200)
       assert.match(String(events.contentType), /^text\/event-stream/)
@@ -154,8 +156,7 @@ describe("Dashboard", () => {
     const logs = captureLogs()
     return Effect.gen(function*() {
       const url = yield* urlOf
-      const handle = yield* Supervisor.register(sleeper("victim\nINFO forged line"))
-      yield* untilQuiet
+      const handle = yield* registered("victim\nINFO forged line")
       const answer = yield* post(url, { action: "terminate", worker: WorkerHandle.format(handle) })
       assert.strictEqual(answer.status, 200, answer.body)
       assert.deepStrictEqual(JSON.parse(answer.body), { ok: true, action: "terminate", worker: "0:1" })
@@ -199,8 +200,7 @@ describe("Dashboard", () => {
   it.live("actions are refused without the token (401) and from another origin or site (403)", () =>
     Effect.gen(function*() {
       const url = yield* urlOf
-      const handle = yield* Supervisor.register(sleeper("kept"))
-      yield* untilQuiet
+      const handle = yield* registered("kept")
       const body = { action: "terminate", worker: WorkerHandle.format(handle) }
       const noToken = yield* post(url, body, { authorization: "" })
       assert.strictEqual(noToken.status, 401)
@@ -229,8 +229,7 @@ describe("Dashboard", () => {
   it.live("a browser's same-origin request without Origin (Chromium under no-referrer) is accepted by Sec-Fetch-Site", () =>
     Effect.gen(function*() {
       const url = yield* urlOf
-      const handle = yield* Supervisor.register(sleeper("going"))
-      yield* untilQuiet
+      const handle = yield* registered("going")
       const answer = yield* request(url, "/api/actions", {
         method: "POST",
         headers: { ...bearer, "sec-fetch-site": "same-origin", "content-type": "application/json" },
@@ -243,8 +242,7 @@ describe("Dashboard", () => {
   it.live("bodies over 1024 bytes are refused (413); invalid actions and handles are 400, unknown workers 404", () =>
     Effect.gen(function*() {
       const url = yield* urlOf
-      const handle = yield* Supervisor.register(sleeper("kept"))
-      yield* untilQuiet
+      const handle = yield* registered("kept")
       const big = JSON.stringify({ action: "terminate", worker: "0:1", padding: "x".repeat(2000) })
       assert.strictEqual((yield* post(url, big)).status, 413)
       // Without a Content-Length (chunked), the limit holds while reading.
@@ -262,8 +260,7 @@ describe("Dashboard", () => {
     Effect.gen(function*() {
       const dashboard = yield* Dashboard.Dashboard
       assert.isFalse(dashboard.actions)
-      const handle = yield* Supervisor.register(sleeper("kept"))
-      yield* untilQuiet
+      const handle = yield* registered("kept")
       assert.strictEqual((yield* request(dashboard.url, "/api/activity")).status, 200)
       const answer = yield* post(dashboard.url, { action: "terminate", worker: WorkerHandle.format(handle) }, {
         authorization: ""

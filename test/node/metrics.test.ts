@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Metric } from "effect"
+import { Cause, Effect, Exit, Layer, Metric } from "effect"
 import * as Net from "node:net"
 import * as BackgroundWorker from "../../src/BackgroundWorker.ts"
 import * as NodeSupervisor from "../../src/node/NodeSupervisor.ts"
@@ -39,4 +39,22 @@ describe("NodeSupervisor.layerMetrics", () => {
       assert.match(text, /bgworker_workers\{[^}]*state="running"[^}]*\} 1/)
       assert.match(text, /bgworker_latch_wait_seconds_bucket\{/)
     }))
+
+  it.live("a port in use: the layer dies with EADDRINUSE (the process does not crash, nothing hangs)", () =>
+    Effect.gen(function*() {
+      const taken = Net.createServer()
+      yield* Effect.acquireRelease(
+        Effect.callback<void>((resume) => {
+          taken.listen(0, "127.0.0.1", () => resume(Effect.void))
+        }),
+        () =>
+          Effect.callback<void>((resume) => {
+            taken.close(() => resume(Effect.void))
+          })
+      )
+      const port = (taken.address() as Net.AddressInfo).port
+      const exit = yield* Effect.exit(Layer.build(NodeSupervisor.layerMetrics({ port })))
+      assert.isTrue(Exit.isFailure(exit))
+      assert.include(String(Exit.isFailure(exit) ? Cause.squash(exit.cause) : ""), "EADDRINUSE")
+    }).pipe(Effect.scoped))
 })

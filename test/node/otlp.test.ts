@@ -271,6 +271,19 @@ describe("NodeOtlp.settingsFromEnvironment", () => {
     assert.isTrue(s.warnings.some((w) => w.includes("grpc")))
   })
 
+  it("never quotes a headers entry without a name in its warning (it may be a credential)", () => {
+    const s = NodeOtlp.settingsFromEnvironment({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318",
+      OTEL_EXPORTER_OTLP_HEADERS: "Bearer s3cret",
+      OTEL_TRACES_EXPORTER: "none",
+      OTEL_LOGS_EXPORTER: "none"
+    })
+    assert.deepStrictEqual(s.metrics?.headers, {})
+    assert.strictEqual(s.warnings.length, 1, s.warnings.join("\n"))
+    assert.include(s.warnings[0], "OTEL_EXPORTER_OTLP_HEADERS")
+    assert.notInclude(s.warnings[0], "s3cret")
+  })
+
   it("reads the sampler, parentbased_always_on by default", () => {
     assert.deepStrictEqual(NodeOtlp.settingsFromEnvironment({}).sampler, {
       kind: "always_on",

@@ -14,6 +14,7 @@ import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as os from "node:os"
+import { escape } from "../../internal/logText.ts"
 import { CliFailure, connectionFailure } from "./report.ts"
 
 /** A resolved connection: the client's configuration, and how a failure names the server (no password). */
@@ -29,8 +30,9 @@ export const applicationName = "bgworker"
 /** The directories psql looks in for a server's socket when no host is given (Debian's, then upstream's). */
 const socketDirectories = ["/var/run/postgresql", "/tmp"]
 
+/** Escaped: `PGHOST` and a URL's `?host=` reach the terminal as given (a control character included). */
 const describeWhere = (host: string, port: number): string =>
-  host.startsWith("/") ? `on socket "${host}/.s.PGSQL.${port}"` : `at "${host}", port ${port}`
+  host.startsWith("/") ? `on socket "${escape(host)}/.s.PGSQL.${port}"` : `at "${escape(host)}", port ${port}`
 
 const invalid = (detail: string) =>
   new CliFailure({

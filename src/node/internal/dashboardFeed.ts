@@ -72,10 +72,6 @@ export interface Snapshot {
   readonly settings: ReadonlyArray<Guc.SettingRow> | null
 }
 
-/** The registration's key: its handle's text form. */
-export const workerKey = (row: { readonly slot: number; readonly generation: number }): string =>
-  `${row.slot}:${row.generation}`
-
 /**
  * The timeline entries (without `seq`) that the change from `previous` to `next` of one registration
  * stands for, in the order they happened: an exit before the start that follows it.
@@ -85,7 +81,7 @@ export const entriesOf = (
   next: ActivityRow,
   now: number
 ): Array<Omit<TimelineEntry, "seq">> => {
-  const base = { worker: workerKey(next), name: next.name, type: next.backendType }
+  const base = { worker: WorkerHandle.format(next), name: next.name, type: next.backendType }
   const entries: Array<Omit<TimelineEntry, "seq">> = []
   if (previous === undefined) {
     // The row does not say when the registration was made; no later than its first start or exit.
@@ -167,13 +163,13 @@ export const make = Effect.fnUntraced(function*(options: { readonly historySize:
   // checks continuity on the message's last number (see `seq` in the module doc).
   const apply = (event: ActivityEvent, now: number, lastExit: LastExit | undefined) => {
     if (event._tag === "Updated") {
-      const key = workerKey(event.row)
+      const key = WorkerHandle.format(event.row)
       const entries = entriesOf(rows.get(key), event.row, now)
       rows.set(key, event.row)
       publish({ type: "row", seq: ++seq, row: event.row, slots: slots() })
       record(entries)
     } else {
-      const key = workerKey(event)
+      const key = WorkerHandle.format(event)
       const previous = rows.get(key)
       rows.delete(key)
       publish({ type: "removed", seq: ++seq, worker: key, slots: slots() })
@@ -206,7 +202,7 @@ export const make = Effect.fnUntraced(function*(options: { readonly historySize:
   const initial = yield* supervisor.activity
   const now = clock.currentTimeMillisUnsafe()
   for (const row of initial) {
-    const key = workerKey(row)
+    const key = WorkerHandle.format(row)
     if (!rows.has(key)) {
       rows.set(key, row)
       record(entriesOf(undefined, row, row.backendStart ?? now))
