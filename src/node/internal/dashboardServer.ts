@@ -138,8 +138,11 @@ export const make = Effect.fnUntraced(function*(info: ServerInfo) {
     }\n\n`
 
   let openStreams = 0
+  // Counted when the stream starts, and checked again there: the check before the response (503) does not
+  // hold against a burst of requests that all pass it before any stream starts; a stream over the cap then
+  // ends at once, before it subscribes.
   const countStream = Effect.acquireRelease(
-    Effect.sync(() => openStreams++),
+    Effect.sync(() => ++openStreams <= maxEventStreams),
     () => Effect.sync(() => openStreams--)
   )
   const events = Effect.gen(function*() {
@@ -151,16 +154,18 @@ export const make = Effect.fnUntraced(function*(info: ServerInfo) {
       return errorResponse(503, "too many open dashboard pages", "Close some of them, or reload one later.")
     }
     const body = Stream.unwrap(
-      Effect.map(
-        Effect.andThen(countStream, feed.subscribe),
-        ({ messages, snapshot }) =>
-          Stream.concat(Stream.succeed<Snapshot | Message>(snapshot), messages).pipe(
-            Stream.map(encodeEvent),
-            Stream.merge(
-              Stream.tick(info.keepAlive).pipe(Stream.map(() => ": keep-alive\n\n"))
-            )
-          )
-      )
+      Effect.flatMap(countStream, (admitted) =>
+        admitted
+          ? Effect.map(feed.subscribe, ({ messages, snapshot }) =>
+            Stream.concat(Stream.succeed<Snapshot | Message>(snapshot), messages).pipe(
+              Stream.map(encodeEvent),
+              Stream.merge(
+                Stream.tick(info.keepAlive).pipe(Stream.map(() =>
+                  ": keep-alive\n\n"
+                ))
+              )
+            ))
+          : Effect.succeed(Stream.empty))
     ).pipe(
       Stream.interruptWhen(Deferred.await(info.closing)),
       Stream.encodeText
