@@ -223,6 +223,22 @@ describe("Supervisor: entry points", () => {
 })
 
 describe("Supervisor: handles", () => {
+  it.effect("the last exits of the latest 1024 forgotten registrations stay known, and older ones are dropped", () =>
+    Effect.gen(function*() {
+      const quick = BackgroundWorker.make({ name: "quick", main: () => Effect.void })
+      const handles = []
+      for (let i = 0; i < 1030; i++) {
+        const h = yield* Supervisor.register(quick)
+        assert.deepStrictEqual(yield* Supervisor.awaitShutdown(h), { _tag: "Stopped" })
+        handles.push(h)
+      }
+      for (const [i, h] of handles.entries()) {
+        const exit = yield* Supervisor.Supervisor.use((s) => s.lastExit(h))
+        if (i < 6) assert.isTrue(Option.isNone(exit), `registration ${i} is no longer remembered`)
+        else assert.strictEqual(Option.getOrThrow(exit).kind, "done", `registration ${i} is remembered`)
+      }
+    }).pipe(withSupervisor({ maxWorkerProcesses: 2 })))
+
   it.effect("awaitStartup returns Started with the pid once the worker runs", () =>
     Effect.gen(function*() {
       const h = yield* Supervisor.register(napper)

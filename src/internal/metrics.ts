@@ -77,6 +77,11 @@ export class TypeMetrics {
   private readonly refused = new Map<string, Count>()
   private readonly owner: SupervisorMetrics
   private readonly type: string
+  /** Counts a refusal by its reason and gives it back: one function per type, made once. */
+  readonly refuse = <E extends { readonly reason: { readonly _tag: string } }>(error: E): E => {
+    this.refusedFor(error.reason._tag)
+    return error
+  }
 
   constructor(owner: SupervisorMetrics, type: string) {
     this.owner = owner

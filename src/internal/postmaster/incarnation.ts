@@ -183,8 +183,8 @@ const startIncarnation = (postmaster: Postmaster, registered: RegisteredWorker):
   // Known before the fiber runs, so that the status published below already says "not yet started".
   proc.awaitingSession = startsWithSession(postmaster, registered)
   registered.proc = proc
-  if (postmaster.metrics !== undefined) {
-    const metrics = postmaster.metrics.forType(registered.definition.type)
+  const metrics = registered.metrics
+  if (metrics !== undefined) {
     proc.metrics = metrics
     metrics.starts.count++
     metrics.startLatency.observeMillis(proc.backendStart - registered.pendingSince)

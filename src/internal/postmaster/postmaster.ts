@@ -69,6 +69,7 @@ import type { ShmemStruct } from "../../Shmem.ts"
 import type { LaunchRequest, ShutdownMode, SupervisorApi, SupervisorState, WorkerSignal } from "../../Supervisor.ts"
 import type * as Errors from "../../SupervisorError.ts"
 import * as Handle from "../../WorkerHandle.ts"
+import { withResolvedReferences } from "../fiberContext.ts"
 import { type ExitOutcome, SupervisorMetrics, type WorkerState } from "../metrics.ts"
 import type { Proc, ProcHost } from "../proc.ts"
 import { SpanClock, tracerOf } from "../tracing.ts"
@@ -364,12 +365,17 @@ export class Postmaster implements SupervisorApi, ProcHost {
     return this.feed.registerWaitEvent(name)
   }
 
-  /** The supervisor's context with a registrant's on top, cached per registrant context (usually one). */
+  /**
+   * The supervisor's context with a registrant's on top, and the references a fiber reads at its start
+   * resolved into it (internal/fiberContext.ts: a traced incarnation's fiber starts in a new cache root),
+   * cached per registrant context (usually one).
+   */
   workerContext(registrant: Context.Context<never>): Context.Context<never> {
-    if (registrant === this.context) return registrant
     let merged = this.mergedContexts.get(registrant)
     if (merged === undefined) {
-      merged = Context.merge(this.context, registrant)
+      merged = withResolvedReferences(
+        registrant === this.context ? registrant : Context.merge(this.context, registrant)
+      )
       this.mergedContexts.set(registrant, merged)
     }
     return merged

@@ -22,6 +22,7 @@ import * as Errors from "../../SupervisorError.ts"
 import { WorkerConnector } from "../../WorkerConnector.ts"
 import * as Handle from "../../WorkerHandle.ts"
 import { escape, escapeBounded } from "../logText.ts"
+import type { TypeMetrics } from "../metrics.ts"
 import type { Proc } from "../proc.ts"
 import { parentSpanOf } from "../tracing.ts"
 import type { Postmaster } from "./postmaster.ts"
@@ -85,6 +86,8 @@ export class RegisteredWorker {
   restartTimes: Array<number> = []
   /** When it was registered, or its restart became due: a start's latency is measured from it. */
   pendingSince = 0
+  /** Its worker type's metrics, when the supervisor keeps metrics (resolved once, at its allocation). */
+  metrics: TypeMetrics | undefined = undefined
   listeners: Set<StatusListener> | undefined = undefined
   /** Its latest incarnation's span, which the next incarnation's links to (internal/tracing.ts). */
   lastSpan: Tracer.Span | undefined = undefined
@@ -166,10 +169,7 @@ const notCounted: Refused = (error) => error
 
 /** Counts `Supervisor.register`'s refusals of `type` in the metrics, when the supervisor keeps them. */
 export const countedFor = (postmaster: Postmaster, type: string): Refused =>
-  postmaster.metrics === undefined ? notCounted : (error) => {
-    postmaster.metrics!.forType(type).refusedFor(error.reason._tag)
-    return error
-  }
+  postmaster.metrics === undefined ? notCounted : postmaster.metrics.forType(type).refuse
 
 /**
  * Why a database worker cannot be registered in `context`: it asks for a session and no `WorkerConnector`
@@ -252,8 +252,10 @@ const allocate = (
   const registered = postmaster.slots.allocate(options)
   if (registered !== undefined) {
     if (postmaster.metrics !== undefined) {
+      const metrics = postmaster.metrics.forType(registered.definition.type)
+      registered.metrics = metrics
       registered.pendingSince = postmaster.clock.currentTimeMillisUnsafe()
-      postmaster.metrics.forType(registered.definition.type).accepted.count++
+      metrics.accepted.count++
     }
     postmaster.feed.updated(registered)
   }

@@ -69,8 +69,7 @@ export const afterEnd = (end: IncarnationEnd, registered: RegisteredWorker, stat
 const restartNow = (postmaster: Postmaster, registered: RegisteredWorker): void => {
   if (registered.everStarted) {
     registered.restartCount++
-    const metrics = postmaster.metrics?.forType(registered.definition.type)
-    if (metrics !== undefined) metrics.restarts.count++
+    if (registered.metrics !== undefined) registered.metrics.restarts.count++
   }
   if (postmaster.metrics !== undefined) registered.pendingSince = postmaster.clock.currentTimeMillisUnsafe()
   registered.phase = "pending"
@@ -137,8 +136,7 @@ const giveUp = (postmaster: Postmaster, registered: RegisteredWorker, reason: st
   registered.restartTimer = undefined
   registered.nextRestartAt = undefined
   registered.givenUpReason = reason
-  const metrics = postmaster.metrics?.forType(registered.definition.type)
-  if (metrics !== undefined) metrics.giveUps.count++
+  if (registered.metrics !== undefined) registered.metrics.giveUps.count++
   postmaster.log(
     "Warn",
     `background worker "${registered.definition.name}": given up: ${reason}; ` +
@@ -157,8 +155,7 @@ const giveUp = (postmaster: Postmaster, registered: RegisteredWorker, reason: st
  * with `SupervisorCrashed` instead.
  */
 export const crashRestart = (postmaster: Postmaster, crashed: RegisteredWorker): void => {
-  const metrics = postmaster.metrics?.forType(crashed.definition.type)
-  if (metrics !== undefined) metrics.crashRestarts.count++
+  if (crashed.metrics !== undefined) crashed.metrics.crashRestarts.count++
   if (!postmaster.options.restartAfterCrash()) {
     postmaster.log(
       "Error",

@@ -34,6 +34,13 @@ export class SlotTable {
   private readonly generations: Array<number>
   /** How forgotten registrations last ended, by handle: the latest {@link recentExitsKept}. */
   private readonly recentExits = new Map<string, LastExit>()
+  /**
+   * `recentExits`' keys in the order they came, a ring: the oldest is dropped in constant time. (Dropping a
+   * Map's first key instead costs a walk over the deleted entries before it, about half a microsecond per
+   * forgotten registration at 1024 kept: a tenth of a launch cycle.)
+   */
+  private readonly recentExitsOrder = new Array<string | undefined>(recentExitsKept).fill(undefined)
+  private recentExitsNext = 0
 
   constructor(maxWorkerProcesses: number) {
     this.registrations = new Array(maxWorkerProcesses).fill(undefined)
@@ -62,8 +69,12 @@ export class SlotTable {
   free(registered: RegisteredWorker): boolean {
     if (this.registrations[registered.slot] !== registered) return false
     if (registered.lastExit !== undefined) {
-      this.recentExits.set(Handle.format(registered.handle), registered.lastExit)
-      if (this.recentExits.size > recentExitsKept) this.recentExits.delete(this.recentExits.keys().next().value!)
+      const key = Handle.format(registered.handle)
+      const oldest = this.recentExitsOrder[this.recentExitsNext]
+      if (oldest !== undefined) this.recentExits.delete(oldest)
+      this.recentExitsOrder[this.recentExitsNext] = key
+      this.recentExitsNext = (this.recentExitsNext + 1) % recentExitsKept
+      this.recentExits.set(key, registered.lastExit)
     }
     this.registrations[registered.slot] = undefined
     this.freeSlots.push(registered.slot)
