@@ -18,6 +18,7 @@ import * as Effect from "effect/Effect"
 import type * as Stream from "effect/Stream"
 import { CurrentWorker, Supervisor } from "./internal/context.ts"
 import * as proc from "./internal/proc.ts"
+import { alignedTable } from "./internal/table.ts"
 
 /**
  * `pg_stat_activity.state`.
@@ -170,7 +171,9 @@ export const waitEvents: Effect.Effect<ReadonlyArray<WaitEventInfo>, never, Supe
 )
 
 /**
- * Renders rows as an aligned text table, for logs and examples.
+ * Renders rows as an aligned text table, for logs and examples. Control characters in names, wait events and
+ * messages are escaped (`\n`, `\x1b`): a worker's name comes from whoever registered it, and must not add a
+ * row or reach the terminal.
  *
  * @category formats
  * @since 0.1.0
@@ -188,7 +191,5 @@ export const formatTable = (rows: ReadonlyArray<ActivityRow>, now: number): stri
     r.lastExit === null ? "" : `${r.lastExit.kind}: ${r.lastExit.message}`.slice(0, 48),
     r.nextRestartAt === null ? "" : `in ${Math.max(0, r.nextRestartAt - now)} ms`
   ])
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)))
-  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ").trimEnd()
-  return [line(header), widths.map((w) => "-".repeat(w)).join("-+-"), ...body.map(line)].join("\n")
+  return alignedTable(header, body)
 }

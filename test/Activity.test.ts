@@ -160,4 +160,23 @@ describe("Activity", () => {
       assert.match(lines[0]!, /^pid +\| name +\| type/)
       assert.match(lines[2]!, /^1 +\| one +\| one +\| running/)
     }).pipe(withSupervisor()))
+
+  it.effect("the table rendering escapes control characters in names and messages, so a name cannot rewrite the terminal", () =>
+    Effect.gen(function*() {
+      const h = yield* Supervisor.register(
+        BackgroundWorker.make({
+          name: "evil\u001b[2J\nfake row",
+          main: () => Effect.fail("gone\r\u001b[31m"),
+          restart: BackgroundWorker.restartAfter("1 hour")
+        })
+      )
+      assert.deepStrictEqual(yield* Supervisor.awaitStartup(h), { _tag: "Stopped" })
+      yield* untilQuiet
+      const table = Activity.formatTable(yield* Activity.snapshot, 0)
+      assert.notMatch(table, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/, "no control character but the line breaks")
+      const lines = table.split("\n")
+      assert.lengthOf(lines, 3, "a newline in a name does not add a row")
+      assert.include(lines[2]!, "evil\\x1b[2J\\nfake row")
+      assert.include(lines[2]!, "gone\\r\\x1b[31m")
+    }).pipe(withSupervisor()))
 })

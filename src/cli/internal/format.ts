@@ -4,16 +4,11 @@
  *
  * @internal
  */
-import { escape } from "../../internal/logText.ts"
+import { alignedTable } from "../../internal/table.ts"
 
-/** A table: a header, a `-+-` rule, the rows, and psql's row count. */
-export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
-  const body = rows.map((row) => row.map(escape))
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]?.length ?? 0)))
-  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ").trimEnd()
-  const count = rows.length === 1 ? "(1 row)" : `(${rows.length} rows)`
-  return [line(header), widths.map((w) => "-".repeat(w)).join("-+-"), ...body.map(line), count].join("\n")
-}
+/** A table: a header, a `-+-` rule, the rows (escaped), and psql's row count. */
+export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string =>
+  `${alignedTable(header, rows)}\n${rows.length === 1 ? "(1 row)" : `(${rows.length} rows)`}`
 
 /** JSON for scripts: bigints as numbers (as strings past 2^53), dates in ISO 8601. */
 export const json = (value: unknown): string =>
