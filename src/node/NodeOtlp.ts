@@ -66,6 +66,7 @@ import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FetchHttpClient from "effect/http/FetchHttpClient"
+import * as HttpBody from "effect/http/HttpBody"
 import * as Layer from "effect/Layer"
 import * as OtlpExporter from "effect/observability/OtlpExporter"
 import * as OtlpLogger from "effect/observability/OtlpLogger"
@@ -74,6 +75,7 @@ import * as OtlpSerialization from "effect/observability/OtlpSerialization"
 import * as OtlpTracer from "effect/observability/OtlpTracer"
 import * as Tracer from "effect/Tracer"
 import { escape } from "../internal/logText.ts"
+import { encodeTraces } from "./internal/otlpTraces.ts"
 
 /**
  * One signal's export, as the variables configure it.
@@ -343,6 +345,19 @@ const describe = (what: string, s: SignalSettings): string => {
   return `${what} to ${shownUrl(s.url)} (${s.protocol}, every ${Duration.format(s.interval)}${headers})`
 }
 
+// OTLP/protobuf: traces with our encoder (./internal/otlpTraces.ts, the same bytes at a fraction of the cost),
+// metrics and logs with effect's.
+const serializationProtobuf: Layer.Layer<OtlpSerialization.OtlpSerialization> = Layer.effect(
+  OtlpSerialization.OtlpSerialization
+)(Effect.gen(function*() {
+  const effects = yield* OtlpSerialization.OtlpSerialization
+  return OtlpSerialization.OtlpSerialization.of({
+    traces: (data) => HttpBody.uint8Array(encodeTraces(data), "application/x-protobuf"),
+    metrics: effects.metrics,
+    logs: effects.logs
+  })
+})).pipe(Layer.provide(OtlpSerialization.layerProtobuf))
+
 /**
  * Options of {@link layer}.
  *
@@ -386,7 +401,7 @@ export const layer = (options: Options = {}): Layer.Layer<OtlpExporter.Flusher> 
       attributes: settings.resourceAttributes
     }
     const serialization = (s: SignalSettings) =>
-      s.protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf
+      s.protocol === "http/json" ? OtlpSerialization.layerJson : serializationProtobuf
     const layers: Array<Layer.Layer<OtlpExporter.Flusher>> = []
     const shown: Array<string> = []
     if (traces !== undefined) {
