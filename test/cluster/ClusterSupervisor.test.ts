@@ -71,67 +71,51 @@ const assertNoOverlap = (table: "cluster_ticks" | "cluster_fenced" = "cluster_ti
     return spans
   })
 
-// Two suites named alike, each on a server of its own (its own cluster and tick tables), run at once (`concurrent`):
-// this one's tests one after another (`inOrder`: they share the cluster's tables), the other's alongside.
-const inOrder = { concurrent: false } as const
+layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervisor", (it) => {
+  it.effect("a missing runner address fails the layer with InvalidClusterOptions naming it", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        Layer.build(ClusterSupervisor.layer({} as unknown as ClusterSupervisor.Options))
+      )
+      assert.strictEqual(error._tag, "InvalidClusterOptions")
+      if (error._tag !== "InvalidClusterOptions") return
+      assert.strictEqual(error.field, "runnerAddress")
+      assert.include(error.hint ?? "", "its own address")
+    }))
 
-layer(Env, { timeout: "60 seconds", excludeTestServices: true, concurrent: true })("ClusterSupervisor", (it) => {
-  it.effect(
-    "a missing runner address fails the layer with InvalidClusterOptions naming it",
-    () =>
-      Effect.gen(function*() {
-        const error = yield* Effect.flip(
-          Layer.build(ClusterSupervisor.layer({} as unknown as ClusterSupervisor.Options))
-        )
-        assert.strictEqual(error._tag, "InvalidClusterOptions")
-        if (error._tag !== "InvalidClusterOptions") return
-        assert.strictEqual(error.field, "runnerAddress")
-        assert.include(error.hint ?? "", "its own address")
-      }),
-    inOrder
-  )
+  it.effect("an expiration that is not whole seconds fails the layer with InvalidClusterOptions", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Layer.build(ClusterSupervisor.layer({
+        runnerAddress: { host: "127.0.0.1", port: 1 },
+        shardLockExpiration: "2500 millis"
+      })))
+      assert.strictEqual(error._tag, "InvalidClusterOptions")
+      if (error._tag === "InvalidClusterOptions") assert.strictEqual(error.field, "shardLockExpiration")
+    }))
 
-  it.effect(
-    "an expiration that is not whole seconds fails the layer with InvalidClusterOptions",
-    () =>
-      Effect.gen(function*() {
-        const error = yield* Effect.flip(Layer.build(ClusterSupervisor.layer({
-          runnerAddress: { host: "127.0.0.1", port: 1 },
-          shardLockExpiration: "2500 millis"
-        })))
-        assert.strictEqual(error._tag, "InvalidClusterOptions")
-        if (error._tag === "InvalidClusterOptions") assert.strictEqual(error.field, "shardLockExpiration")
-      }),
-    inOrder
-  )
-
-  it.effect(
-    "a write fenced by an older token does nothing, and check fails with FencedOut",
-    () =>
-      Effect.gen(function*() {
-        const sql = yield* SqlClient
-        const cluster = yield* inProcessCluster
-        const older = yield* cluster.acquire("fenced")
-        const newer = yield* cluster.acquire("fenced")
-        assert.strictEqual(newer, older + 1n)
-        yield* sql`CREATE TABLE fence_writes (token bigint NOT NULL)`
-        const write = (token: bigint) =>
-          sql`INSERT INTO fence_writes SELECT ${token.toString()}::bigint
+  it.effect("a write fenced by an older token does nothing, and check fails with FencedOut", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const cluster = yield* inProcessCluster
+      const older = yield* cluster.acquire("fenced")
+      const newer = yield* cluster.acquire("fenced")
+      assert.strictEqual(newer, older + 1n)
+      yield* sql`CREATE TABLE fence_writes (token bigint NOT NULL)`
+      const write = (token: bigint) =>
+        sql`INSERT INTO fence_writes SELECT ${token.toString()}::bigint
             WHERE ${ClusterSupervisor.makeFencing(cluster, "fenced", token).guard(sql)}`
-        yield* write(older)
-        yield* write(newer)
-        const rows = yield* sql<{ readonly token: string }>`SELECT token::text AS token FROM fence_writes`
-        assert.deepStrictEqual(rows.map((row) => row.token), [newer.toString()])
-        const checkWith = (token: bigint) =>
-          sql.withTransaction(ClusterSupervisor.check).pipe(
-            Effect.provideService(ClusterSupervisor.Fencing, ClusterSupervisor.makeFencing(cluster, "fenced", token))
-          )
-        yield* checkWith(newer)
-        const error = yield* Effect.flip(checkWith(older))
-        assert.isTrue(ClusterSupervisor.isFencedOut(error))
-      }),
-    inOrder
-  )
+      yield* write(older)
+      yield* write(newer)
+      const rows = yield* sql<{ readonly token: string }>`SELECT token::text AS token FROM fence_writes`
+      assert.deepStrictEqual(rows.map((row) => row.token), [newer.toString()])
+      const checkWith = (token: bigint) =>
+        sql.withTransaction(ClusterSupervisor.check).pipe(
+          Effect.provideService(ClusterSupervisor.Fencing, ClusterSupervisor.makeFencing(cluster, "fenced", token))
+        )
+      yield* checkWith(newer)
+      const error = yield* Effect.flip(checkWith(older))
+      assert.isTrue(ClusterSupervisor.isFencedOut(error))
+    }))
 
   it.effect("a new owner's token waits for a fenced transaction in flight to commit", () =>
     Effect.gen(function*() {
@@ -155,38 +139,34 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true, concurrent: true 
       yield* Fiber.join(fenced)
       assert.deepStrictEqual(order, ["fenced transaction done", "next token taken"])
       assert.strictEqual(next, token + 1n)
-    }), inOrder)
+    }))
 
-  it.effect(
-    "the fence is closed to PUBLIC: another role can neither move an epoch nor check a token unless granted",
-    () =>
-      Effect.gen(function*() {
-        const sql = yield* SqlClient
-        const suffix = (yield* Random.nextInt).toString(36).replace("-", "")
-        const stranger = `cluster_stranger_${suffix}`
-        const friend = `cluster_friend_${suffix}`
-        yield* sql.unsafe(`CREATE ROLE ${stranger} NOLOGIN`)
-        yield* sql.unsafe(`CREATE ROLE ${friend} NOLOGIN`)
-        yield* Effect.addFinalizer(() =>
-          Effect.ignore(Effect.gen(function*() {
-            for (const role of [stranger, friend]) {
-              yield* sql.unsafe(`DROP OWNED BY ${role}`)
-              yield* sql.unsafe(`DROP ROLE ${role}`)
-            }
-          }))
-        )
-        yield* inProcessCluster.pipe(Effect.provideService(GrantTo, [friend]))
-        const as = <A, E, R>(role: string, statement: Effect.Effect<A, E, R>) =>
-          sql.withTransaction(Effect.andThen(sql.unsafe(`SET LOCAL ROLE ${role}`), statement))
-        const holds = sql`SELECT fence_test.fence_holds('x', 1)`
-        const bump = sql`UPDATE fence_test.fence SET epoch = epoch + 1`
-        assert.strictEqual((yield* PgTest.pgFailure(as(stranger, holds))).code, "42501")
-        assert.strictEqual((yield* PgTest.pgFailure(as(stranger, bump))).code, "42501")
-        yield* as(friend, holds)
-        assert.strictEqual((yield* PgTest.pgFailure(as(friend, bump))).code, "42501")
-      }),
-    inOrder
-  )
+  it.effect("the fence is closed to PUBLIC: another role can neither move an epoch nor check a token unless granted", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const suffix = (yield* Random.nextInt).toString(36).replace("-", "")
+      const stranger = `cluster_stranger_${suffix}`
+      const friend = `cluster_friend_${suffix}`
+      yield* sql.unsafe(`CREATE ROLE ${stranger} NOLOGIN`)
+      yield* sql.unsafe(`CREATE ROLE ${friend} NOLOGIN`)
+      yield* Effect.addFinalizer(() =>
+        Effect.ignore(Effect.gen(function*() {
+          for (const role of [stranger, friend]) {
+            yield* sql.unsafe(`DROP OWNED BY ${role}`)
+            yield* sql.unsafe(`DROP ROLE ${role}`)
+          }
+        }))
+      )
+      yield* inProcessCluster.pipe(Effect.provideService(GrantTo, [friend]))
+      const as = <A, E, R>(role: string, statement: Effect.Effect<A, E, R>) =>
+        sql.withTransaction(Effect.andThen(sql.unsafe(`SET LOCAL ROLE ${role}`), statement))
+      const holds = sql`SELECT fence_test.fence_holds('x', 1)`
+      const bump = sql`UPDATE fence_test.fence SET epoch = epoch + 1`
+      assert.strictEqual((yield* PgTest.pgFailure(as(stranger, holds))).code, "42501")
+      assert.strictEqual((yield* PgTest.pgFailure(as(stranger, bump))).code, "42501")
+      yield* as(friend, holds)
+      assert.strictEqual((yield* PgTest.pgFailure(as(friend, bump))).code, "42501")
+    }))
 
   it.effect(
     "a singleton runs on exactly one of three processes; after its owner is SIGKILLed another runs it with a greater token",
@@ -224,7 +204,7 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true, concurrent: true 
         assert.include(started, `node=${next.owner}`)
         yield* assertNoOverlap()
       }),
-    { ...inOrder, timeout: 60_000 }
+    60_000
   )
 
   it.effect(
@@ -251,7 +231,7 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true, concurrent: true 
         assert.isTrue(fenced.some((span) => span.token === owner.token))
         assert.isTrue(fenced.some((span) => span.token === next.token))
       }),
-    { ...inOrder, timeout: 60_000 }
+    60_000
   )
 
   it.effect(
@@ -272,13 +252,9 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true, concurrent: true 
         yield* Effect.sleep("2 seconds")
         assert.strictEqual(yield* node.child.count("crasher: started"), 4)
       }),
-    { ...inOrder, timeout: 60_000 }
+    60_000
   )
-})
 
-// Its own server (so its own cluster and tables), running alongside the suite above: most of its minute is spent
-// waiting for failovers, and the processes it starts are the load its name speaks of.
-layer(Env, { timeout: "60 seconds", excludeTestServices: true, concurrent: true })("ClusterSupervisor", (it) => {
   it.effect(
     "no two owners are ever active at once while the owner is SIGKILLed 20 times under load",
     () =>
