@@ -105,7 +105,9 @@ const startCluster = (env: Record<string, string>, ids: ReadonlyArray<string> = 
     return nodes
   })
 
-layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervisor.cron", (it) => {
+// The three suites run at once (`concurrent`): each has its own server, database and processes, and their
+// scenarios mostly wait for ticks. One after another they took about 37 s; at once, about the longest of them.
+layer(Env, { timeout: "60 seconds", excludeTestServices: true, concurrent: true })("ClusterSupervisor.cron", (it) => {
   it.effect("an invalid cron expression fails with InvalidCronSchedule and a hint; six fields have seconds", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(ClusterSupervisor.parseCron("61 * * * *"))
@@ -193,57 +195,64 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervi
 })
 
 // A database of its own: the first suite's cron messages and dead runners stay behind in its tables.
-layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervisor.cron after a crash", (it) => {
-  it.effect(
-    "a tick whose process is SIGKILLed mid-run runs again on the other process, with a greater token, while it is the latest due",
-    () =>
-      Effect.gen(function*() {
-        // Every 8 seconds, runs of 7 seconds: the takeover (about 3 s) comes before the next tick is due.
-        const nodes = yield* startCluster({ FIXTURE_CRON: "*/8 * * * * *", CRON_RUN_MS: "7000" })
-        const running = yield* awaitRuns("a run in progress", (all) => all.some((run) => run.ended === null), 25_000)
-        const killed = running.find((run) => run.ended === null)!
-        const survivor = killed.node === "a" ? "b" : "a"
-        yield* nodes.get(killed.node)!.child.signal("SIGKILL")
-        const again = yield* awaitRuns(
-          `tick ${killed.tick} again on ${survivor}`,
-          (all) => all.some((run) => run.tick === killed.tick && run.node === survivor),
-          15_000
-        )
-        const rerun = again.find((run) => run.tick === killed.tick && run.node === survivor)!
-        assert.isTrue(rerun.token > killed.token, `rerun token ${rerun.token} after ${killed.token}`)
-        assert.isBelow(rerun.started - killed.tick, 8_000, "the rerun started before the next tick was due")
-        const ofTick = again.filter((run) => run.tick === killed.tick)
-        assert.deepStrictEqual(ofTick.map((run) => run.node), [killed.node, survivor])
-        assert.isNull(ofTick[0]!.ended, "the killed run never ended")
-      }),
-    60_000
-  )
-})
+layer(Env, { timeout: "60 seconds", excludeTestServices: true, concurrent: true })(
+  "ClusterSupervisor.cron after a crash",
+  (it) => {
+    it.effect(
+      "a tick whose process is SIGKILLed mid-run runs again on the other process, with a greater token, while it is the latest due",
+      () =>
+        Effect.gen(function*() {
+          // Every 8 seconds, runs of 7 seconds: the takeover (about 3 s) comes before the next tick is due.
+          const nodes = yield* startCluster({ FIXTURE_CRON: "*/8 * * * * *", CRON_RUN_MS: "7000" })
+          const running = yield* awaitRuns("a run in progress", (all) => all.some((run) => run.ended === null), 25_000)
+          const killed = running.find((run) => run.ended === null)!
+          const survivor = killed.node === "a" ? "b" : "a"
+          yield* nodes.get(killed.node)!.child.signal("SIGKILL")
+          const again = yield* awaitRuns(
+            `tick ${killed.tick} again on ${survivor}`,
+            (all) => all.some((run) => run.tick === killed.tick && run.node === survivor),
+            15_000
+          )
+          const rerun = again.find((run) => run.tick === killed.tick && run.node === survivor)!
+          assert.isTrue(rerun.token > killed.token, `rerun token ${rerun.token} after ${killed.token}`)
+          assert.isBelow(rerun.started - killed.tick, 8_000, "the rerun started before the next tick was due")
+          const ofTick = again.filter((run) => run.tick === killed.tick)
+          assert.deepStrictEqual(ofTick.map((run) => run.node), [killed.node, survivor])
+          assert.isNull(ofTick[0]!.ended, "the killed run never ended")
+        }),
+      60_000
+    )
+  }
+)
 
-layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervisor.cron with long runs", (it) => {
-  it.effect(
-    "a run longer than the period holds the next tick; of the ticks that passed only the latest runs, at once (pg_cron's rule)",
-    () =>
-      Effect.gen(function*() {
-        // Every second, runs of 2.5 seconds.
-        yield* startCluster({ FIXTURE_CRON: "* * * * * *", CRON_RUN_MS: "2500" }, ["solo"])
-        const all = yield* awaitRuns("four ended runs", (all) =>
-          all.filter((run) => run.ended !== null).length >= 4, 30_000)
-        assertOncePerTick(all) // never overlapping
-        const ended = all.filter((run) =>
-          run.ended !== null
-        )
-        for (let i = 1; i < ended.length; i++) {
-          const before = ended[i - 1]!
-          const after = ended[i]!
-          // The ticks due while `before` ran: only the latest ran, the older ones were skipped.
-          assert.isAtLeast(after.tick - before.tick, 2_000, `tick ${after.tick} ran though a later one was due`)
-          assert.isAtMost(after.tick, after.started, `tick ${after.tick} started before it was due`)
-          assert.isAbove(after.tick, before.ended! - 1_000, `tick ${after.tick} was not the latest due`)
-          // ... and it started as soon as the previous run ended.
-          assert.isBelow(after.started - before.ended!, 1_000, `tick ${after.tick} waited after ${before.tick} ended`)
-        }
-      }),
-    60_000
-  )
-})
+layer(Env, { timeout: "60 seconds", excludeTestServices: true, concurrent: true })(
+  "ClusterSupervisor.cron with long runs",
+  (it) => {
+    it.effect(
+      "a run longer than the period holds the next tick; of the ticks that passed only the latest runs, at once (pg_cron's rule)",
+      () =>
+        Effect.gen(function*() {
+          // Every second, runs of 2.5 seconds.
+          yield* startCluster({ FIXTURE_CRON: "* * * * * *", CRON_RUN_MS: "2500" }, ["solo"])
+          const all = yield* awaitRuns(
+            "four ended runs",
+            (all) => all.filter((run) => run.ended !== null).length >= 4,
+            30_000
+          )
+          assertOncePerTick(all) // never overlapping
+          const ended = all.filter((run) => run.ended !== null)
+          for (let i = 1; i < ended.length; i++) {
+            const before = ended[i - 1]!
+            const after = ended[i]!
+            // The ticks due while `before` ran: only the latest ran, the older ones were skipped.
+            assert.isAtLeast(after.tick - before.tick, 2_000, `tick ${after.tick} ran though a later one was due`)
+            assert.isAtMost(after.tick, after.started, `tick ${after.tick} started before it was due`)
+            assert.isAbove(after.tick, before.ended! - 1_000, `tick ${after.tick} was not the latest due`)
+            // ... and it started as soon as the previous run ended.
+            assert.isBelow(after.started - before.ended!, 1_000, `tick ${after.tick} waited after ${before.tick} ended`)
+          }
+        }),
+      60_000
+    )
+  }
+)
