@@ -12,8 +12,8 @@
  * fibers (each doing cycles against the same supervisor / forking its own raw fibers).
  *
  * Figure 1m: the metrics' cost. The same cycle against a supervisor with `metrics: true` (the default) and
- * one with `metrics: false`, in alternating rounds of the same run; the ratio is off / on (cycles per
- * second), target ≤ 1.10. The "baseline" column is the metrics-off rate.
+ * one with `metrics: false`, in pairs of short rounds back to back; the ratio is the median of the pairs'
+ * off / on ratios (cycles per second), target ≤ 1.10. The columns are the median rates.
  *
  * Figure 1t: the cost of everything on. Metrics and tracing on with a tracer installed (one recording spans
  * in memory; then the OTLP exporters, each incarnation's span exported to a local sink), against metrics and
@@ -146,8 +146,11 @@ const compare = (label: string, launchers: number, options: LaunchOptions, capac
   }).pipe(Effect.scoped)
 
 /**
- * The launch cycle against two built supervisors, `on` and `off`: both warmed up, then alternating timed
- * rounds (off first); the rates of each round, their medians and the off / on ratio.
+ * The launch cycle against two built supervisors, `on` and `off`: both warmed up, then `pairs` pairs of short
+ * timed rounds, one of each, back to back (off first in even pairs, on first in odd ones). The ratio is the
+ * median of the pairs' off / on ratios: a pair's two rounds run within a fraction of a second of each other,
+ * so a slower spell of a shared machine slows both of them, where the ratio of two medians taken over a whole
+ * run would mix rounds from quieter and busier spells.
  */
 const onOffRounds = (
   options: LaunchOptions,
@@ -157,16 +160,28 @@ const onOffRounds = (
   Effect.gen(function*() {
     const onRates: Array<number> = []
     const offRates: Array<number> = []
+    const ratios: Array<number> = []
     yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), on)
     yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), off)
-    for (let round = 0; round < options.rounds; round++) {
-      offRates.push(yield* Effect.provideContext(rate(ourCycle, 1, options.roundMs), off))
-      onRates.push(yield* Effect.provideContext(rate(ourCycle, 1, options.roundMs), on))
+    // As much time in all as `rounds` rounds of `roundMs` each, in pairs of rounds of 200 ms.
+    const pairMs = 200
+    const pairs = Math.max(5, Math.round((options.rounds * options.roundMs) / pairMs))
+    for (let pair = 0; pair < pairs; pair++) {
+      const first = pair % 2 === 0 ? off : on
+      const second = pair % 2 === 0 ? on : off
+      const a = yield* Effect.provideContext(rate(ourCycle, 1, pairMs), first)
+      const b = yield* Effect.provideContext(rate(ourCycle, 1, pairMs), second)
+      const [offRate, onRate] = pair % 2 === 0 ? [a, b] : [b, a]
+      offRates.push(offRate)
+      onRates.push(onRate)
+      ratios.push(throughputRatio(onRate, offRate))
     }
-    const onRate = median(onRates)
-    const offRate = median(offRates)
-    return { onRates, offRates, onRate, offRate, ratio: throughputRatio(onRate, offRate) }
+    return { onRates, offRates, onRate: median(onRates), offRate: median(offRates), ratio: median(ratios) }
   })
+
+/** Rates of many rounds, as `min–max` (thousands per second). */
+const spread = (rates: ReadonlyArray<number>): string =>
+  `${(Math.min(...rates) / 1e3).toFixed(1)}–${(Math.max(...rates) / 1e3).toFixed(1)}`
 
 /** Figure 1m: the launch cycle with metrics on versus off (two supervisors, alternating rounds). */
 const compareMetrics = (options: LaunchOptions) =>
@@ -177,9 +192,8 @@ const compareMetrics = (options: LaunchOptions) =>
     const off = yield* build(false)
     const { offRate, offRates, onRate, onRates, ratio } = yield* onOffRounds(options, on, off)
     progress(
-      `1m. metrics on ${onRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")}k/s, off ${
-        offRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")
-      }k/s; off/on ratio ${ratio.toFixed(3)}`
+      `1m. metrics on ${spread(onRates)}k/s, off ${spread(offRates)}k/s over ${onRates.length} pairs of rounds; ` +
+        `median of the pairs' off/on ratios ${ratio.toFixed(3)}`
     )
     const row: Row = {
       figure: "1m. launch cycles, metrics on vs off",
@@ -289,15 +303,16 @@ const compareTracing = (
         variant.ratio === undefined ? "" : `, parentbased_traceidratio ${variant.ratio}`
       }`
     progress(
-      `1t. metrics + tracing (${label}) on ${onRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")}k/s, both off ${
-        offRates.map((r) => (r / 1e3).toFixed(1)).join(" / ")
-      }k/s; off/on ratio ${ratio.toFixed(3)}; ${
-        variant._tag === "memory"
-          ? `${memory.ended()} spans ended`
-          : variant._tag === "native"
-          ? "effect's NativeSpan"
-          : `${requests.count} exports received`
-      }`
+      `1t. metrics + tracing (${label}) on ${spread(onRates)}k/s, both off ${
+        spread(offRates)
+      }k/s over ${onRates.length} ` +
+        `pairs of rounds; median of the pairs' off/on ratios ${ratio.toFixed(3)}; ${
+          variant._tag === "memory"
+            ? `${memory.ended()} spans ended`
+            : variant._tag === "native"
+            ? "effect's NativeSpan"
+            : `${requests.count} exports received`
+        }`
     )
     const row: Row = {
       figure: `1t. launch cycles, metrics + tracing on (${label}) vs both off`,
