@@ -280,7 +280,6 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervi
           failovers.push((yield* Clock.currentTimeMillis) - killedAt)
           assert.isTrue(after.token > owner.token, `kill ${kill}: token ${after.token} after ${owner.token}`)
         }
-        assert.strictEqual(failovers.length, kills)
 
         const spans = yield* assertNoOverlap()
         // Each kill ended one owner's tenure (rebalances onto a replacement may add more).
