@@ -30,7 +30,7 @@
  *
  * Pass 1 calls the `...Size` functions: a message's caller takes a slot with `reserve()` before sizing the
  * message's fields and records the sum with `closeMessage`. Pass 2 calls the `write...` functions in the same
- * order, and `writeHeader` reads the slots back. `encodeRepeated` runs both passes for a top-level
+ * order, and `writeHeader` reads the slots back. `repeatedSize` and `writeRepeated` do so for a repeated field, and `encodeRepeated` runs both passes for a top-level
  * `repeated ... = 1` message (`TracesData`, `LogsData`).
  *
  * @internal
@@ -430,6 +430,24 @@ export const writeScopeMessage = (scope: Scope): void => {
   if (scope.droppedAttributesCount) writeIntField(4, scope.droppedAttributesCount)
 }
 
+/** Repeated embedded messages: `size` sizes one's body. */
+export const repeatedSize = <A>(all: ReadonlyArray<A>, size: (a: A) => number): number => {
+  let total = 0
+  for (let i = 0; i < all.length; i++) {
+    const index = reserve()
+    total += closeMessage(index, size(all[i]!))
+  }
+  return total
+}
+
+/** Repeated embedded messages with tag `t`: `write` writes one's body. */
+export const writeRepeated = <A>(t: number, all: ReadonlyArray<A>, write: (a: A) => void): void => {
+  for (let i = 0; i < all.length; i++) {
+    writeHeader(t)
+    write(all[i]!)
+  }
+}
+
 /**
  * A top-level message of one repeated field numbered 1 (`TracesData`, `LogsData`) in a new `Uint8Array`:
  * `size` sizes an element's body (pass 1), `write` writes it (pass 2).
@@ -440,21 +458,13 @@ export const encodeRepeated = <A>(
   write: (a: A) => void
 ): Uint8Array => {
   count = 0
-  let total = 0
-  for (let i = 0; i < all.length; i++) {
-    const index = reserve()
-    total += closeMessage(index, size(all[i]!))
-  }
-  const out = new Uint8Array(total)
+  const out = new Uint8Array(repeatedSize(all, size))
   buf = out
   view = new DataView(out.buffer)
   pos = 0
   cursor = 0
   try {
-    for (let i = 0; i < all.length; i++) {
-      writeHeader(tag(1, LEN))
-      write(all[i]!)
-    }
+    writeRepeated(tag(1, LEN), all, write)
   } finally {
     buf = new Uint8Array(0)
     view = new DataView(buf.buffer)

@@ -24,6 +24,7 @@ import {
   keyValuesSize,
   LEN,
   optionalStringSize,
+  repeatedSize,
   reserve,
   resourceMessageSize,
   scopeMessageSize,
@@ -35,6 +36,7 @@ import {
   writeIntField,
   writeKeyValues,
   writeOptionalString,
+  writeRepeated,
   writeResourceMessage,
   writeScopeMessage,
   writeStringField
@@ -67,6 +69,8 @@ const spanSize = (span: Span): number => {
   size += stringFieldSize(span.name) + intFieldSize(span.kind) + 2 * fixed64Size
   size += keyValuesSize(span.attributes)
   if (span.droppedAttributesCount > 0) size += intFieldSize(span.droppedAttributesCount)
+  // The loops over a span's events and links and a scope's spans are written out: through `repeatedSize` and
+  // `writeRepeated` (one call site for every kind of message) traces cost a tenth more.
   const events = span.events
   for (let i = 0; i < events.length; i++) {
     const index = reserve()
@@ -93,15 +97,10 @@ const scopeSpansSize = (scopeSpans: ScopeSpan): number => {
   return size + optionalStringSize(scopeSpans.schemaUrl)
 }
 
-const resourceSpansSize = (resourceSpans: ResourceSpan): number => {
-  let size = resourceMessageSize(resourceSpans.resource)
-  const all = resourceSpans.scopeSpans
-  for (let i = 0; i < all.length; i++) {
-    const index = reserve()
-    size += closeMessage(index, scopeSpansSize(all[i]!))
-  }
-  return size + optionalStringSize(resourceSpans.schemaUrl)
-}
+const resourceSpansSize = (resourceSpans: ResourceSpan): number =>
+  resourceMessageSize(resourceSpans.resource) +
+  repeatedSize(resourceSpans.scopeSpans, scopeSpansSize) +
+  optionalStringSize(resourceSpans.schemaUrl)
 
 // --- Pass 2: writing -------------------------------------------------------------------------------------------
 
@@ -158,11 +157,7 @@ const writeScopeSpans = (scopeSpans: ScopeSpan): void => {
 
 const writeResourceSpans = (resourceSpans: ResourceSpan): void => {
   writeResourceMessage(resourceSpans.resource)
-  const all = resourceSpans.scopeSpans
-  for (let i = 0; i < all.length; i++) {
-    writeHeader(tag(2, LEN))
-    writeScopeSpans(all[i]!)
-  }
+  writeRepeated(tag(2, LEN), resourceSpans.scopeSpans, writeScopeSpans)
   writeOptionalString(tag(3, LEN), resourceSpans.schemaUrl)
 }
 
