@@ -20,6 +20,7 @@ interface Received {
   readonly path: string
   readonly headers: Http.IncomingHttpHeaders
   readonly body: any
+  readonly raw: Buffer
 }
 
 /** An OTLP/HTTP JSON receiver on a free loopback port, for the test's scope. */
@@ -31,14 +32,15 @@ const receiver = Effect.acquireRelease(
         const chunks: Array<Buffer> = []
         request.on("data", (chunk: Buffer) => chunks.push(chunk))
         request.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8")
+          const raw = Buffer.concat(chunks)
+          const text = raw.toString("utf8")
           let body: unknown = undefined
           try {
             body = JSON.parse(text)
           } catch {
             body = { unparsed: text.slice(0, 200) }
           }
-          received.push({ path: request.url ?? "", headers: request.headers, body })
+          received.push({ path: request.url ?? "", headers: request.headers, body, raw })
           response.writeHead(200, { "content-type": "application/json" }).end("{}")
         })
       })
@@ -330,5 +332,28 @@ describe("NodeOtlp.layer", () => {
       assert.isTrue(yield* sampledWith(port, ratioZero, remote))
       // Exported (protobuf, flushed when each layer closed): the two sampled spans only.
       assert.strictEqual(received.filter((r) => r.path === "/v1/traces").length, 2)
+    }))
+
+  it.live("exports logs over http/protobuf (our encoder): the record's body and trace id are in the request's bytes", () =>
+    Effect.gen(function*() {
+      const { port, received } = yield* receiver
+      const traceId = yield* Effect.logInfo("worker exited: café 🎉").pipe(
+        Effect.andThen(Effect.currentSpan),
+        Effect.map((span) => span.traceId),
+        Effect.withSpan("probe"),
+        Effect.provide(NodeOtlp.layer({
+          environment: {
+            OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+            OTEL_TRACES_EXPORTER: "none",
+            OTEL_METRICS_EXPORTER: "none"
+          }
+        }))
+      )
+      // Flushed when the layer closed.
+      const logs = received.filter((r) => r.path === "/v1/logs")
+      assert.strictEqual(logs.length, 1)
+      assert.match(String(logs[0]!.headers["content-type"]), /application\/x-protobuf/)
+      assert.include(logs[0]!.raw.toString("utf8"), "worker exited: café 🎉")
+      assert.include(logs[0]!.raw.toString("hex"), traceId.padStart(32, "0"))
     }))
 })
