@@ -7,7 +7,6 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Arbitrary from "effect/Arbitrary"
-import type * as HttpBody from "effect/http/HttpBody"
 import type { LogsData } from "effect/observability/OtlpLogger"
 import type { AnyValue } from "effect/observability/OtlpResource"
 import * as Schema from "effect/Schema"
@@ -23,6 +22,7 @@ import {
   oneOf,
   optionalText,
   pick,
+  protobufBytes,
   spanId,
   text,
   traceId,
@@ -33,11 +33,7 @@ type ResourceLogs = LogsData["resourceLogs"][number]
 type ScopeLogs = ResourceLogs["scopeLogs"][number]
 type LogRecord = NonNullable<ScopeLogs["logRecords"]>[number]
 
-const effectBytes = (data: LogsData): Uint8Array => {
-  const body = effectProtobuf.logs(data) as HttpBody.Uint8Array
-  assert.strictEqual(body.contentType, "application/x-protobuf")
-  return body.body
-}
+const effectBytes = (data: LogsData): Uint8Array => protobufBytes(effectProtobuf.logs(data))
 
 const assertSameBytes = (data: LogsData): void => assert.strictEqual(hex(encodeLogs(data)), hex(effectBytes(data)))
 

@@ -3,8 +3,10 @@
  * `OtlpSerialization.layerProtobuf`), bytes as hex for readable failures, and generators of text with non-ASCII and lone surrogates, times up to 2^64 - 1, identifiers in either case, 64-bit and unsafe
  * integers, NaN, infinities and negative zero, and AnyValue/KeyValue of every kind nested two deep.
  */
+import { assert } from "@effect/vitest"
 import * as Arbitrary from "effect/Arbitrary"
 import * as Effect from "effect/Effect"
+import type * as HttpBody from "effect/http/HttpBody"
 import type { AnyValue, KeyValue } from "effect/observability/OtlpResource"
 import * as OtlpSerialization from "effect/observability/OtlpSerialization"
 import * as Schema from "effect/Schema"
@@ -15,6 +17,14 @@ export const effectProtobuf = Effect.runSync(
     return yield* OtlpSerialization.OtlpSerialization
   }).pipe(Effect.provide(OtlpSerialization.layerProtobuf))
 )
+
+/** The bytes of a body `effectProtobuf` made, checked to be protobuf. */
+export const protobufBytes = (body: HttpBody.HttpBody): Uint8Array => {
+  assert.strictEqual(body._tag, "Uint8Array")
+  const bytes = body as HttpBody.Uint8Array
+  assert.strictEqual(bytes.contentType, "application/x-protobuf")
+  return bytes.body
+}
 
 export const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString("hex")
 

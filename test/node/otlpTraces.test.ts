@@ -6,7 +6,6 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Arbitrary from "effect/Arbitrary"
-import type * as HttpBody from "effect/http/HttpBody"
 import type { TraceData } from "effect/observability/OtlpTracer"
 import { encodeTraces } from "../../src/node/internal/otlpTraces.ts"
 import {
@@ -19,6 +18,7 @@ import {
   oneOf,
   optionalText,
   pick,
+  protobufBytes,
   spanId,
   text,
   traceId
@@ -26,11 +26,7 @@ import {
 
 type Span = TraceData["resourceSpans"][number]["scopeSpans"][number]["spans"][number]
 
-const effectBytes = (data: TraceData): Uint8Array => {
-  const body = effectProtobuf.traces(data) as HttpBody.Uint8Array
-  assert.strictEqual(body.contentType, "application/x-protobuf")
-  return body.body
-}
+const effectBytes = (data: TraceData): Uint8Array => protobufBytes(effectProtobuf.traces(data))
 
 const assertSameBytes = (data: TraceData): void => assert.strictEqual(hex(encodeTraces(data)), hex(effectBytes(data)))
 
