@@ -334,7 +334,7 @@ describe("NodeOtlp.layer", () => {
       assert.strictEqual(received.filter((r) => r.path === "/v1/traces").length, 2)
     }))
 
-  it.live("exports logs over http/protobuf (our encoder): the record's body and trace id are in the request's bytes", () =>
+  it.live("exports logs over http/protobuf (our encoder): the record's body and trace id are in the request", () =>
     Effect.gen(function*() {
       const { port, received } = yield* receiver
       const traceId = yield* Effect.logInfo("worker exited: café 🎉").pipe(

@@ -217,7 +217,7 @@ describe("otlpLogs.encodeLogs", () => {
     assert.notInclude(hex(encodeLogs(data)), "0af7651916cd43dd8448eb211c80319c")
   })
 
-  it("writes the largest times, times given as numbers and times past 2^64 modulo 2^64 as effect's encoder does", () => {
+  it("writes the largest times, times as numbers and times past 2^64 (modulo 2^64) as effect's encoder does", () => {
     assertSameBytes(dataOf(
       exampleRecord({ timeUnixNano: "18446744073709551615", observedTimeUnixNano: "9223372036854775807" }),
       exampleRecord({ timeUnixNano: 1700000000123456800, observedTimeUnixNano: 2 ** 64 + 2 ** 12 }),

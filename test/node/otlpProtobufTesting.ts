@@ -1,6 +1,7 @@
 /**
- * What the OTLP/protobuf encoders' tests (`otlpTraces.test.ts`, `otlpLogs.test.ts`) share: the oracle (`effect`'s
- * `OtlpSerialization.layerProtobuf`), bytes as hex for readable failures, and generators of text with non-ASCII and lone surrogates, times up to 2^64 - 1, identifiers in either case, 64-bit and unsafe
+ * What the OTLP/protobuf encoders' tests (`otlpTraces.test.ts`, `otlpLogs.test.ts`) share: the oracle
+ * (`effect`'s `OtlpSerialization.layerProtobuf`), bytes as hex for readable failures, and generators of text
+ * with non-ASCII and lone surrogates, times up to 2^64 - 1, identifiers in either case, 64-bit and unsafe
  * integers, NaN, infinities and negative zero, and AnyValue/KeyValue of every kind nested two deep.
  */
 import { assert } from "@effect/vitest"
