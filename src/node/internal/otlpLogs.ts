@@ -38,7 +38,7 @@ import {
   writeFixed32Field,
   writeFixed64Field,
   writeHeader,
-  writeHexField,
+  writeIdField,
   writeIntField,
   writeKeyValues,
   writeOptionalString,
@@ -104,8 +104,8 @@ const writeLogRecord = (record: LogRecord): void => {
     writeIntField(7, record.droppedAttributesCount)
   }
   if (record.flags !== undefined) writeFixed32Field(8, record.flags)
-  if (hasId(record.traceId)) writeHexField(tag(9, LEN), record.traceId)
-  if (hasId(record.spanId)) writeHexField(tag(10, LEN), record.spanId)
+  if (hasId(record.traceId)) writeIdField(tag(9, LEN), record.traceId)
+  if (hasId(record.spanId)) writeIdField(tag(10, LEN), record.spanId)
   if (record.observedTimeUnixNano !== undefined) writeFixed64Field(11, record.observedTimeUnixNano)
 }
 

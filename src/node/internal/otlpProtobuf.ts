@@ -310,15 +310,20 @@ for (let i = 0; i < 6; i++) {
  * as a `Uint8Array` (logs' types allow it), each pair is read as `effect` reads it, `parseInt` of the pair's
  * decimal rendering (`"171,205"`): no real caller gives one.
  */
-export const writeHexField = (t: number, hex: string | Uint8Array): void => {
+export const writeIdField = (t: number, id: string | Uint8Array): void => {
+  if (typeof id === "string") return writeHexField(t, id)
+  const length = Math.floor(id.length / 2)
+  buf[pos++] = t
+  writeVarint(length)
+  for (let i = 0; i < length; i++) buf[pos + i] = parseInt(String(id.subarray(2 * i, 2 * i + 2)), 16)
+  pos += length
+}
+
+/** An identifier given in hex, as bytes: a pair that is not two hex digits is read as `parseInt` reads it. */
+export const writeHexField = (t: number, hex: string): void => {
   const length = Math.floor(hex.length / 2)
   buf[pos++] = t
   writeVarint(length)
-  if (typeof hex !== "string") {
-    for (let i = 0; i < length; i++) buf[pos + i] = parseInt(String(hex.subarray(2 * i, 2 * i + 2)), 16)
-    pos += length
-    return
-  }
   for (let i = 0; i < length; i++) {
     const a = hex.charCodeAt(2 * i)
     const b = hex.charCodeAt(2 * i + 1)
