@@ -167,6 +167,16 @@ const startMember = (n: number, databaseUrl: string) =>
       })
   )
 
+/**
+ * `text` with its control characters written as `\xNN` (`\u2028`) escapes: the views show names that any role
+ * allowed to launch workers chose, and a `\n` or `\x1b[2J` in one must not add a row or rewrite the terminal.
+ */
+const printable = (text: string) =>
+  text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    const code = c.charCodeAt(0)
+    return code > 0xff ? `\\u${code.toString(16)}` : `\\x${code.toString(16).padStart(2, "0")}`
+  })
+
 /** Rows as psql prints them (aligned, with a header and the row count). */
 const table = (query: string, columns: ReadonlyArray<string>, rows: ReadonlyArray<Record<string, unknown>>) => {
   const text = (value: unknown) =>
@@ -176,7 +186,7 @@ const table = (query: string, columns: ReadonlyArray<string>, rows: ReadonlyArra
       ? (value ? "t" : "f")
       : value instanceof Date
       ? value.toISOString()
-      : String(value)
+      : printable(String(value))
   const cells = rows.map((row) => columns.map((column) => text(row[column])))
   const widths = columns.map((column, i) => Math.max(column.length, ...cells.map((row) => row[i]!.length)))
   // psql aligns numbers right, everything else left.
