@@ -17,7 +17,8 @@
  *
  * Figure 1t: the cost of everything on. Metrics and tracing on with a tracer installed (one recording spans
  * in memory; then the OTLP exporters, each incarnation's span exported to a local sink), against metrics and
- * tracing off with no tracer; same alternating rounds, same target.
+ * tracing off with no tracer; same alternating rounds, same target. Its reference row prints, in microseconds
+ * per cycle, what metrics and tracing add to ours beside what `Effect.withSpan` adds to the raw cycle.
  */
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
@@ -33,7 +34,7 @@ import { liveFibers } from "../src/internal/postmaster/postmaster.ts"
 import * as NodeOtlp from "../src/node/NodeOtlp.ts"
 import * as ProcLatch from "../src/ProcLatch.ts"
 import * as Supervisor from "../src/Supervisor.ts"
-import { median, now, progress, type Row, throughputRatio } from "./report.ts"
+import { costRatio, median, now, progress, type Row, throughputRatio } from "./report.ts"
 
 export interface LaunchOptions {
   /** Length of one timed round, ms. */
@@ -65,14 +66,29 @@ const ourCycle = Effect.gen(function*() {
   if (stopped._tag !== "Stopped") return yield* Effect.die(new Error(`awaitShutdown returned ${stopped._tag}`))
 })
 
-const rawCycle = Effect.gen(function*() {
-  const started = yield* Deferred.make<void>()
-  const stop = yield* Deferred.make<void>()
-  const fiber = yield* Effect.forkChild(Effect.andThen(Deferred.succeed(started, undefined), Deferred.await(stop)))
-  yield* Deferred.await(started)
-  yield* Deferred.succeed(stop, undefined)
-  yield* Fiber.await(fiber)
-})
+/**
+ * The raw-Effect cycle; `traced`: its fiber runs in `Effect.withSpan` with the incarnation span's three start
+ * attributes (no stack capture, `effect`'s cheapest span), what a user writing the cycle in Effect would do.
+ */
+const rawCycleOf = (traced: boolean) =>
+  Effect.gen(function*() {
+    const started = yield* Deferred.make<void>()
+    const stop = yield* Deferred.make<void>()
+    const body = Effect.andThen(Deferred.succeed(started, undefined), Deferred.await(stop))
+    const fiber = yield* Effect.forkChild(
+      traced
+        ? Effect.withSpan(body, "bgworker bench-sleeper", {
+          attributes: { "bgworker.name": "bench-sleeper", "bgworker.type": "bench-sleeper", "bgworker.pid": 1 },
+          captureStackTrace: false
+        })
+        : body
+    )
+    yield* Deferred.await(started)
+    yield* Deferred.succeed(stop, undefined)
+    yield* Fiber.await(fiber)
+  })
+
+const rawCycle = rawCycleOf(false)
 
 /** Runs `cycle` in batches until `ms` have passed; returns the number of cycles done. */
 const cyclesFor = <R>(cycle: Effect.Effect<void, never, R>, deadline: number): Effect.Effect<number, never, R> =>
@@ -145,38 +161,49 @@ const compare = (label: string, launchers: number, options: LaunchOptions, capac
     return row
   }).pipe(Effect.scoped)
 
+/** A cycle run for a given time, in the context it needs: its rate, cycles per second. */
+type Rounds = (ms: number) => Effect.Effect<number>
+
+/** The launch cycle against a built supervisor. */
+const launchesAgainst = (supervisor: Context.Context<Supervisor.Supervisor>): Rounds => (ms) =>
+  Effect.provideContext(rate(ourCycle, 1, ms), supervisor)
+
 /**
- * The launch cycle against two built supervisors, `on` and `off`: both warmed up, then `pairs` pairs of short
- * timed rounds, one of each, back to back (off first in even pairs, on first in odd ones). The ratio is the
- * median of the pairs' off / on ratios: a pair's two rounds run within a fraction of a second of each other,
- * so a slower spell of a shared machine slows both of them, where the ratio of two medians taken over a whole
- * run would mix rounds from quieter and busier spells.
+ * Two variants of a cycle, `on` and `off`: both warmed up, then pairs of short timed rounds, one of each, back
+ * to back (off first in even pairs, on first in odd ones). The ratio is the median of the pairs' off / on
+ * ratios: a pair's two rounds run within a fraction of a second of each other, so a slower spell of a shared
+ * machine slows both of them, where the ratio of two medians taken over a whole run would mix rounds from
+ * quieter and busier spells. `extra` is, the same way, the median of the pairs' differences in microseconds
+ * per cycle.
  */
-const onOffRounds = (
-  options: LaunchOptions,
-  on: Context.Context<Supervisor.Supervisor>,
-  off: Context.Context<Supervisor.Supervisor>
-) =>
+const onOffRounds = (options: LaunchOptions, on: Rounds, off: Rounds) =>
   Effect.gen(function*() {
     const onRates: Array<number> = []
     const offRates: Array<number> = []
     const ratios: Array<number> = []
-    yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), on)
-    yield* Effect.provideContext(rate(ourCycle, 1, options.warmupMs), off)
+    const extras: Array<number> = []
+    yield* on(options.warmupMs)
+    yield* off(options.warmupMs)
     // As much time in all as `rounds` rounds of `roundMs` each, in pairs of rounds of 200 ms.
     const pairMs = 200
     const pairs = Math.max(5, Math.round((options.rounds * options.roundMs) / pairMs))
     for (let pair = 0; pair < pairs; pair++) {
-      const first = pair % 2 === 0 ? off : on
-      const second = pair % 2 === 0 ? on : off
-      const a = yield* Effect.provideContext(rate(ourCycle, 1, pairMs), first)
-      const b = yield* Effect.provideContext(rate(ourCycle, 1, pairMs), second)
+      const a = yield* (pair % 2 === 0 ? off : on)(pairMs)
+      const b = yield* (pair % 2 === 0 ? on : off)(pairMs)
       const [offRate, onRate] = pair % 2 === 0 ? [a, b] : [b, a]
       offRates.push(offRate)
       onRates.push(onRate)
       ratios.push(throughputRatio(onRate, offRate))
+      extras.push(1e6 / onRate - 1e6 / offRate)
     }
-    return { onRates, offRates, onRate: median(onRates), offRate: median(offRates), ratio: median(ratios) }
+    return {
+      onRates,
+      offRates,
+      onRate: median(onRates),
+      offRate: median(offRates),
+      ratio: median(ratios),
+      extra: median(extras)
+    }
   })
 
 /** Rates of many rounds, as `min–max` (thousands per second). */
@@ -190,7 +217,11 @@ const compareMetrics = (options: LaunchOptions) =>
       Effect.orDie(Layer.build(Supervisor.layer({ maxWorkerProcesses: 8, terminateTimeout: "5 seconds", metrics })))
     const on = yield* build(true)
     const off = yield* build(false)
-    const { offRate, offRates, onRate, onRates, ratio } = yield* onOffRounds(options, on, off)
+    const { offRate, offRates, onRate, onRates, ratio } = yield* onOffRounds(
+      options,
+      launchesAgainst(on),
+      launchesAgainst(off)
+    )
     progress(
       `1m. metrics on ${spread(onRates)}k/s, off ${spread(offRates)}k/s over ${onRates.length} pairs of rounds; ` +
         `median of the pairs' off/on ratios ${ratio.toFixed(3)}`
@@ -294,7 +325,11 @@ const compareTracing = (
       ))
     const on = yield* build(true)
     const off = yield* build(false)
-    const { offRate, offRates, onRate, onRates, ratio } = yield* onOffRounds(options, on, off)
+    const { extra, offRate, offRates, onRate, onRates, ratio } = yield* onOffRounds(
+      options,
+      launchesAgainst(on),
+      launchesAgainst(off)
+    )
     const label = variant._tag === "memory"
       ? "spans recorded in memory"
       : variant._tag === "native"
@@ -312,7 +347,7 @@ const compareTracing = (
             : variant._tag === "native"
             ? "effect's NativeSpan"
             : `${requests.count} exports received`
-        }`
+        }; ${extra.toFixed(2)} µs more per cycle`
     )
     const row: Row = {
       figure: `1t. launch cycles, metrics + tracing on (${label}) vs both off`,
@@ -323,20 +358,53 @@ const compareTracing = (
       target: "≤1.10× both off",
       ok: ratio <= 1.1
     }
-    return row
+    return { row, extra }
   }).pipe(Effect.scoped)
+
+/**
+ * Figure 1t's reference: what a span costs in `effect` itself. The raw-Effect cycle with its fiber in
+ * `Effect.withSpan` (the same kind of tracer as the `native` variant, three attributes, no stack capture)
+ * against the plain raw cycle, in microseconds per cycle, beside what metrics and tracing add to ours
+ * (`ours`, the `native` variant's median extra): ours / effect's is the row's ratio. Informational: it
+ * shows how far the incarnation span is from the cheapest span `effect` makes.
+ */
+const spanReference = (options: LaunchOptions, ours: number) =>
+  Effect.gen(function*() {
+    const tracer = Tracer.make({ span: (options) => new Tracer.NativeSpan(options) })
+    const traced = rawCycleOf(true)
+    const { extra, offRates, onRates } = yield* onOffRounds(
+      options,
+      (ms) => Effect.provideService(rate(traced, 1, ms), Tracer.Tracer, tracer),
+      (ms) => rate(rawCycle, 1, ms)
+    )
+    progress(
+      `1t. raw cycle in Effect.withSpan ${spread(onRates)}k/s, plain ${spread(offRates)}k/s over ${onRates.length} ` +
+        `pairs of rounds; ${extra.toFixed(2)} µs more per cycle (ours: ${ours.toFixed(2)} µs)`
+    )
+    const row: Row = {
+      figure: "1t. µs a traced launch cycle adds (native spans) vs Effect.withSpan on the raw cycle",
+      unit: "µs",
+      ours,
+      baseline: extra,
+      ratio: costRatio(ours, extra),
+      target: "reference",
+      ok: undefined
+    }
+    return row
+  })
 
 export const runLaunch = (options: LaunchOptions): Effect.Effect<ReadonlyArray<Row>> =>
   Effect.gen(function*() {
     const single = yield* compare("1. launch cycles, 1 launcher", 1, options, 8)
     const many = yield* compare(`1. launch cycles, ${options.launchers} launchers`, options.launchers, options, 64)
     const metrics = yield* compareMetrics(options)
-    const tracing = [
-      yield* compareTracing(options, { _tag: "memory" }),
-      yield* compareTracing(options, { _tag: "native" }),
+    const memory = yield* compareTracing(options, { _tag: "memory" })
+    const native = yield* compareTracing(options, { _tag: "native" })
+    const reference = yield* spanReference(options, native.extra)
+    const otlp = [
       yield* compareTracing(options, { _tag: "otlp", protocol: "http/protobuf" }),
       yield* compareTracing(options, { _tag: "otlp", protocol: "http/json" }),
       yield* compareTracing(options, { _tag: "otlp", protocol: "http/protobuf", ratio: 0.01 })
     ]
-    return [single, many, metrics, ...tracing]
+    return [single, many, metrics, memory.row, native.row, reference, ...otlp.map((_) => _.row)]
   })
