@@ -78,6 +78,28 @@ export const awaitTick = (accept: (owner: string) => boolean, ms: number) =>
   })
 
 /**
+ * Waits (at most `ms`) until the singleton has settled: its ticks of the last `steadyMs` came from one owner
+ * under one token, the newest of them fresh. Returns that owner and token. (A runner that joins moves shards a
+ * few seconds later, so a handover can fall just after the first tick; waiting for a steady owner rather than
+ * for the first fresh tick keeps a loaded machine's slower handover out of the assertions that follow.)
+ */
+export const awaitSteadyOwner = (ms: number, steadyMs = 2000) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    const deadline = (yield* Clock.currentTimeMillis) + ms
+    while ((yield* Clock.currentTimeMillis) < deadline) {
+      const rows = yield* sql<{ readonly owners: number; readonly tokens: number; readonly ticks: number }>`
+        SELECT count(DISTINCT owner)::int AS owners, count(DISTINCT token)::int AS tokens, count(*)::int AS ticks
+        FROM cluster_ticks WHERE at > pg_catalog.clock_timestamp() - ${`${steadyMs} milliseconds`}::interval`
+      const tick = yield* latestTick()
+      const row = rows[0]!
+      if (tick !== undefined && row.owners === 1 && row.tokens === 1 && row.ticks > 1) return tick
+      yield* Effect.sleep("100 millis")
+    }
+    return yield* Effect.die(new Error(`the singleton had no steady owner for ${steadyMs} ms within ${ms} ms`))
+  })
+
+/**
  * One row per token in `table` (every tick, or the fenced ones): its owner(s), first and last tick (epoch ms,
  * the database's clock) and tick count, in order of first tick.
  */
