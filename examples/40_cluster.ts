@@ -7,7 +7,8 @@
  *   (about two seconds; deleted on exit). The program prints the `psql` line to watch it with `\watch 1`.
  * - It starts three *members*: this file again, as `40_cluster.ts member <n>`, each a supervisor of its own
  *   (`NodeSupervisor.runMain`) with `ClusterSupervisor.layer` on its own loopback runner address
- *   (`127.0.0.1:<free port>`), `ControlPlane.layer` (so each registers in `bgworker.processes` and publishes
+ *   (`127.0.0.1:<free port>`) and a secret this program makes for the run (`CLUSTER_SECRET`: the runners talk
+ *   TLS with a key derived from it), `ControlPlane.layer` (so each registers in `bgworker.processes` and publishes
  *   its workers into `bgworker.activity`), and the singleton worker `counter`.
  * - `counter` runs on exactly one member. Every second it adds one to `cluster_counter.n` in a write fenced by
  *   its token (`ClusterSupervisor.guard`): once another owner has started, an older owner's write never
@@ -37,6 +38,7 @@ import { ControlPlane, EmbeddedPostgres, WorkerConnection } from "effect-bgworke
 import * as Clock from "effect/Clock"
 import { SqlClient } from "effect/sql/SqlClient"
 import * as childProcess from "node:child_process"
+import * as crypto from "node:crypto"
 import * as net from "node:net"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
@@ -85,7 +87,10 @@ const member = (n: number) => {
   const App = ClusterSupervisor.singleton(counter).pipe(
     Layer.provideMerge(ControlPlane.layer({ heartbeatInterval: "500 millis", deadAfter: "2 seconds" })),
     Layer.provide(ClusterSupervisor.layer({
-      runnerAddress: { host: "127.0.0.1", port: Number(process.env["RUNNER_PORT"]) }
+      runnerAddress: { host: "127.0.0.1", port: Number(process.env["RUNNER_PORT"]) },
+      // The program's secret: the runners talk TLS 1.3 with a key derived from it (a deployment gives every
+      // process the same, e.g. from `openssl rand -base64 32`).
+      secret: Redacted.make(process.env["CLUSTER_SECRET"] ?? "")
     })),
     Layer.provideMerge(Supervisor.layer({ maxWorkerProcesses: 4, shutdownTimeout: "2 seconds" })),
     Layer.provide(WorkerConnection.layer()),
@@ -130,7 +135,7 @@ const startMember = (n: number, databaseUrl: string) =>
         process.execPath,
         [...process.execArgv, fileURLToPath(import.meta.url), "member", String(n)],
         {
-          env: { ...process.env, DATABASE_URL: databaseUrl, RUNNER_PORT: String(port) },
+          env: { ...process.env, DATABASE_URL: databaseUrl, RUNNER_PORT: String(port), CLUSTER_SECRET: clusterSecret },
           stdio: ["pipe", "pipe", "pipe"],
           detached: true // its own process group: a Ctrl-C reaches this program, which stops it
         }
@@ -166,6 +171,9 @@ const startMember = (n: number, databaseUrl: string) =>
         clearTimeout(timer)
       })
   )
+
+/** The members' shared secret, made afresh for each run of the program. */
+const clusterSecret = crypto.randomBytes(32).toString("base64")
 
 /**
  * `text` with its control characters written as `\xNN` (`\u2028`) escapes: the views show names that any role

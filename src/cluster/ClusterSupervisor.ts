@@ -138,9 +138,13 @@
  *   ownership does move (its owner dies, a process joins and the shards are rebalanced), the new owner
  *   starts it afresh, with a fresh restart budget: the intensity limit is per owner, as a restart count is
  *   per server in PostgreSQL.
- * - The runners' own protocol (Effect's socket runners) has no authentication and no TLS: anyone who can
- *   reach a runner's port can send it cluster messages. Bind `runnerAddress` (or `listenAddress`) to
- *   loopback or a private network that only the cluster's processes reach, and firewall it; never expose it.
+ * - The runners' own protocol (Effect's socket runners) has no authentication and no TLS of its own: anyone
+ *   who can reach a runner's port could send it cluster messages. Give every process the same `secret` (at
+ *   least 32 characters, `openssl rand -base64 32`): the runners then talk TLS 1.3 with a key derived from it,
+ *   both ends prove they know it in the handshake, and a connection that does not is closed before a byte of
+ *   it is read (no certificates to manage). Without a secret, keep `runnerAddress` (and `listenAddress`) on
+ *   loopback: the layer logs a warning when it listens anywhere else. The secret is a key: a short or guessed
+ *   one can be found offline from a recorded handshake, hence the minimum length.
  * - Effect's cluster tables (`<tablePrefix>_runners`, `_locks`, `_messages`, `_replies`, ...) and the fence
  *   schema are created by the supervisor's role on first start; run all processes of a cluster as one role.
  *
@@ -176,6 +180,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
+import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
 import * as RpcSerialization from "effect/rpc/RpcSerialization"
 import * as Schedule from "effect/Schedule"
@@ -189,6 +194,7 @@ import { escape } from "../internal/logText.ts"
 import * as Supervisor from "../Supervisor.ts"
 import type { SupervisorError } from "../SupervisorError.ts"
 import * as fence from "./internal/fence.ts"
+import * as runnerTransport from "./internal/runnerTransport.ts"
 
 // --- Errors ---
 
@@ -288,6 +294,14 @@ export interface Options {
    */
   readonly runnerAddress: { readonly host: string; readonly port: number }
   readonly listenAddress?: { readonly host: string; readonly port: number } | undefined
+  /**
+   * A secret every process of the cluster is given (at least 32 characters: `openssl rand -base64 32`). With
+   * it, the runners talk TLS 1.3 authenticated by a key derived from it (and from `tablePrefix`): a
+   * connection from anything that does not know it fails in the handshake, before a message is read, and
+   * what the runners say is encrypted. No certificates. Without it they talk plain TCP with no
+   * authentication: keep the addresses on loopback (the layer logs a warning for any other).
+   */
+  readonly secret?: Redacted.Redacted<string> | undefined
   /** How often this process refreshes its shard locks and heartbeat. Default 1 second. */
   readonly shardLockRefreshInterval?: Duration.Input | undefined
   /**
@@ -390,6 +404,19 @@ const resolveConfig = (options: Options) =>
     if (!fence.identifier.test(prefix)) {
       yield* invalid("tablePrefix", `"${escape(prefix)}" is not a plain lower-case SQL identifier`)
     }
+    const secret = options.secret
+    if (secret !== undefined) {
+      const value = Redacted.isRedacted(secret) ? Redacted.value(secret) : undefined
+      if (typeof value !== "string") {
+        yield* invalid("secret", "must be a Redacted string", "Pass Redacted.make(process.env.CLUSTER_SECRET).")
+      } else if (value.length < runnerTransport.minimumSecretLength) {
+        yield* invalid(
+          "secret",
+          `must be at least ${runnerTransport.minimumSecretLength} characters, not ${value.length}`,
+          "Generate one with `openssl rand -base64 32` and give every process of the cluster the same."
+        )
+      }
+    }
     for (const role of options.grantTo ?? []) {
       if (!fence.identifier.test(role)) {
         yield* invalid("grantTo", `"${escape(role)}" is not a plain lower-case SQL identifier`)
@@ -407,25 +434,34 @@ const resolveConfig = (options: Options) =>
       shardLockExpiration: expiration,
       refreshAssignmentsInterval: assignments
     }
-    return { config, schema, prefix, grantTo: options.grantTo ?? [] }
+    const psk = secret === undefined ? undefined : runnerTransport.derive(secret, prefix)
+    return { config, schema, prefix, grantTo: options.grantTo ?? [], psk }
   })
 
 /**
  * `NodeClusterSocket.layer({ storage: "sql" })`'s composition, with the configuration given rather than read
- * from the environment, and the tables' prefix.
+ * from the environment, and the tables' prefix; over TLS with a pre-shared key when the cluster has a secret.
  */
-const clusterLayer = (config: ShardingConfig.ShardingConfig["Service"], prefix: string) =>
-  SocketRunner.layer.pipe(
-    Layer.provide([NodeClusterSocket.layerSocketServer, NodeClusterSocket.layerClientProtocol]),
-    Layer.provide(RunnerHealth.layerPing.pipe(
-      Layer.provide(Runners.layerRpc),
-      Layer.provide(NodeClusterSocket.layerClientProtocol)
-    )),
+const clusterLayer = (
+  config: ShardingConfig.ShardingConfig["Service"],
+  prefix: string,
+  psk: runnerTransport.PreSharedKey | undefined
+) => {
+  const server = psk === undefined ? NodeClusterSocket.layerSocketServer : runnerTransport.layerSocketServer(psk)
+  const client = psk === undefined ? NodeClusterSocket.layerClientProtocol : runnerTransport.layerClientProtocol(psk)
+  return SocketRunner.layer.pipe(
+    Layer.provide([server, client]),
+    Layer.provide(RunnerHealth.layerPing.pipe(Layer.provide(Runners.layerRpc), Layer.provide(client))),
     Layer.provideMerge(SqlMessageStorage.layerWith({ prefix }).pipe(Layer.provide(NodeCrypto.layerDigest))),
     Layer.provide(SqlRunnerStorage.layerWith({ prefix })),
     Layer.provide(Layer.succeed(ShardingConfig.ShardingConfig, config)),
     Layer.provide(RpcSerialization.layerSchemaBinary())
   )
+}
+
+/** Whether `host` is a loopback address or name, which only this machine's processes reach. */
+const isLoopback = (host: string): boolean =>
+  host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
 
 /**
  * Joins the cluster: starts this process's runner (listening on `runnerAddress`), registers it in the
@@ -437,8 +473,8 @@ const clusterLayer = (config: ShardingConfig.ShardingConfig["Service"], prefix: 
  *
  * Fails with {@link InvalidClusterOptions} naming the option (a missing or malformed `runnerAddress`, an
  * expiration that is not whole seconds or not at least twice the refresh, a schema name that is not a plain
- * identifier), with `SqlError` when the tables cannot be created, and with `SocketServerError` when the
- * address cannot be listened on.
+ * identifier, a `secret` shorter than 32 characters), with `SqlError` when the tables cannot be created, and
+ * with `SocketServerError` when the address cannot be listened on.
  *
  * @category layers
  * @since 0.2.0
@@ -451,8 +487,16 @@ export const layer = (
   SqlClient
 > =>
   Layer.unwrap(Effect.gen(function*() {
-    const { config, schema, prefix, grantTo } = yield* resolveConfig(options)
+    const { config, grantTo, prefix, psk, schema } = yield* resolveConfig(options)
     const address = `${options.runnerAddress.host}:${options.runnerAddress.port}`
+    const listen = options.listenAddress ?? options.runnerAddress
+    if (psk === undefined && !isLoopback(listen.host)) {
+      yield* Effect.logWarning(
+        `cluster runner listening on ${escape(listen.host)}:${listen.port} without a secret: the runners' protocol ` +
+          "is unauthenticated and unencrypted, and anyone who reaches the port can send it cluster messages; " +
+          "set ClusterSupervisor.layer({ secret }) in every process, or bind to loopback"
+      )
+    }
     const owner = `${address} (pid ${process.pid})`
     const service = Layer.effect(
       ClusterSupervisor,
@@ -467,7 +511,7 @@ export const layer = (
         })
       })
     )
-    return Layer.merge(service, clusterLayer(config, prefix))
+    return Layer.merge(service, clusterLayer(config, prefix, psk))
   }))
 
 // --- Singletons ---

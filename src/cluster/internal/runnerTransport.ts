@@ -1,0 +1,94 @@
+/**
+ * The runners' transport when the cluster has a secret (`ClusterSupervisor.Options.secret`): TLS 1.3 with a
+ * pre-shared key derived from it, so that only processes that know the secret can open a connection to a
+ * runner or accept one from it (both ends prove the key in the handshake; no certificates), and what they
+ * say is encrypted.
+ *
+ * Why our own: `effect` ships the cluster's plain-TCP pieces (`NodeClusterSocket.layerSocketServer` and
+ * `layerClientProtocol`) and TLS sockets (`NodeSocketServer.layerTls`, `NodeSocket.makeTls`), but no TLS
+ * variant of the two cluster layers. These are those two layers over TLS, with the same timeouts and
+ * serialization; nothing else of the cluster is replaced.
+ *
+ * The key is HKDF-SHA256 of the secret, salted with this module's label and bound to the cluster's table
+ * prefix (two clusters sharing a secret by mistake still cannot talk to each other). The PSK identity, sent
+ * in clear, names the prefix only.
+ *
+ * @internal
+ */
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
+import * as Runners from "effect/cluster/Runners"
+import * as ShardingConfig from "effect/cluster/ShardingConfig"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as RpcClient from "effect/rpc/RpcClient"
+import * as RpcSerialization from "effect/rpc/RpcSerialization"
+import { Socket } from "effect/socket/Socket"
+import * as Crypto from "node:crypto"
+import type * as Tls from "node:tls"
+
+/** The shortest secret accepted: 32 characters, as `openssl rand -base64 32` gives 44. */
+export const minimumSecretLength = 32
+
+/** A cluster's pre-shared key and the identity its runners present it under. */
+export interface PreSharedKey {
+  readonly identity: string
+  readonly key: Buffer
+}
+
+/** The key the runners of the cluster whose tables are `prefix`-ed derive from `secret`. */
+export const derive = (secret: Redacted.Redacted<string>, prefix: string): PreSharedKey => ({
+  identity: `effect-bgworker cluster ${prefix}`,
+  key: Buffer.from(Crypto.hkdfSync("sha256", Redacted.value(secret), "effect-bgworker runners", prefix, 32))
+})
+
+/** TLS 1.3 only: its PSK handshake authenticates both ends (TLS 1.2's PSK suites do not all do so well). */
+const minVersion = "TLSv1.3"
+
+/** The server's side: a client presenting another identity, or not proving the key, fails the handshake. */
+export const serverOptions = (psk: PreSharedKey): Tls.TlsOptions => ({
+  minVersion,
+  pskCallback: (_socket, identity) => identity === psk.identity ? psk.key : null
+})
+
+/** The client's side: no certificate to check; the server proves the key in the handshake instead. */
+export const clientOptions = (psk: PreSharedKey): Tls.ConnectionOptions => ({
+  minVersion,
+  pskCallback: () => ({ psk: psk.key, identity: psk.identity }),
+  checkServerIdentity: () => undefined
+})
+
+/** `NodeClusterSocket.layerSocketServer` over TLS: listens on the listen address, else the runner's. */
+export const layerSocketServer = (psk: PreSharedKey) =>
+  Layer.unwrap(Effect.gen(function*() {
+    const config = yield* ShardingConfig.ShardingConfig
+    const address = Option.orElse(config.runnerListenAddress, () => config.runnerAddress)
+    if (Option.isNone(address)) return yield* Effect.die("runnerTransport: the cluster has no runner address")
+    return NodeSocketServer.layerTls({ host: address.value.host, port: address.value.port, ...serverOptions(psk) })
+  }))
+
+/** `NodeClusterSocket.layerClientProtocol` over TLS (the same open and idle timeouts). */
+export const layerClientProtocol = (psk: PreSharedKey) =>
+  Layer.effect(Runners.RpcClientProtocol)(Effect.gen(function*() {
+    const serialization = yield* RpcSerialization.RpcSerialization
+    return Runners.RpcClientProtocol.of({
+      codecFor: serialization.codecFor,
+      make: (address) =>
+        Effect.orDie(Effect.flatMap(
+          NodeSocket.makeTls({
+            openTimeout: 1000,
+            timeout: 5500,
+            host: address.host,
+            port: address.port,
+            ...clientOptions(psk)
+          }),
+          (socket) =>
+            RpcClient.makeProtocolSocket().pipe(
+              Effect.provideService(Socket, socket),
+              Effect.provideService(RpcSerialization.RpcSerialization, serialization)
+            )
+        ))
+    })
+  }))
