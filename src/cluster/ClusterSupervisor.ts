@@ -46,7 +46,7 @@
  * **Example** (One of N processes runs the relay)
  *
  * ```ts
- * import { Effect, Layer } from "effect"
+ * import { Effect, Layer, Redacted } from "effect"
  * import { BackgroundWorker, ProcLatch, Supervisor } from "effect-bgworker"
  * import { ClusterSupervisor } from "effect-bgworker/cluster"
  * import { NodeSupervisor } from "effect-bgworker/node"
@@ -71,9 +71,13 @@
  *
  * const Database = EmbeddedPostgres.clientLayer().pipe(Layer.provideMerge(EmbeddedPostgres.layer()))
  *
- * // Each process: its own address (here from the environment), the same database.
+ * // Each process: its own address (here from the environment), the same database and the same secret
+ * // (`openssl rand -base64 32`; the runners talk TLS with a key derived from it).
  * const App = ClusterSupervisor.singleton(relay).pipe(
- *   Layer.provide(ClusterSupervisor.layer({ runnerAddress: { host: "10.0.0.7", port: Number(process.env.PORT) } })),
+ *   Layer.provide(ClusterSupervisor.layer({
+ *     runnerAddress: { host: "10.0.0.7", port: Number(process.env.PORT) },
+ *     secret: Redacted.make(process.env.CLUSTER_SECRET ?? "")
+ *   })),
  *   Layer.provideMerge(Supervisor.layer()),
  *   Layer.provide(WorkerConnection.layer()),
  *   Layer.provide(Database)
@@ -95,7 +99,7 @@
  * 10 s) late: lower it for schedules in seconds.
  *
  * ```ts
- * import { Effect, Layer } from "effect"
+ * import { Effect, Layer, Redacted } from "effect"
  * import { BackgroundWorker, Supervisor } from "effect-bgworker"
  * import { ClusterSupervisor } from "effect-bgworker/cluster"
  * import { NodeSupervisor } from "effect-bgworker/node"
@@ -114,7 +118,10 @@
  * })
  *
  * const App = ClusterSupervisor.cron(purge, { cron: "*\/5 * * * *" }).pipe( // every five minutes
- *   Layer.provide(ClusterSupervisor.layer({ runnerAddress: { host: "10.0.0.7", port: Number(process.env.PORT) } })),
+ *   Layer.provide(ClusterSupervisor.layer({
+ *     runnerAddress: { host: "10.0.0.7", port: Number(process.env.PORT) },
+ *     secret: Redacted.make(process.env.CLUSTER_SECRET ?? "")
+ *   })),
  *   Layer.provideMerge(Supervisor.layer()),
  *   Layer.provide(WorkerConnection.layer()),
  *   Layer.provide(EmbeddedPostgres.clientLayer().pipe(Layer.provideMerge(EmbeddedPostgres.layer())))
