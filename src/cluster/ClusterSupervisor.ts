@@ -151,7 +151,8 @@
  *   both ends prove they know it in the handshake, and a connection that does not is closed before a byte of
  *   it is read (no certificates to manage). Without a secret, keep `runnerAddress` (and `listenAddress`) on
  *   loopback: the layer logs a warning when it listens anywhere else. The secret is a key: a short or guessed
- *   one can be found offline from a recorded handshake, hence the minimum length.
+ *   one can be found offline from a recorded handshake, hence the minimum length. To change it without
+ *   stopping the cluster, roll out `acceptedSecrets` first (see the option).
  * - Effect's cluster tables (`<tablePrefix>_runners`, `_locks`, `_messages`, `_replies`, ...) and the fence
  *   schema are created by the supervisor's role on first start; run all processes of a cluster as one role.
  *
@@ -309,6 +310,13 @@ export interface Options {
    * authentication: keep the addresses on loopback (the layer logs a warning for any other).
    */
   readonly secret?: Redacted.Redacted<string> | undefined
+  /**
+   * Secrets accepted from the other processes besides `secret`, never used to connect: for changing the
+   * secret without stopping the cluster. Roll out `{ secret: old, acceptedSecrets: [new] }` to every
+   * process, then `{ secret: new, acceptedSecrets: [old] }`, then `{ secret: new }`: at each step every
+   * process accepts what every other one connects with.
+   */
+  readonly acceptedSecrets?: ReadonlyArray<Redacted.Redacted<string>> | undefined
   /** How often this process refreshes its shard locks and heartbeat. Default 1 second. */
   readonly shardLockRefreshInterval?: Duration.Input | undefined
   /**
@@ -411,18 +419,31 @@ const resolveConfig = (options: Options) =>
     if (!fence.identifier.test(prefix)) {
       yield* invalid("tablePrefix", `"${escape(prefix)}" is not a plain lower-case SQL identifier`)
     }
-    const secret = options.secret
-    if (secret !== undefined) {
+    const checkSecret = (field: string, secret: Redacted.Redacted<string>) => {
       const value = Redacted.isRedacted(secret) ? Redacted.value(secret) : undefined
       if (typeof value !== "string") {
-        yield* invalid("secret", "must be a Redacted string", "Pass Redacted.make(process.env.CLUSTER_SECRET).")
-      } else if (value.length < runnerTransport.minimumSecretLength) {
-        yield* invalid(
-          "secret",
+        return invalid(field, "must be a Redacted string", "Pass Redacted.make(process.env.CLUSTER_SECRET).")
+      }
+      if (value.length < runnerTransport.minimumSecretLength) {
+        return invalid(
+          field,
           `must be at least ${runnerTransport.minimumSecretLength} characters, not ${value.length}`,
           "Generate one with `openssl rand -base64 32` and give every process of the cluster the same."
         )
       }
+      return Effect.void
+    }
+    const secret = options.secret
+    const acceptedSecrets = options.acceptedSecrets ?? []
+    if (secret !== undefined) yield* checkSecret("secret", secret)
+    if (!Array.isArray(acceptedSecrets)) yield* invalid("acceptedSecrets", "must be an array of Redacted strings")
+    for (let i = 0; i < acceptedSecrets.length; i++) yield* checkSecret(`acceptedSecrets[${i}]`, acceptedSecrets[i]!)
+    if (secret === undefined && acceptedSecrets.length > 0) {
+      yield* invalid(
+        "acceptedSecrets",
+        "needs a secret to connect with",
+        "Set secret too: acceptedSecrets only adds secrets accepted from other processes during a rotation."
+      )
     }
     for (const role of options.grantTo ?? []) {
       if (!fence.identifier.test(role)) {
@@ -441,8 +462,8 @@ const resolveConfig = (options: Options) =>
       shardLockExpiration: expiration,
       refreshAssignmentsInterval: assignments
     }
-    const psk = secret === undefined ? undefined : runnerTransport.derive(secret, prefix)
-    return { config, schema, prefix, grantTo: options.grantTo ?? [], psk }
+    const keys = secret === undefined ? undefined : runnerTransport.keys(secret, acceptedSecrets, prefix)
+    return { config, schema, prefix, grantTo: options.grantTo ?? [], keys }
   })
 
 /**
@@ -452,10 +473,14 @@ const resolveConfig = (options: Options) =>
 const clusterLayer = (
   config: ShardingConfig.ShardingConfig["Service"],
   prefix: string,
-  psk: runnerTransport.PreSharedKey | undefined
+  keys: runnerTransport.Keys | undefined
 ) => {
-  const server = psk === undefined ? NodeClusterSocket.layerSocketServer : runnerTransport.layerSocketServer(psk)
-  const client = psk === undefined ? NodeClusterSocket.layerClientProtocol : runnerTransport.layerClientProtocol(psk)
+  const server = keys === undefined
+    ? NodeClusterSocket.layerSocketServer
+    : runnerTransport.layerSocketServer(keys.accept)
+  const client = keys === undefined
+    ? NodeClusterSocket.layerClientProtocol
+    : runnerTransport.layerClientProtocol(keys.connect)
   return SocketRunner.layer.pipe(
     Layer.provide([server, client]),
     Layer.provide(RunnerHealth.layerPing.pipe(Layer.provide(Runners.layerRpc), Layer.provide(client))),
@@ -480,8 +505,9 @@ const isLoopback = (host: string): boolean =>
  *
  * Fails with {@link InvalidClusterOptions} naming the option (a missing or malformed `runnerAddress`, an
  * expiration that is not whole seconds or not at least twice the refresh, a schema name that is not a plain
- * identifier, a `secret` shorter than 32 characters), with `SqlError` when the tables cannot be created, and
- * with `SocketServerError` when the address cannot be listened on.
+ * identifier, a `secret` or an accepted one shorter than 32 characters, `acceptedSecrets` without a `secret`),
+ * with `SqlError` when the tables cannot be created, and with `SocketServerError` when the address cannot be
+ * listened on.
  *
  * @category layers
  * @since 0.2.0
@@ -494,10 +520,10 @@ export const layer = (
   SqlClient
 > =>
   Layer.unwrap(Effect.gen(function*() {
-    const { config, grantTo, prefix, psk, schema } = yield* resolveConfig(options)
+    const { config, grantTo, keys, prefix, schema } = yield* resolveConfig(options)
     const address = `${options.runnerAddress.host}:${options.runnerAddress.port}`
     const listen = options.listenAddress ?? options.runnerAddress
-    if (psk === undefined && !isLoopback(listen.host)) {
+    if (keys === undefined && !isLoopback(listen.host)) {
       yield* Effect.logWarning(
         `cluster runner listening on ${escape(listen.host)}:${listen.port} without a secret: the runners' protocol ` +
           "is unauthenticated and unencrypted, and anyone who reaches the port can send it cluster messages; " +
@@ -518,7 +544,7 @@ export const layer = (
         })
       })
     )
-    return Layer.merge(service, clusterLayer(config, prefix, psk))
+    return Layer.merge(service, clusterLayer(config, prefix, keys))
   }))
 
 // --- Singletons ---

@@ -28,12 +28,13 @@ const Env = Layer.merge(PgTest.layer({ prefix: "cluster_secret" }), NodeServices
 
 const secret = Redacted.make("k9V2cQ1m3JtR8wX0bN5pL7hF4sD6gA2zE1yU8iO3qW5=")
 const otherSecret = Redacted.make("Zq0P9o8I7u6Y5t4R3e2W1q0A9s8D7f6G5h4J3k2L1z0=")
+const thirdSecret = Redacted.make("mN4bV6cX8zL1kJ3hG5fD7sA9pO2iU4yT6rE8wQ0aS2=")
 
 /**
- * A runner's server with `psk`, on a free loopback port, in this scope: every connection that reaches its
- * handler is counted and sent `hello`.
+ * A runner's server accepting the keys `accept`, on a free loopback port, in this scope: every connection that
+ * reaches its handler is counted and sent `hello`.
  */
-const runnerServer = (psk: runnerTransport.PreSharedKey) =>
+const runnerServer = (...accept: ReadonlyArray<runnerTransport.PreSharedKey>) =>
   Effect.gen(function*() {
     const port = yield* PgTest.freePort
     const config = {
@@ -41,7 +42,9 @@ const runnerServer = (psk: runnerTransport.PreSharedKey) =>
       runnerAddress: Option.some(RunnerAddress.make("127.0.0.1", port))
     }
     const context = yield* Layer.build(
-      runnerTransport.layerSocketServer(psk).pipe(Layer.provide(Layer.succeed(ShardingConfig.ShardingConfig, config)))
+      runnerTransport.layerSocketServer(accept).pipe(
+        Layer.provide(Layer.succeed(ShardingConfig.ShardingConfig, config))
+      )
     )
     const server = Context.get(context, SocketServer.SocketServer)
     const reached = { count: 0 }
@@ -92,6 +95,25 @@ const runnerHealth = (prefix: string) =>
     return rows[0]!
   }).pipe(Effect.catch(() => Effect.succeed({ healthy: 0, total: 0 }))) // the table appears with the first runner
 
+/**
+ * Waits for the cluster's two runners to register, then asserts for 6 s that both stay healthy. They ping
+ * each other every 500 ms (`CLUSTER_HEALTH_CHECK_MS`), each ping given up after 5 failures 500 ms apart: a
+ * runner the other could not reach would be marked unhealthy within about 3 seconds.
+ */
+const bothStayHealthy = (prefix: string) =>
+  Effect.gen(function*() {
+    yield* PgTest.eventually(
+      "two runners registered",
+      Effect.map(runnerHealth(prefix), (runners) => runners.total === 2),
+      30_000
+    )
+    const deadline = Date.now() + 6000
+    while (Date.now() < deadline) {
+      assert.deepStrictEqual(yield* runnerHealth(prefix), { healthy: 2, total: 2 })
+      yield* Effect.sleep("250 millis")
+    }
+  })
+
 layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervisor with a secret", (it) => {
   it.effect("a secret shorter than 32 characters fails the layer with InvalidClusterOptions and a hint", () =>
     Effect.gen(function*() {
@@ -122,6 +144,43 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervi
       assert.strictEqual(reached.count, 1, "a client without the key reached the runner's handler")
     }).pipe(Effect.scoped))
 
+  it.effect("during a rotation a runner accepts its secret and the accepted ones, and no other", () =>
+    Effect.gen(function*() {
+      const keys = runnerTransport.keys(secret, [otherSecret], "cluster")
+      const { port, reached } = yield* runnerServer(...keys.accept)
+      assert.deepStrictEqual(yield* tlsClient(port, runnerTransport.derive(secret, "cluster")), {
+        _tag: "Received",
+        text: "hello"
+      })
+      assert.deepStrictEqual(yield* tlsClient(port, runnerTransport.derive(otherSecret, "cluster")), {
+        _tag: "Received",
+        text: "hello"
+      })
+      const third = yield* tlsClient(port, runnerTransport.derive(thirdSecret, "cluster"))
+      assert.strictEqual(third._tag, "Refused")
+      // A client that claims an accepted key's identity but proves another key: refused too.
+      const forged = { identity: keys.accept[1]!.identity, key: runnerTransport.derive(thirdSecret, "cluster").key }
+      assert.strictEqual((yield* tlsClient(port, forged))._tag, "Refused")
+      assert.strictEqual(reached.count, 2)
+    }).pipe(Effect.scoped))
+
+  it.effect("acceptedSecrets without a secret, or one too short, fails the layer with InvalidClusterOptions", () =>
+    Effect.gen(function*() {
+      const alone = yield* Effect.flip(Layer.build(ClusterSupervisor.layer({
+        runnerAddress: { host: "127.0.0.1", port: 1 },
+        acceptedSecrets: [otherSecret]
+      })))
+      assert.strictEqual(alone._tag, "InvalidClusterOptions")
+      if (alone._tag === "InvalidClusterOptions") assert.strictEqual(alone.field, "acceptedSecrets")
+      const short = yield* Effect.flip(Layer.build(ClusterSupervisor.layer({
+        runnerAddress: { host: "127.0.0.1", port: 1 },
+        secret,
+        acceptedSecrets: [otherSecret, Redacted.make("short")]
+      })))
+      assert.strictEqual(short._tag, "InvalidClusterOptions")
+      if (short._tag === "InvalidClusterOptions") assert.strictEqual(short.field, "acceptedSecrets[1]")
+    }))
+
   it.effect("a plain TCP client's bytes never reach a runner with a secret: the connection is closed", () =>
     Effect.gen(function*() {
       const { port, reached } = yield* runnerServer(runnerTransport.derive(secret, "cluster"))
@@ -142,18 +201,29 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervi
         }
         yield* startNode("a", "none", env)
         yield* startNode("b", "none", env)
-        yield* PgTest.eventually(
-          "two runners registered",
-          Effect.map(runnerHealth("shared_secret"), (runners) => runners.total === 2),
-          30_000
-        )
-        // Pings every 500 ms, each given up after 5 failures 500 ms apart: a runner that could not be
-        // reached would be marked unhealthy within about 3 seconds.
-        const deadline = Date.now() + 6000
-        while (Date.now() < deadline) {
-          assert.deepStrictEqual(yield* runnerHealth("shared_secret"), { healthy: 2, total: 2 })
-          yield* Effect.sleep("250 millis")
-        }
+        yield* bothStayHealthy("shared_secret")
+      }),
+    60_000
+  )
+
+  it.effect(
+    "mid-rotation, a process still connecting with the old secret and one already on the new stay healthy",
+    () =>
+      Effect.gen(function*() {
+        const env = { CLUSTER_HEALTH_CHECK_MS: "500", CLUSTER_TABLE_PREFIX: "rotation" }
+        // The second step of a rotation, half rolled out: e still connects with the old secret (and accepts
+        // the new one), f already connects with the new one (and accepts the old one).
+        yield* startNode("e", "none", {
+          ...env,
+          CLUSTER_SECRET: Redacted.value(secret),
+          CLUSTER_ACCEPTED_SECRETS: Redacted.value(otherSecret)
+        })
+        yield* startNode("f", "none", {
+          ...env,
+          CLUSTER_SECRET: Redacted.value(otherSecret),
+          CLUSTER_ACCEPTED_SECRETS: Redacted.value(secret)
+        })
+        yield* bothStayHealthy("rotation")
       }),
     60_000
   )

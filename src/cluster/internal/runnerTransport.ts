@@ -9,9 +9,11 @@
  * variant of the two cluster layers. These are those two layers over TLS, with the same timeouts and
  * serialization; nothing else of the cluster is replaced.
  *
- * The key is HKDF-SHA256 of the secret, salted with this module's label and bound to the cluster's table
- * prefix (two clusters sharing a secret by mistake still cannot talk to each other). The PSK identity, sent
- * in clear, names the prefix only.
+ * A key is HKDF-SHA256 of a secret, salted with this module's label and bound to the cluster's table prefix
+ * (two clusters sharing a secret by mistake still cannot talk to each other). A process connects with the key
+ * of its `secret` and accepts those of `secret` and `acceptedSecrets` (a rotation in progress): the PSK
+ * identity, sent in clear, names the prefix and a fingerprint of the key (a hash of it, which reveals nothing
+ * of it), so that the server knows which key the client proves.
  *
  * @internal
  */
@@ -39,19 +41,36 @@ export interface PreSharedKey {
 }
 
 /** The key the runners of the cluster whose tables are `prefix`-ed derive from `secret`. */
-export const derive = (secret: Redacted.Redacted<string>, prefix: string): PreSharedKey => ({
-  identity: `effect-bgworker cluster ${prefix}`,
-  key: Buffer.from(Crypto.hkdfSync("sha256", Redacted.value(secret), "effect-bgworker runners", prefix, 32))
-})
+export const derive = (secret: Redacted.Redacted<string>, prefix: string): PreSharedKey => {
+  const key = Buffer.from(Crypto.hkdfSync("sha256", Redacted.value(secret), "effect-bgworker runners", prefix, 32))
+  const fingerprint = Crypto.createHash("sha256").update(key).digest("hex").slice(0, 16)
+  return { identity: `effect-bgworker cluster ${prefix} ${fingerprint}`, key }
+}
+
+/** The keys of one process: the one it connects with, and every one it accepts (that one among them). */
+export interface Keys {
+  readonly connect: PreSharedKey
+  readonly accept: ReadonlyArray<PreSharedKey>
+}
+
+/** The keys of a process given `secret` and `acceptedSecrets`, for the cluster whose tables are `prefix`-ed. */
+export const keys = (
+  secret: Redacted.Redacted<string>,
+  acceptedSecrets: ReadonlyArray<Redacted.Redacted<string>>,
+  prefix: string
+): Keys => {
+  const connect = derive(secret, prefix)
+  return { connect, accept: [connect, ...acceptedSecrets.map((accepted) => derive(accepted, prefix))] }
+}
 
 /** TLS 1.3 only: its PSK handshake authenticates both ends (TLS 1.2's PSK suites do not all do so well). */
 const minVersion = "TLSv1.3"
 
-/** The server's side: a client presenting another identity, or not proving the key, fails the handshake. */
-export const serverOptions = (psk: PreSharedKey): Tls.TlsOptions => ({
-  minVersion,
-  pskCallback: (_socket, identity) => identity === psk.identity ? psk.key : null
-})
+/** The server's side: a client presenting an identity not accepted, or not proving its key, fails the handshake. */
+export const serverOptions = (accept: ReadonlyArray<PreSharedKey>): Tls.TlsOptions => {
+  const byIdentity = new Map(accept.map((psk) => [psk.identity, psk.key]))
+  return { minVersion, pskCallback: (_socket, identity) => byIdentity.get(identity) ?? null }
+}
 
 /** The client's side: no certificate to check; the server proves the key in the handshake instead. */
 export const clientOptions = (psk: PreSharedKey): Tls.ConnectionOptions => ({
@@ -61,12 +80,12 @@ export const clientOptions = (psk: PreSharedKey): Tls.ConnectionOptions => ({
 })
 
 /** `NodeClusterSocket.layerSocketServer` over TLS: listens on the listen address, else the runner's. */
-export const layerSocketServer = (psk: PreSharedKey) =>
+export const layerSocketServer = (accept: ReadonlyArray<PreSharedKey>) =>
   Layer.unwrap(Effect.gen(function*() {
     const config = yield* ShardingConfig.ShardingConfig
     const address = Option.orElse(config.runnerListenAddress, () => config.runnerAddress)
     if (Option.isNone(address)) return yield* Effect.die("runnerTransport: the cluster has no runner address")
-    return NodeSocketServer.layerTls({ host: address.value.host, port: address.value.port, ...serverOptions(psk) })
+    return NodeSocketServer.layerTls({ host: address.value.host, port: address.value.port, ...serverOptions(accept) })
   }))
 
 /** `NodeClusterSocket.layerClientProtocol` over TLS (the same open and idle timeouts). */
