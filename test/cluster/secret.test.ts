@@ -62,8 +62,8 @@ const runnerServer = (...accept: ReadonlyArray<runnerTransport.PreSharedKey>) =>
 
 type Outcome = { readonly _tag: "Received"; readonly text: string } | { readonly _tag: "Refused"; readonly why: string }
 
-/** Connects to 127.0.0.1:`port` with `connect`, sends `send`, and reports what came back before the end. */
-const talk = (connect: (done: (outcome: Outcome) => void) => Net.Socket, send: string) =>
+/** Connects with `connect`, sends `send`, and reports what came back before the end. */
+const talk = (connect: () => Net.Socket, send: string) =>
   Effect.callback<Outcome>((resume) => {
     let settled = false
     let text = ""
@@ -73,7 +73,7 @@ const talk = (connect: (done: (outcome: Outcome) => void) => Net.Socket, send: s
       socket.destroy()
       resume(Effect.succeed(outcome))
     }
-    const socket = connect(done)
+    const socket = connect()
     socket.on("data", (chunk: Buffer) => {
       text += chunk.toString("utf8")
       if (text.length >= 5) done({ _tag: "Received", text })
