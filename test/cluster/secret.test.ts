@@ -17,7 +17,9 @@ import * as Redacted from "effect/Redacted"
 import * as References from "effect/References"
 import * as SocketServer from "effect/socket/SocketServer"
 import { SqlClient } from "effect/sql/SqlClient"
+import * as fs from "node:fs"
 import * as Net from "node:net"
+import * as path from "node:path"
 import * as Tls from "node:tls"
 import { ClusterSupervisor } from "../../src/cluster/index.ts"
 import * as runnerTransport from "../../src/cluster/internal/runnerTransport.ts"
@@ -180,6 +182,31 @@ layer(Env, { timeout: "60 seconds", excludeTestServices: true })("ClusterSupervi
       assert.strictEqual(short._tag, "InvalidClusterOptions")
       if (short._tag === "InvalidClusterOptions") assert.strictEqual(short.field, "acceptedSecrets[1]")
     }))
+
+  it.effect("a runner's client refuses a server that shows a trusted certificate instead of proving the key", () =>
+    Effect.gen(function*() {
+      // An impostor at a runner's address with a certificate the client trusts (here by `ca`; elsewhere any
+      // public CA's): the server chooses a certificate handshake over the pre-shared key.
+      const fixtures = path.join(import.meta.dirname, "fixtures")
+      const cert = fs.readFileSync(path.join(fixtures, "impostor.cert.pem"))
+      const server = Tls.createServer(
+        { minVersion: "TLSv1.3", cert, key: fs.readFileSync(path.join(fixtures, "impostor.key.pem")) },
+        (socket) => socket.end("hello")
+      )
+      yield* Effect.acquireRelease(
+        Effect.callback<void>((resume) => {
+          server.listen(0, "127.0.0.1", () => resume(Effect.void))
+        }),
+        () => Effect.sync(() => server.close())
+      )
+      const port = (server.address() as Net.AddressInfo).port
+      const psk = runnerTransport.derive(secret, "cluster")
+      const outcome = yield* talk(
+        () => Tls.connect({ host: "127.0.0.1", port, ...runnerTransport.clientOptions(psk), ca: [cert] }),
+        "ping"
+      )
+      assert.strictEqual(outcome._tag, "Refused")
+    }).pipe(Effect.scoped))
 
   it.effect("a plain TCP client's bytes never reach a runner with a secret: the connection is closed", () =>
     Effect.gen(function*() {

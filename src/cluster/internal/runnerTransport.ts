@@ -72,11 +72,16 @@ export const serverOptions = (accept: ReadonlyArray<PreSharedKey>): Tls.TlsOptio
   return { minVersion, pskCallback: (_socket, identity) => byIdentity.get(identity) ?? null }
 }
 
-/** The client's side: no certificate to check; the server proves the key in the handshake instead. */
+/**
+ * The client's side: the server must prove the key. A TLS 1.3 server may answer the key with a certificate
+ * handshake instead, which Node would accept from any certificate its CAs trust; a runner never shows one, so
+ * a server that does is refused (`checkServerIdentity` is called for certificate handshakes only).
+ */
 export const clientOptions = (psk: PreSharedKey): Tls.ConnectionOptions => ({
   minVersion,
   pskCallback: () => ({ psk: psk.key, identity: psk.identity }),
-  checkServerIdentity: () => undefined
+  checkServerIdentity: () =>
+    new Error("the server showed a certificate instead of proving the cluster's key: it is not one of its runners")
 })
 
 /** `NodeClusterSocket.layerSocketServer` over TLS: listens on the listen address, else the runner's. */
